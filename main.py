@@ -1,0 +1,88 @@
+"""retinamask-tf command line: train, evaluate.
+
+  python main.py --mode=train_and_eval --config=configs/demo.yaml --model_dir=runs/demo
+  python main.py --mode=eval --model_dir=runs/demo
+  python main.py --mode=train --config=configs/coco_r50_fpn.yaml \
+      --override data.train_json=/data/coco/annotations/instances_train2017.json ...
+"""
+
+import json
+import logging
+import os
+import sys
+
+from absl import app, flags
+
+flags.DEFINE_enum("mode", "train_and_eval", ["train", "eval", "train_and_eval"], "What to run.")
+flags.DEFINE_multi_string("config", [], "YAML config file(s); later files win.")
+flags.DEFINE_multi_string("override", [], "key=value overrides, e.g. train.steps=100.")
+flags.DEFINE_string("model_dir", None, "Folder for the config, checkpoints, logs and metrics.")
+flags.DEFINE_enum("backbone_weights", None, ["none", "imagenet"],
+                  "Shortcut for model.backbone.weights (imagenet needs internet).")
+FLAGS = flags.FLAGS
+
+
+def _train(config, model_dir):
+    from retinamask_tf.training.trainer import Trainer
+    trainer = Trainer(config, model_dir)
+    print(f"Training {trainer.config.train.steps} steps, batch {trainer.config.train.batch_size}, "
+          f"{trainer.model.count_params():,} parameters, {trainer.train_data.num_classes} classes; "
+          f"model_dir={model_dir}", flush=True)
+    result = trainer.train()
+    print(f"Training done at step {trainer.step}: loss {result['total_loss']:.4f}, "
+          f"{result['steps_per_sec']:.2f} steps/s", flush=True)
+    return trainer
+
+
+def _eval(model_dir, trainer=None, overrides=()):
+    from retinamask_tf.evaluation.coco_evaluator import evaluate, format_table
+    from retinamask_tf.training.trainer import Trainer, read_config
+    if trainer is None:
+        config = read_config(model_dir, overrides)
+        trainer = Trainer(config, model_dir)
+        if not trainer.restore():
+            raise SystemExit(f"no checkpoint in {model_dir}/checkpoints to evaluate")
+    report = evaluate(trainer.model, trainer.val_data, trainer.config,
+                      out_dir=os.path.join(model_dir, "eval"), step=trainer.step,
+                      max_images=trainer.config.eval.max_images)
+    m = report["bbox"]
+    print(f"\nCOCO bbox on {report['num_images']} val images (step {report['step']}): "
+          f"AP {m['AP']:.3f}  AP50 {m['AP50']:.3f}  AP75 {m['AP75']:.3f}  "
+          f"APs {m['APs']:.3f}  APm {m['APm']:.3f}  APl {m['APl']:.3f}")
+    print(format_table(report["per_class"]))
+    return report
+
+
+def main(argv):
+    del argv
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    from absl import logging as absl_logging
+    absl_logging.set_verbosity(absl_logging.WARNING)
+    from retinamask_tf import config as config_lib
+    if not FLAGS.model_dir:
+        raise app.UsageError("--model_dir is required")
+    overrides = list(FLAGS.override)
+    if FLAGS.backbone_weights:
+        overrides.append("model.backbone.weights="
+                         + ("null" if FLAGS.backbone_weights == "none" else "imagenet"))
+    try:
+        if FLAGS.mode == "eval":
+            report = _eval(FLAGS.model_dir, overrides=overrides)
+        else:
+            config = config_lib.load_config(FLAGS.config, overrides)
+            trainer = _train(config, FLAGS.model_dir)
+            report = _eval(FLAGS.model_dir, trainer) if FLAGS.mode == "train_and_eval" else None
+    except config_lib.ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print("\nOutputs:")
+    print(f"  config       {os.path.join(FLAGS.model_dir, 'config.yaml')}")
+    print(f"  checkpoints  {os.path.join(FLAGS.model_dir, 'checkpoints')}")
+    print(f"  tensorboard  tensorboard --logdir {FLAGS.model_dir}")
+    if report:
+        print(f"  metrics      {report['metrics_path']}")
+    return 0
+
+
+if __name__ == "__main__":
+    app.run(main)

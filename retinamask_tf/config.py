@@ -1,0 +1,420 @@
+"""Experiment configuration: frozen dataclasses, YAML overrides, one loader.
+
+Every setting has a typed default here; YAML files and ``key=value`` overrides
+replace defaults and nothing else. Unknown keys are rejected with their dotted
+name, values are type-checked and validated when the config is built, and the
+resolved config is written next to checkpoints (``to_yaml``) so that eval and
+export read back exactly what training used.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import types
+import typing
+from typing import Any, Literal, Optional, Tuple
+
+import yaml
+
+BackboneNorm = Literal["frozen", "batch_norm", "sync_batch_norm", "group_norm"]
+DatasetKind = Literal["builtin", "coco"]
+CrowdMode = Literal["drop", "ignore"]
+BoxLoss = Literal["self_adjusting", "smooth_l1"]
+P6From = Literal["c5", "p5"]
+
+
+class ConfigError(ValueError):
+    """A configuration value or key is wrong; the message names the key."""
+
+
+def _check(ok, key: str, message: str) -> None:
+    if not ok:
+        raise ConfigError(f"config key '{key}': {message}")
+
+
+@dataclasses.dataclass(frozen=True)
+class BuiltinDataConfig:
+    """The generated shapes dataset (``retinamask_tf.data.synthetic``)."""
+
+    num_train: int = 1600
+    num_val: int = 200
+    image_size: int = 256
+    max_objects: int = 15
+    min_object_size: float = 12.0
+    seed: int = 0
+    cache_dir: str = "~/.cache/retinamask_tf"
+
+    def __post_init__(self):
+        _check(self.num_train > 0 and self.num_val > 0, "data.builtin.num_train/num_val", "must be > 0")
+        _check(self.image_size >= 64, "data.builtin.image_size", "must be >= 64")
+        _check(1 <= self.max_objects <= 100, "data.builtin.max_objects", "must be in [1, 100]")
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+    """Input data and the parser (resize, flip, pad)."""
+
+    kind: DatasetKind = "builtin"
+    train_json: Optional[str] = None
+    train_images: Optional[str] = None
+    val_json: Optional[str] = None
+    val_images: Optional[str] = None
+    builtin: BuiltinDataConfig = BuiltinDataConfig()
+    short_side: int = 800
+    long_side: int = 1333
+    max_instances: int = 100
+    hflip: bool = True
+    crowd: CrowdMode = "drop"
+    shuffle_buffer: int = 1024
+    num_parallel_calls: int = -1  # -1: tf.data.AUTOTUNE
+    cache_decoded: bool = False
+
+    def __post_init__(self):
+        _check(self.short_side > 0 and self.long_side >= self.short_side,
+               "data.short_side/long_side", "need 0 < short_side <= long_side")
+        _check(self.max_instances > 0, "data.max_instances", "must be > 0")
+        if self.kind == "coco":
+            for key in ("train_json", "train_images", "val_json", "val_images"):
+                _check(getattr(self, key), f"data.{key}", "is required when data.kind is 'coco'")
+
+
+@dataclasses.dataclass(frozen=True)
+class AnchorConfig:
+    """Anchors: size = anchor_scale * stride * 2^(i/num_scales), per aspect ratio."""
+
+    min_level: int = 3
+    max_level: int = 7
+    num_scales: int = 3
+    aspect_ratios: Tuple[float, ...] = (0.5, 1.0, 2.0)
+    anchor_scale: float = 4.0
+
+    def __post_init__(self):
+        _check(2 <= self.min_level <= self.max_level <= 8, "anchors.min_level/max_level",
+               "need 2 <= min_level <= max_level <= 8")
+        _check(self.num_scales >= 1, "anchors.num_scales", "must be >= 1")
+        _check(len(self.aspect_ratios) >= 1 and all(a > 0 for a in self.aspect_ratios),
+               "anchors.aspect_ratios", "must be a non-empty list of positive numbers")
+
+    @property
+    def num_anchors(self) -> int:
+        return self.num_scales * len(self.aspect_ratios)
+
+
+@dataclasses.dataclass(frozen=True)
+class BackboneConfig:
+    depth: int = 50
+    norm: BackboneNorm = "frozen"
+    width: int = 64  # channels of the stem; ResNet's standard is 64
+    weights: Optional[str] = None  # None (from scratch) or "imagenet"
+    freeze_stages: int = 0  # 0: none; 1: stem; 2: stem + stage 2 (paper with ImageNet weights)
+
+    def __post_init__(self):
+        _check(self.depth in (18, 34, 50, 101), "model.backbone.depth", "must be 18, 34, 50 or 101")
+        _check(self.width >= 8 and self.width % 8 == 0, "model.backbone.width", "must be a multiple of 8")
+        _check(self.weights in (None, "imagenet"), "model.backbone.weights", "must be null or 'imagenet'")
+        if self.weights == "imagenet":
+            _check(self.depth in (50, 101) and self.width == 64, "model.backbone.weights",
+                   "'imagenet' weights exist for depth 50/101 at width 64 only")
+        _check(0 <= self.freeze_stages <= 5, "model.backbone.freeze_stages", "must be in [0, 5]")
+
+
+@dataclasses.dataclass(frozen=True)
+class FPNConfig:
+    channels: int = 256
+    p6_from: P6From = "p5"
+    group_norm: bool = False
+
+    def __post_init__(self):
+        _check(self.channels > 0, "model.fpn.channels", "must be > 0")
+
+
+@dataclasses.dataclass(frozen=True)
+class HeadConfig:
+    num_convs: int = 4
+    channels: int = 256
+    group_norm: bool = False
+    prior_prob: float = 0.01
+
+    def __post_init__(self):
+        _check(self.num_convs >= 0, "model.head.num_convs", "must be >= 0")
+        _check(0.0 < self.prior_prob < 1.0, "model.head.prior_prob", "must be in (0, 1)")
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    num_classes: Optional[int] = None  # None: taken from the dataset
+    backbone: BackboneConfig = BackboneConfig()
+    fpn: FPNConfig = FPNConfig()
+    head: HeadConfig = HeadConfig()
+
+    def __post_init__(self):
+        _check(self.num_classes is None or self.num_classes >= 1, "model.num_classes", "must be >= 1")
+
+
+@dataclasses.dataclass(frozen=True)
+class MatcherConfig:
+    positive_threshold: float = 0.5
+    negative_threshold: float = 0.4
+    best_match_threshold: Optional[float] = 0.0  # None: best matching off (plain RetinaNet)
+
+    def __post_init__(self):
+        _check(0.0 <= self.negative_threshold <= self.positive_threshold <= 1.0,
+               "matcher.negative_threshold/positive_threshold", "need 0 <= negative <= positive <= 1")
+        _check(self.best_match_threshold is None or 0.0 <= self.best_match_threshold < 1.0,
+               "matcher.best_match_threshold", "must be null or in [0, 1)")
+
+
+@dataclasses.dataclass(frozen=True)
+class BoxCoderConfig:
+    weights: Tuple[float, float, float, float] = (10.0, 10.0, 5.0, 5.0)
+    scale_clip: float = math.log(1000.0 / 16.0)
+
+    def __post_init__(self):
+        _check(len(self.weights) == 4 and all(w > 0 for w in self.weights), "box_coder.weights",
+               "must be 4 positive numbers (dy, dx, dh, dw weights)")
+
+
+@dataclasses.dataclass(frozen=True)
+class LossConfig:
+    focal_alpha: float = 0.25
+    focal_gamma: float = 2.0
+    box_loss: BoxLoss = "self_adjusting"
+    beta: float = 0.11  # fixed beta, or beta_hat for the self-adjusting loss
+    beta_momentum: float = 0.9
+    beta_min: float = 1e-3
+    box_weight: float = 1.0
+
+    def __post_init__(self):
+        _check(0.0 <= self.focal_alpha <= 1.0, "loss.focal_alpha", "must be in [0, 1]")
+        _check(self.focal_gamma >= 0.0, "loss.focal_gamma", "must be >= 0")
+        _check(self.beta > 0.0, "loss.beta", "must be > 0")
+        _check(0.0 <= self.beta_momentum < 1.0, "loss.beta_momentum", "must be in [0, 1)")
+        _check(0.0 <= self.beta_min <= self.beta, "loss.beta_min", "must be in [0, loss.beta]")
+
+
+@dataclasses.dataclass(frozen=True)
+class PostprocessConfig:
+    score_threshold: float = 0.05
+    pre_nms_top_k: int = 1000
+    nms_iou_threshold: float = 0.4
+    max_detections: int = 100
+
+    def __post_init__(self):
+        _check(self.pre_nms_top_k > 0 and self.max_detections > 0,
+               "postprocess.pre_nms_top_k/max_detections", "must be > 0")
+        _check(0.0 < self.nms_iou_threshold <= 1.0, "postprocess.nms_iou_threshold", "must be in (0, 1]")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    batch_size: int = 16  # global batch, summed over replicas
+    steps: int = 90000
+    base_lr: float = 0.01
+    warmup_steps: int = 500
+    warmup_factor: float = 1.0 / 3.0
+    lr_drop_steps: Tuple[int, ...] = (60000, 80000)
+    lr_drop_factor: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    clip_grad_norm: Optional[float] = None
+    checkpoint_every: int = 1000
+    keep_checkpoints: int = 3
+    summary_every: int = 50
+    checkpoint_data_iterator: bool = False
+    seed: int = 0
+
+    def __post_init__(self):
+        _check(self.batch_size > 0, "train.batch_size", "must be > 0")
+        _check(self.steps > 0, "train.steps", "must be > 0")
+        _check(self.base_lr > 0, "train.base_lr", "must be > 0")
+        _check(list(self.lr_drop_steps) == sorted(self.lr_drop_steps), "train.lr_drop_steps",
+               "must be increasing")
+        _check(self.checkpoint_every > 0, "train.checkpoint_every", "must be > 0")
+        _check(self.summary_every > 0, "train.summary_every", "must be > 0")
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalConfig:
+    batch_size: int = 8
+    max_images: Optional[int] = None  # None: the whole val split
+
+
+@dataclasses.dataclass(frozen=True)
+class ExperimentConfig:
+    data: DataConfig = DataConfig()
+    anchors: AnchorConfig = AnchorConfig()
+    model: ModelConfig = ModelConfig()
+    matcher: MatcherConfig = MatcherConfig()
+    box_coder: BoxCoderConfig = BoxCoderConfig()
+    loss: LossConfig = LossConfig()
+    postprocess: PostprocessConfig = PostprocessConfig()
+    train: TrainConfig = TrainConfig()
+    eval: EvalConfig = EvalConfig()
+
+    def __post_init__(self):
+        stride = 2 ** self.anchors.max_level
+        # The image is padded to a multiple of the coarsest stride; short_side must fit it.
+        _check(self.data.short_side >= stride, "data.short_side",
+               f"must be >= the coarsest stride 2^max_level = {stride}")
+
+    @property
+    def image_size(self) -> Tuple[int, int]:
+        """Static (height, width) the parser pads every image to."""
+        stride = 2 ** self.anchors.max_level
+        side = int(math.ceil(self.data.long_side / stride) * stride)
+        return side, side
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def _convert(value: Any, hint: Any, key: str) -> Any:
+    """Converts a YAML value to the annotated type, or raises ConfigError naming ``key``."""
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if dataclasses.is_dataclass(hint):
+        if not isinstance(value, dict):
+            raise ConfigError(f"config key '{key}': expected a mapping, got {value!r}")
+        return _build(hint, value, key + ".")
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _convert(value, inner[0], key)
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(f"config key '{key}': {value!r} is not one of {list(args)}")
+        return value
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"config key '{key}': expected a list, got {value!r}")
+        item = args[0]
+        if len(args) == 2 and args[1] is Ellipsis or len(args) == 1:
+            return tuple(_convert(v, item, key) for v in value)
+        if len(value) != len(args):
+            raise ConfigError(f"config key '{key}': expected {len(args)} values, got {len(value)}")
+        return tuple(_convert(v, a, key) for v, a in zip(value, args))
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"config key '{key}': expected true/false, got {value!r}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"config key '{key}': expected an integer, got {value!r}")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"config key '{key}': expected a number, got {value!r}")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"config key '{key}': expected a string, got {value!r}")
+        return value
+    raise TypeError(f"unsupported annotation {hint!r} for '{key}'")
+
+
+def _build(cls, values: dict, prefix: str = ""):
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    for key in values:
+        if key not in names:
+            raise ConfigError(f"unknown config key '{prefix}{key}' (known: {sorted(names)})")
+    kwargs = {k: _convert(v, hints[k], prefix + k) for k, v in values.items()}
+    try:
+        return cls(**kwargs)
+    except TypeError as e:  # pragma: no cover - guarded by the key check above
+        raise ConfigError(f"config section '{prefix.rstrip('.') or '<root>'}': {e}") from e
+
+
+def _merge(base: dict, update: dict) -> dict:
+    out = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def to_dict(config) -> dict:
+    """Plain nested dict (tuples as lists) of a config dataclass."""
+    out = {}
+    for f in dataclasses.fields(config):
+        v = getattr(config, f.name)
+        if dataclasses.is_dataclass(v):
+            v = to_dict(v)
+        elif isinstance(v, tuple):
+            v = list(v)
+        out[f.name] = v
+    return out
+
+
+def parse_override(text: str) -> dict:
+    """``'a.b.c=value'`` -> ``{'a': {'b': {'c': value}}}`` with the value parsed as YAML."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} is not of the form key=value")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    if not key:
+        raise ConfigError(f"override {text!r} has an empty key")
+    value = yaml.safe_load(raw) if raw.strip() else None
+    out: dict = value
+    for part in reversed(key.split(".")):
+        out = {part: out}
+    return out
+
+
+def load_config(paths=(), overrides=(), base: Optional[ExperimentConfig] = None) -> ExperimentConfig:
+    """Builds the experiment config: defaults <- each YAML file in order <- overrides.
+
+    Args:
+      paths: YAML files; later files win.
+      overrides: strings ``dotted.key=yaml_value``; applied last.
+      base: config to start from (default: the dataclass defaults).
+    Raises:
+      ConfigError: an unknown key, a wrong type or an invalid value, naming the key
+        (and the file, for YAML errors).
+    """
+    values = to_dict(base or ExperimentConfig())
+    for path in paths:
+        try:
+            with open(path) as f:
+                loaded = yaml.safe_load(f) or {}
+        except FileNotFoundError as e:
+            raise ConfigError(f"config file not found: {path}") from e
+        except yaml.YAMLError as e:
+            raise ConfigError(f"config file {path} is not valid YAML: {e}") from e
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"config file {path} must hold a mapping at the top level")
+        try:
+            _build(ExperimentConfig, _merge(values, loaded))
+        except ConfigError as e:
+            raise ConfigError(f"{path}: {e}") from e
+        values = _merge(values, loaded)
+    for text in overrides:
+        values = _merge(values, parse_override(text))
+    return _build(ExperimentConfig, values)
+
+
+def to_yaml(config: ExperimentConfig) -> str:
+    return yaml.safe_dump(to_dict(config), sort_keys=False)
+
+
+def replace(config, **changes):
+    """``dataclasses.replace`` with dotted keys: ``replace(cfg, **{'model.num_classes': 3})``."""
+    nested: dict = {}
+    for key, value in changes.items():
+        head, _, rest = key.partition(".")
+        nested.setdefault(head, {})
+        if rest:
+            nested[head][rest] = value
+        else:
+            nested[head] = value
+    kwargs = {}
+    for head, value in nested.items():
+        if isinstance(value, dict) and dataclasses.is_dataclass(getattr(config, head)):
+            kwargs[head] = replace(getattr(config, head), **value)
+        else:
+            kwargs[head] = value
+    return dataclasses.replace(config, **kwargs)

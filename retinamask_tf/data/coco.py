@@ -1,0 +1,174 @@
+"""COCO instances JSON reader.
+
+Produces one ``ImageRecord`` per image with boxes in yxyx absolute pixels of the
+original image and contiguous class indices. Category ids may be any integers
+(COCO's run 1..90 with gaps); ``CocoDataset.class_ids`` maps the contiguous
+index back to the dataset's own id, which results files use.
+"""
+
+import dataclasses
+import json
+import logging
+import os
+from typing import List, Optional
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+
+class DatasetError(ValueError):
+    """The dataset cannot be used; the message names the file and the ids involved."""
+
+
+@dataclasses.dataclass
+class ImageRecord:
+    """One image and its annotations (boxes yxyx absolute pixels, original frame)."""
+
+    image_id: int
+    path: str
+    height: int
+    width: int
+    boxes: np.ndarray  # [n, 4] float32 yxyx
+    classes: np.ndarray  # [n] int32 contiguous index
+    is_crowd: np.ndarray  # [n] bool
+    ann_ids: np.ndarray  # [n] int64
+    segmentations: list  # n COCO segmentations (polygon lists or RLE dicts)
+
+
+@dataclasses.dataclass
+class CocoDataset:
+    json_path: str
+    image_dir: str
+    records: List[ImageRecord]
+    class_ids: List[int]  # contiguous index -> dataset category id
+    class_names: List[str]
+    skipped: dict  # reason -> count
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_ids)
+
+
+def load_coco(json_path: str, image_dir: str, crowd: str = "drop",
+              categories: Optional[List[dict]] = None) -> CocoDataset:
+    """Reads a COCO instances JSON.
+
+    Args:
+      json_path: the annotations file.
+      image_dir: folder the images' ``file_name`` are relative to.
+      crowd: "drop" (released code: crowd annotations removed) or "ignore"
+        (kept, flagged in ``is_crowd``; the matcher ignores anchors inside them).
+      categories: category list to use for the class mapping (pass the train
+        split's so that train and val share one mapping); default: this file's.
+    Returns:
+      CocoDataset. Annotations with a box of zero or negative size are skipped
+      with a warning naming the image and annotation id, and counted in
+      ``skipped``. Boxes are clipped to the image.
+    Raises:
+      DatasetError: file missing or not COCO, unknown category id, duplicate ids.
+    """
+    if not os.path.isfile(json_path):
+        raise DatasetError(f"annotation file not found: {json_path}")
+    try:
+        with open(json_path) as f:
+            data = json.load(f)
+    except json.JSONDecodeError as e:
+        raise DatasetError(f"{json_path} is not valid JSON: {e}") from e
+    if not isinstance(data, dict) or not all(k in data for k in ("images", "annotations", "categories")):
+        raise DatasetError(f"{json_path} is not a COCO instances file: it needs the keys "
+                           "'images', 'annotations' and 'categories'")
+    cats = sorted(categories if categories is not None else data["categories"], key=lambda c: c["id"])
+    if not cats:
+        raise DatasetError(f"{json_path} has no categories")
+    class_ids = [int(c["id"]) for c in cats]
+    if len(set(class_ids)) != len(class_ids):
+        raise DatasetError(f"{json_path}: duplicate category ids")
+    index_of = {cid: i for i, cid in enumerate(class_ids)}
+
+    images = {}
+    for img in data["images"]:
+        if img["id"] in images:
+            raise DatasetError(f"{json_path}: duplicate image id {img['id']}")
+        images[img["id"]] = img
+    per_image = {iid: [] for iid in images}
+    seen_ann = set()
+    skipped = {}
+
+    def skip(reason, ann):
+        skipped[reason] = skipped.get(reason, 0) + 1
+        log.warning("%s: skipping annotation %s of image %s: %s", json_path, ann.get("id"),
+                    ann.get("image_id"), reason)
+
+    for ann in data["annotations"]:
+        if ann["id"] in seen_ann:
+            raise DatasetError(f"{json_path}: duplicate annotation id {ann['id']}")
+        seen_ann.add(ann["id"])
+        if ann["image_id"] not in images:
+            raise DatasetError(f"{json_path}: annotation {ann['id']} refers to image id "
+                               f"{ann['image_id']}, which is not in 'images'")
+        if ann["category_id"] not in index_of:
+            raise DatasetError(f"{json_path}: annotation {ann['id']} (image {ann['image_id']}) has "
+                               f"category id {ann['category_id']}, which is not in 'categories'")
+        crowd_flag = bool(ann.get("iscrowd", 0))
+        if crowd_flag and crowd == "drop":
+            continue
+        img = images[ann["image_id"]]
+        x, y, w, h = (float(v) for v in ann["bbox"])
+        if not np.all(np.isfinite([x, y, w, h])):
+            skip("non-finite box", ann)
+            continue
+        y0, x0 = max(y, 0.0), max(x, 0.0)
+        y1, x1 = min(y + h, float(img["height"])), min(x + w, float(img["width"]))
+        if y1 - y0 <= 0 or x1 - x0 <= 0:
+            skip("empty box (zero size or outside the image)", ann)
+            continue
+        per_image[ann["image_id"]].append(
+            (ann["id"], [y0, x0, y1, x1], index_of[ann["category_id"]], crowd_flag,
+             ann.get("segmentation")))
+
+    records = []
+    for iid in sorted(images):
+        img = images[iid]
+        anns = per_image[iid]
+        records.append(ImageRecord(
+            image_id=int(iid), path=os.path.join(image_dir, img["file_name"]),
+            height=int(img["height"]), width=int(img["width"]),
+            boxes=np.array([a[1] for a in anns], np.float32).reshape(-1, 4),
+            classes=np.array([a[2] for a in anns], np.int32),
+            is_crowd=np.array([a[3] for a in anns], bool),
+            ann_ids=np.array([a[0] for a in anns], np.int64),
+            segmentations=[a[4] for a in anns]))
+    if not records:
+        raise DatasetError(f"{json_path} has no images")
+    if skipped:
+        log.warning("%s: skipped %d annotations: %s", json_path, sum(skipped.values()), skipped)
+    return CocoDataset(json_path, image_dir, records, class_ids,
+                       [str(c.get("name", c["id"])) for c in cats], skipped)
+
+
+def segmentation_to_mask(segmentation, height: int, width: int) -> np.ndarray:
+    """Rasterises a COCO segmentation (polygons, uncompressed or compressed RLE).
+
+    Returns:
+      [height, width] uint8 mask in {0, 1}.
+    Raises:
+      DatasetError: an RLE whose size is not (height, width), or an unknown format.
+    """
+    from pycocotools import mask as mask_utils  # heavy C extension, imported on use
+
+    if isinstance(segmentation, list):
+        polys = [p for p in segmentation if len(p) >= 6]
+        if not polys:
+            return np.zeros((height, width), np.uint8)
+        rle = mask_utils.merge(mask_utils.frPyObjects(polys, height, width))
+    elif isinstance(segmentation, dict) and "counts" in segmentation:
+        if list(segmentation["size"]) != [height, width]:
+            raise DatasetError(f"RLE size {segmentation['size']} differs from the image "
+                               f"size {[height, width]}")
+        rle = segmentation
+        if isinstance(rle["counts"], list):
+            rle = mask_utils.frPyObjects(rle, height, width)
+    else:
+        raise DatasetError(f"unknown segmentation format: {type(segmentation).__name__}")
+    return mask_utils.decode(rle).astype(np.uint8)

@@ -1,0 +1,84 @@
+"""Decoding and geometric preprocessing of one example (pure TF, runs in tf.data).
+
+Output frame: the image resized so that its short side is ``short_side`` (long
+side at most ``long_side``), optionally flipped, then zero-padded at the
+bottom/right to the static ``output_size``. Boxes follow the image (yxyx,
+pixels of the resized image).
+"""
+
+import tensorflow as tf
+
+
+def decode_image(path):
+    """File path -> [H, W, 3] float32 RGB 0..255 (grayscale/RGBA converted)."""
+    image = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
+    image.set_shape([None, None, 3])
+    return tf.cast(image, tf.float32)
+
+
+def resize_scale(height, width, short_side, long_side):
+    """Scale factor that maps the short side to ``short_side`` unless the long side
+    would exceed ``long_side``. height/width: float32 scalars."""
+    return tf.minimum(short_side / tf.minimum(height, width), long_side / tf.maximum(height, width))
+
+
+def resize_and_pad(image, short_side, long_side, output_size):
+    """Resizes [H, W, 3] and pads to ``output_size`` (static (h, w)).
+
+    Returns:
+      (padded image [oh, ow, 3] float32, image_info [4] float32 =
+      (original height, original width, scale_y, scale_x)).
+    """
+    shape = tf.cast(tf.shape(image)[:2], tf.float32)
+    scale = resize_scale(shape[0], shape[1], float(short_side), float(long_side))
+    new_size = tf.cast(tf.round(shape * scale), tf.int32)
+    new_size = tf.minimum(new_size, tf.constant(output_size, tf.int32))
+    resized = tf.image.resize(image, new_size, method="bilinear")
+    padded = tf.image.pad_to_bounding_box(resized, 0, 0, output_size[0], output_size[1])
+    scales = tf.cast(new_size, tf.float32) / shape
+    return padded, tf.concat([shape, scales], axis=0)
+
+
+def scale_boxes(boxes, image_info):
+    """Original-frame yxyx boxes [M, 4] -> resized frame."""
+    s = image_info[2:4]
+    return boxes * tf.concat([s, s], axis=0)
+
+
+def hflip(image, boxes, image_info):
+    """Flips the resized (unpadded part of the) image and its boxes left-right.
+
+    Only the valid region is mirrored; the padding stays at the right.
+    """
+    width = tf.round(image_info[1] * image_info[3])
+    valid_w = tf.cast(width, tf.int32)
+    valid = tf.reverse(image[:, :valid_w], axis=[1])
+    image = tf.concat([valid, image[:, valid_w:]], axis=1)
+    ymin, xmin, ymax, xmax = tf.unstack(boxes, axis=-1)
+    return image, tf.stack([ymin, width - xmax, ymax, width - xmin], axis=-1)
+
+
+def parse_example(example, short_side, long_side, output_size, training, hflip_enabled, seed):
+    """One ``pipeline`` element -> (features, labels).
+
+    Args:
+      example: dict path, image_id, boxes [M, 4] (original frame), classes [M],
+        crowd [M], valid [M], and index (the element's position, for the flip's
+        stateless random seed).
+    Returns:
+      features: images [oh, ow, 3] float32, image_info [4], image_id int64.
+      labels: gt_boxes [M, 4] (resized frame), gt_classes [M] int32, gt_valid [M]
+        bool, gt_crowd [M] bool.
+    """
+    image, info = resize_and_pad(decode_image(example["path"]), short_side, long_side, output_size)
+    boxes = scale_boxes(example["boxes"], info)
+    if training and hflip_enabled:
+        flip = tf.random.stateless_uniform([], seed=tf.stack([tf.cast(seed, tf.int64),
+                                                              example["index"]])) < 0.5
+        image, boxes = tf.cond(flip, lambda: hflip(image, boxes, info), lambda: (image, boxes))
+    valid = example["valid"]
+    boxes = tf.where(valid[:, None], boxes, 0.0)
+    features = {"images": image, "image_info": info, "image_id": example["image_id"]}
+    labels = {"gt_boxes": boxes, "gt_classes": example["classes"], "gt_valid": valid,
+              "gt_crowd": example["crowd"]}
+    return features, labels

@@ -1,0 +1,129 @@
+"""Runs a model over a split and scores it with pycocotools' COCOeval.
+
+Results are written with the dataset's own category ids and COCO ``[x, y, w, h]``
+boxes in original-image pixels; metrics, a per-class table and the raw
+detections go to JSON files.
+"""
+
+import contextlib
+import dataclasses
+import io
+import json
+import os
+
+import numpy as np
+import tensorflow as tf
+
+from retinamask_tf.data import pipeline
+from retinamask_tf.training.progress import Progress
+
+STAT_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl",
+              "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
+
+
+def detections_to_coco(det, image_ids, class_ids):
+    """Batched detections -> list of COCO result dicts.
+
+    Args:
+      det: numpy dict boxes [B, D, 4] yxyx original pixels, scores [B, D],
+        classes [B, D] contiguous, num_detections [B].
+      image_ids: [B] ints; class_ids: contiguous index -> category id.
+    """
+    results = []
+    for b, image_id in enumerate(image_ids):
+        for i in range(int(det["num_detections"][b])):
+            y0, x0, y1, x1 = (float(v) for v in det["boxes"][b, i])
+            results.append({"image_id": int(image_id),
+                            "category_id": int(class_ids[int(det["classes"][b, i])]),
+                            "bbox": [round(x0, 2), round(y0, 2), round(x1 - x0, 2), round(y1 - y0, 2)],
+                            "score": round(float(det["scores"][b, i]), 5)})
+    return results
+
+
+def coco_metrics(gt_json, results, image_ids, iou_type="bbox"):
+    """COCOeval on ``results`` restricted to ``image_ids``.
+
+    Returns:
+      (metrics dict of STAT_NAMES -> float, per-class list of
+      {"category_id", "name", "AP", "AP50", "num_gt"}, summary text).
+    """
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt = COCO(gt_json)
+    cat_ids = sorted(gt.getCatIds())
+    if not results:
+        zero = {k: 0.0 for k in STAT_NAMES}
+        per_class = [{"category_id": c, "name": gt.cats[c]["name"], "AP": 0.0, "AP50": 0.0,
+                      "num_gt": len(gt.getAnnIds(imgIds=image_ids, catIds=[c], iscrowd=False))}
+                     for c in cat_ids]
+        return zero, per_class, "no detections"
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        dt = gt.loadRes(results)
+        ev = COCOeval(gt, dt, iou_type)
+        ev.params.imgIds = list(image_ids)
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+    metrics = {k: float(max(v, 0.0)) for k, v in zip(STAT_NAMES, ev.stats)}
+    precision = ev.eval["precision"]  # [T, R, K, A, M]
+    per_class = []
+    for k, cid in enumerate(ev.params.catIds):
+        p = precision[:, :, k, 0, -1]
+        p50 = precision[0, :, k, 0, -1]
+        per_class.append({
+            "category_id": int(cid), "name": gt.cats[cid]["name"],
+            "AP": float(np.mean(p[p > -1])) if (p > -1).any() else 0.0,
+            "AP50": float(np.mean(p50[p50 > -1])) if (p50 > -1).any() else 0.0,
+            "num_gt": len(gt.getAnnIds(imgIds=image_ids, catIds=[cid], iscrowd=False))})
+    return metrics, per_class, buf.getvalue()
+
+
+def format_table(per_class, key_order=("AP", "AP50")):
+    """A markdown table of per-class results."""
+    lines = ["| class | id | #gt | " + " | ".join(key_order) + " |",
+             "|---|---|---|" + "---|" * len(key_order)]
+    for row in per_class:
+        lines.append(f"| {row['name']} | {row['category_id']} | {row['num_gt']} | "
+                     + " | ".join(f"{row[k]:.3f}" for k in key_order) + " |")
+    return "\n".join(lines)
+
+
+def evaluate(model, dataset, config, out_dir=None, step=None, max_images=None, progress=True):
+    """Runs ``model.detect`` over ``dataset`` (a CocoDataset) and scores bbox AP.
+
+    Returns:
+      dict: ``bbox`` metrics, ``per_class`` table, ``num_images``, ``step``; also
+      written to ``out_dir/metrics[_step].json`` with the detections beside it.
+    """
+    records = dataset.records[:max_images] if max_images else dataset.records
+    subset = dataclasses.replace(dataset, records=list(records))
+    ds = pipeline.build_dataset(subset, config.eval.batch_size, config.image_size,
+                                config.data.short_side, config.data.long_side,
+                                config.data.max_instances, training=False)
+    detect = tf.function(model.detect)
+    results = []
+    bar = Progress(len(records), unit="image") if progress else None
+    done = 0
+    for features, _ in ds:
+        det = {k: v.numpy() for k, v in detect(features["images"], features["image_info"]).items()}
+        results.extend(detections_to_coco(det, features["image_id"].numpy(), dataset.class_ids))
+        done += int(features["image_id"].shape[0])
+        if bar:
+            bar.update(done)
+    image_ids = [r.image_id for r in records]
+    metrics, per_class, summary = coco_metrics(dataset.json_path, results, image_ids, "bbox")
+    report = {"step": step, "num_images": len(records), "num_detections": len(results),
+              "bbox": metrics, "per_class": per_class}
+    if out_dir:
+        os.makedirs(out_dir, exist_ok=True)
+        suffix = f"_{step}" if step is not None else ""
+        with open(os.path.join(out_dir, f"metrics{suffix}.json"), "w") as f:
+            json.dump(report, f, indent=2)
+        with open(os.path.join(out_dir, f"detections{suffix}.json"), "w") as f:
+            json.dump(results, f)
+        report["metrics_path"] = os.path.join(out_dir, f"metrics{suffix}.json")
+    report["summary"] = summary
+    return report

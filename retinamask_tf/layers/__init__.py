@@ -1,0 +1,1 @@
+"""Thin Keras layers over ``retinamask_tf.ops``."""

@@ -1,0 +1,36 @@
+"""Input normalisation inside the model, so exported graphs take raw pixels."""
+
+import keras
+import tensorflow as tf
+
+# ImageNet statistics on the 0..255 scale, RGB.
+IMAGENET_MEAN = (123.675, 116.28, 103.53)
+IMAGENET_STD = (58.395, 57.12, 57.375)
+
+
+@keras.saving.register_keras_serializable(package="retinamask_tf")
+class ImageNormalization(keras.layers.Layer):
+    """RGB 0..255 images [B, H, W, 3] -> normalised float.
+
+    mode "imagenet": (x - mean) / std per channel (our own backbones);
+    mode "caffe": RGB -> BGR, minus the mean, no scaling (keras.applications
+    ResNet ImageNet weights expect this).
+    """
+
+    def __init__(self, mode="imagenet", **kwargs):
+        super().__init__(**kwargs)
+        if mode not in ("imagenet", "caffe"):
+            raise ValueError(f"ImageNormalization mode must be 'imagenet' or 'caffe', got {mode!r}")
+        self.mode = mode
+
+    def call(self, images):
+        x = tf.cast(images, self.compute_dtype)
+        mean = tf.constant(IMAGENET_MEAN, x.dtype)
+        if self.mode == "caffe":
+            return x[..., ::-1] - mean[::-1]
+        return (x - mean) / tf.constant(IMAGENET_STD, x.dtype)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(mode=self.mode)
+        return config

@@ -1,0 +1,1 @@
+"""Losses: sigmoid focal loss, (self-adjusting) smooth L1."""

@@ -1,0 +1,42 @@
+"""Sigmoid focal loss (Lin et al. 2017), written out so no addon package is needed."""
+
+import tensorflow as tf
+
+
+def sigmoid_focal_loss(logits, targets, alpha=0.25, gamma=2.0):
+    """Element-wise focal loss.
+
+    FL = -alpha_t (1 - p_t)^gamma log(p_t), with p_t = p for targets 1 and 1 - p
+    for targets 0, alpha_t = alpha for targets 1 and 1 - alpha for targets 0.
+
+    Args:
+      logits: [...] float logits.
+      targets: [...] float in {0, 1} (same shape).
+    Returns:
+      [...] float32 loss, not reduced.
+    """
+    logits = tf.cast(logits, tf.float32)
+    targets = tf.cast(targets, tf.float32)
+    # Numerically stable log(p_t) via the cross-entropy with logits.
+    ce = tf.nn.sigmoid_cross_entropy_with_logits(labels=targets, logits=logits)
+    p = tf.sigmoid(logits)
+    p_t = targets * p + (1.0 - targets) * (1.0 - p)
+    alpha_t = targets * alpha + (1.0 - targets) * (1.0 - alpha)
+    return alpha_t * tf.pow(1.0 - p_t, gamma) * ce
+
+
+def classification_loss(cls_logits, cls_targets, labels, alpha=0.25, gamma=2.0):
+    """Focal loss summed over all non-ignored anchors and all K classes.
+
+    Args:
+      cls_logits: [B, N, K] logits.
+      cls_targets: [B, N] int32 class index on positives, -1 elsewhere.
+      labels: [B, N] int32 match labels; IGNORED (-1) anchors contribute nothing.
+    Returns:
+      scalar float32 sum (the caller divides by the number of positives).
+    """
+    num_classes = cls_logits.shape[-1]
+    one_hot = tf.one_hot(cls_targets, num_classes, dtype=tf.float32)  # -1 -> all zeros
+    loss = sigmoid_focal_loss(cls_logits, one_hot, alpha, gamma)
+    keep = tf.cast(labels >= 0, tf.float32)[..., None]
+    return tf.reduce_sum(loss * keep)

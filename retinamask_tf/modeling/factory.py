@@ -1,0 +1,52 @@
+"""Builds the model from an ``ExperimentConfig``: the one place that reads model config."""
+
+from retinamask_tf.config import ExperimentConfig
+from retinamask_tf.layers.detection_generator import DetectionGenerator
+from retinamask_tf.modeling.fpn import FPN
+from retinamask_tf.modeling.heads import RetinaNetHead
+from retinamask_tf.modeling.resnet import build_keras_applications_resnet, build_resnet
+from retinamask_tf.modeling.retinamask import RetinaMask
+
+
+def build_model(config: ExperimentConfig, num_classes: int = None) -> RetinaMask:
+    """The RetinaMask model for ``config``; ``num_classes`` overrides model.num_classes.
+
+    The model is built (variables created) on the config's static image size.
+    """
+    num_classes = num_classes or config.model.num_classes
+    if not num_classes:
+        raise ValueError("model.num_classes is unknown: set it in the config or pass the "
+                         "dataset's number of classes")
+    m, a = config.model, config.anchors
+    if m.backbone.weights == "imagenet":
+        backbone = build_keras_applications_resnet(m.backbone.depth, m.backbone.norm,
+                                                   m.backbone.freeze_stages)
+        normalization = "caffe"
+    else:
+        backbone = build_resnet(m.backbone.depth, m.backbone.norm, m.backbone.width,
+                                m.backbone.freeze_stages)
+        normalization = "imagenet"
+    fpn = FPN(m.fpn.channels, m.fpn.p6_from, m.fpn.group_norm, a.min_level, a.max_level, name="fpn")
+    head = RetinaNetHead(num_classes, a.num_anchors, m.head.num_convs, m.head.channels,
+                         m.head.group_norm, m.head.prior_prob, a.min_level, a.max_level,
+                         name="head")
+    p = config.postprocess
+    generator = DetectionGenerator(p.score_threshold, p.pre_nms_top_k, p.nms_iou_threshold,
+                                   p.max_detections, config.box_coder.weights,
+                                   config.box_coder.scale_clip, name="detection_generator")
+    loss = config.loss
+    model = RetinaMask(
+        backbone, fpn, head, generator, config.image_size,
+        anchor_params=dict(min_level=a.min_level, max_level=a.max_level, num_scales=a.num_scales,
+                           aspect_ratios=tuple(a.aspect_ratios), anchor_scale=a.anchor_scale),
+        matcher_params=dict(positive_threshold=config.matcher.positive_threshold,
+                            negative_threshold=config.matcher.negative_threshold,
+                            best_match_threshold=config.matcher.best_match_threshold),
+        coder_weights=config.box_coder.weights, focal_alpha=loss.focal_alpha,
+        focal_gamma=loss.focal_gamma, box_loss=loss.box_loss, beta=loss.beta,
+        beta_momentum=loss.beta_momentum, beta_min=loss.beta_min, box_weight=loss.box_weight,
+        use_crowd=config.data.crowd == "ignore", normalization=normalization,
+        clip_grad_norm=config.train.clip_grad_norm, name="retinamask")
+    h, w = config.image_size
+    model.build((None, h, w, 3))
+    return model

@@ -1,0 +1,81 @@
+"""RetinaNet class and box heads, shared across pyramid levels."""
+
+import math
+
+import keras
+import tensorflow as tf
+
+from retinamask_tf.modeling.norm import make_norm
+
+
+@keras.saving.register_keras_serializable(package="retinamask_tf")
+class RetinaNetHead(keras.layers.Layer):
+    """Class tower + box tower, weights shared over levels.
+
+    Each tower: ``num_convs`` x (conv3x3 ``channels`` [+ GroupNorm] + ReLU), then a
+    conv3x3 predictor: A*K logits (bias -log((1 - p) / p)) or A*4 deltas
+    (class-agnostic). Convs initialised N(0, 0.01), biases 0.
+
+    Call with ``{"P3": [B, H3, W3, C], ...}``; returns
+    ``{"cls_logits": [B, N, K], "box_deltas": [B, N, 4]}`` with N = sum over levels
+    of H_l * W_l * A, flattened in (level, y, x, anchor) order like the anchors.
+    """
+
+    def __init__(self, num_classes, num_anchors=9, num_convs=4, channels=256, group_norm=False,
+                 prior_prob=0.01, min_level=3, max_level=7, **kwargs):
+        super().__init__(**kwargs)
+        self.num_classes = int(num_classes)
+        self.num_anchors = int(num_anchors)
+        self.num_convs = int(num_convs)
+        self.channels = int(channels)
+        self.group_norm = bool(group_norm)
+        self.prior_prob = float(prior_prob)
+        self.min_level = int(min_level)
+        self.max_level = int(max_level)
+        init = keras.initializers.RandomNormal(stddev=0.01)
+
+        def tower(prefix):
+            convs = [keras.layers.Conv2D(self.channels, 3, padding="same", kernel_initializer=init,
+                                         use_bias=not self.group_norm, name=f"{prefix}_conv{i}")
+                     for i in range(self.num_convs)]
+            norm = "group_norm" if self.group_norm else "none"
+            norms = [make_norm(norm, self.channels, f"{prefix}_gn{i}") for i in range(self.num_convs)]
+            return convs, norms
+
+        self.cls_convs, self.cls_norms = tower("cls")
+        self.box_convs, self.box_norms = tower("box")
+        bias = -math.log((1.0 - self.prior_prob) / self.prior_prob)
+        self.cls_pred = keras.layers.Conv2D(self.num_anchors * self.num_classes, 3, padding="same",
+                                            kernel_initializer=init,
+                                            bias_initializer=keras.initializers.Constant(bias),
+                                            name="cls_pred")
+        self.box_pred = keras.layers.Conv2D(self.num_anchors * 4, 3, padding="same",
+                                            kernel_initializer=init, name="box_pred")
+
+    @staticmethod
+    def _run_tower(x, convs, norms):
+        for conv, norm in zip(convs, norms):
+            x = conv(x)
+            if norm is not None:
+                x = norm(x)
+            x = tf.nn.relu(x)
+        return x
+
+    def call(self, features):
+        cls_out, box_out = [], []
+        for level in range(self.min_level, self.max_level + 1):
+            x = features[f"P{level}"]
+            batch = tf.shape(x)[0]
+            cls = self.cls_pred(self._run_tower(x, self.cls_convs, self.cls_norms))
+            box = self.box_pred(self._run_tower(x, self.box_convs, self.box_norms))
+            cls_out.append(tf.reshape(cls, [batch, -1, self.num_classes]))
+            box_out.append(tf.reshape(box, [batch, -1, 4]))
+        return {"cls_logits": tf.concat(cls_out, axis=1), "box_deltas": tf.concat(box_out, axis=1)}
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(num_classes=self.num_classes, num_anchors=self.num_anchors,
+                      num_convs=self.num_convs, channels=self.channels,
+                      group_norm=self.group_norm, prior_prob=self.prior_prob,
+                      min_level=self.min_level, max_level=self.max_level)
+        return config

@@ -1,0 +1,1 @@
+"""Pure tensor functions (TensorFlow only): no Keras layers, no config objects."""

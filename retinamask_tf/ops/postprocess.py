@@ -1,0 +1,64 @@
+"""RetinaNet inference post-processing (REFERENCE.md section 5).
+
+score > threshold; per level the top-k (anchor, class) pairs; decode; clip to
+the image; per-class NMS; top detections per image.
+"""
+
+import tensorflow as tf
+
+from retinamask_tf.ops import box_coder, box_ops, nms
+
+
+def select_top_candidates(cls_logits, box_deltas, anchors, level_counts, pre_nms_top_k):
+    """Per level, the ``pre_nms_top_k`` highest-scoring (anchor, class) pairs.
+
+    Args:
+      cls_logits: [B, N, K] logits, N = sum(level_counts), anchor order of
+        ``anchors.generate_anchors``.
+      box_deltas: [B, N, 4] deltas (dy, dx, dh, dw).
+      anchors: [N, 4] yxyx.
+      level_counts: python list of anchors per level.
+    Returns:
+      scores [B, C] (sigmoid), classes [B, C] int32, deltas [B, C, 4],
+      anchors [B, C, 4], where C = sum over levels of min(k, N_l * K).
+    """
+    num_classes = cls_logits.shape[-1]
+    out_scores, out_classes, out_deltas, out_anchors = [], [], [], []
+    start = 0
+    for count in level_counts:
+        logits = tf.cast(cls_logits[:, start:start + count], tf.float32)
+        flat = tf.reshape(logits, [-1, count * num_classes])
+        k = min(pre_nms_top_k, count * num_classes)
+        top_logits, top_idx = tf.math.top_k(flat, k=k, sorted=False)
+        anchor_idx = top_idx // num_classes
+        out_scores.append(tf.sigmoid(top_logits))
+        out_classes.append(top_idx % num_classes)
+        out_deltas.append(tf.gather(box_deltas[:, start:start + count], anchor_idx, batch_dims=1))
+        out_anchors.append(tf.gather(anchors[start:start + count], anchor_idx))
+        start += count
+    return (tf.concat(out_scores, 1), tf.concat(out_classes, 1),
+            tf.concat(out_deltas, 1), tf.concat(out_anchors, 1))
+
+
+def generate_detections(cls_logits, box_deltas, anchors, level_counts, image_shape,
+                        score_threshold=0.05, pre_nms_top_k=1000, nms_iou_threshold=0.4,
+                        max_detections=100, coder_weights=(10.0, 10.0, 5.0, 5.0),
+                        scale_clip=box_coder.DEFAULT_SCALE_CLIP):
+    """Raw head outputs -> final detections in the model-input frame.
+
+    Args:
+      cls_logits: [B, N, K]; box_deltas: [B, N, 4]; anchors: [N, 4] yxyx.
+      image_shape: [B, 2] float32 (height, width) of the valid (unpadded) image
+        in the model input; boxes are clipped to it.
+    Returns:
+      dict: boxes [B, D, 4] yxyx model-input pixels, scores [B, D],
+      classes [B, D] int32 (contiguous index), num_detections [B] int32.
+    """
+    num_classes = int(cls_logits.shape[-1])
+    scores, classes, deltas, cand_anchors = select_top_candidates(
+        cls_logits, box_deltas, anchors, level_counts, pre_nms_top_k)
+    boxes = box_coder.decode(deltas, cand_anchors, coder_weights, scale_clip)
+    image_shape = tf.cast(image_shape, tf.float32)
+    boxes = box_ops.clip_boxes(boxes, image_shape[:, None, 0], image_shape[:, None, 1])
+    return nms.per_class_nms(boxes, scores, classes, num_classes, max_detections,
+                             nms_iou_threshold, score_threshold)

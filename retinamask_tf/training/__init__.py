@@ -1,0 +1,1 @@
+"""Training: schedule, optimizer, the checkpointed training loop."""

@@ -1,0 +1,198 @@
+"""The training loop: strategy, checkpoints with exact resume, summaries, progress.
+
+Resume contract: kill the process at any point and run the same command again;
+training continues from the last checkpoint with the same step, optimizer slots,
+self-adjusting-L1 state and (with ``train.checkpoint_data_iterator``) the same
+input position. A non-finite loss stops training before anything is saved.
+"""
+
+import logging
+import math
+import os
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from retinamask_tf import config as config_lib
+from retinamask_tf.data import pipeline
+from retinamask_tf.modeling import factory
+from retinamask_tf.modeling.retinamask import NonFiniteLossError
+from retinamask_tf.training.optimizer import build_optimizer
+from retinamask_tf.training.progress import Progress
+
+log = logging.getLogger(__name__)
+
+CONFIG_FILE = "config.yaml"
+COORDS = ("dy", "dx", "dh", "dw")
+# Keys a resumed run may change without invalidating its checkpoints.
+RESUMABLE_CHANGES = ("train.steps", "train.checkpoint_every", "train.summary_every",
+                     "train.keep_checkpoints", "eval.")
+
+
+def _flatten(d, prefix=""):
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[prefix + k] = v
+    return out
+
+
+def write_or_check_config(config, model_dir):
+    """Writes the resolved config to ``model_dir``; if one is there already (a resumed
+    run), refuses to continue when a key that shapes the model or data differs."""
+    path = os.path.join(model_dir, CONFIG_FILE)
+    if os.path.exists(path):
+        old = _flatten(config_lib.to_dict(config_lib.load_config([path])))
+        new = _flatten(config_lib.to_dict(config))
+        diff = [k for k in new if old.get(k) != new[k]
+                and not any(k.startswith(p) for p in RESUMABLE_CHANGES)]
+        if diff:
+            raise config_lib.ConfigError(
+                f"{path} was written by an earlier run with different settings for "
+                + ", ".join(f"'{k}' ({old.get(k)!r} -> {new[k]!r})" for k in diff)
+                + "; use a new --model_dir, or the old settings to resume")
+    os.makedirs(model_dir, exist_ok=True)
+    with open(path, "w") as f:
+        f.write(config_lib.to_yaml(config))
+    return path
+
+
+def read_config(model_dir, overrides=()):
+    """The resolved config a training run wrote to ``model_dir`` (+ overrides)."""
+    path = os.path.join(model_dir, CONFIG_FILE)
+    if not os.path.exists(path):
+        raise config_lib.ConfigError(f"{path} not found: is --model_dir a training directory?")
+    return config_lib.load_config([path], overrides)
+
+
+def resolve_num_classes(config, train_dataset):
+    k = train_dataset.num_classes
+    if config.model.num_classes is None:
+        return config_lib.replace(config, **{"model.num_classes": k})
+    if config.model.num_classes != k:
+        raise config_lib.ConfigError(
+            f"config key 'model.num_classes' is {config.model.num_classes} but "
+            f"{train_dataset.json_path} has {k} categories")
+    return config
+
+
+class Trainer:
+    """Owns the model, optimizer, data iterator and checkpoint of one training run."""
+
+    def __init__(self, config, model_dir, strategy=None, datasets=None):
+        self.strategy = strategy or tf.distribute.get_strategy()
+        self.train_data, self.val_data = datasets or pipeline.load_splits(config.data)
+        self.config = resolve_num_classes(config, self.train_data)
+        self.model_dir = model_dir
+        write_or_check_config(self.config, model_dir)
+        keras.utils.set_random_seed(self.config.train.seed)
+        with self.strategy.scope():
+            self.model = factory.build_model(self.config)
+            self.optimizer = build_optimizer(self.config.train)
+            self.model.compile(optimizer=self.optimizer)
+            self.optimizer.build(self.model.trainable_variables)
+        c = self.config
+        dataset = pipeline.build_dataset(
+            self.train_data, c.train.batch_size, c.image_size, c.data.short_side,
+            c.data.long_side, c.data.max_instances, training=True, hflip=c.data.hflip,
+            shuffle_buffer=c.data.shuffle_buffer, seed=c.train.seed,
+            num_parallel_calls=c.data.num_parallel_calls)
+        self.dataset = self.strategy.experimental_distribute_dataset(dataset)
+        self.iterator = iter(self.dataset)
+        items = {"model": self.model, "optimizer": self.optimizer}
+        if c.train.checkpoint_data_iterator:
+            items["data_iterator"] = self.iterator
+        self.checkpoint = tf.train.Checkpoint(**items)
+        self.manager = tf.train.CheckpointManager(
+            self.checkpoint, os.path.join(model_dir, "checkpoints"),
+            max_to_keep=c.train.keep_checkpoints, step_counter=self.optimizer.iterations)
+        self.writer = tf.summary.create_file_writer(os.path.join(model_dir, "train"))
+        self._step_fn = None
+
+    @property
+    def step(self) -> int:
+        return int(self.optimizer.iterations.numpy())
+
+    def restore(self):
+        """Restores the latest checkpoint if there is one; returns its step (0 if none)."""
+        latest = self.manager.latest_checkpoint
+        if latest:
+            self.checkpoint.restore(latest).assert_existing_objects_matched()
+            print(f"Resumed from {latest} at step {self.step}", flush=True)
+        return self.step
+
+    def _make_step_fn(self):
+        strategy, model = self.strategy, self.model
+        summed = ("total_loss", "cls_loss", "box_loss")
+
+        @tf.function
+        def step_fn(iterator):
+            out = strategy.run(model.train_step, args=(next(iterator),))
+            reduced = {}
+            for k, v in out.items():
+                op = tf.distribute.ReduceOp.SUM if k in summed else tf.distribute.ReduceOp.MEAN
+                reduced[k] = strategy.reduce(op, v, axis=None)
+            return reduced
+
+        return step_fn
+
+    def _summaries(self, step, values, rate):
+        layer = self.model.box_loss_layer
+        with self.writer.as_default(step=step):
+            for k in ("total_loss", "cls_loss", "box_loss", "num_positives", "learning_rate"):
+                tf.summary.scalar(k, values[k])
+            for i, name in enumerate(COORDS):
+                tf.summary.scalar(f"beta/{name}", values["beta"][i])
+                tf.summary.scalar(f"running_mean/{name}", layer.running_mean[i])
+                tf.summary.scalar(f"running_var/{name}", layer.running_var[i])
+            tf.summary.scalar("steps_per_sec", rate)
+
+    def save(self):
+        path = self.manager.save(checkpoint_number=self.step)
+        return path
+
+    def train(self, steps=None, progress=True):
+        """Trains until ``steps`` (default train.steps) optimizer steps are done.
+
+        Returns:
+          dict of the last step's values (floats), plus ``steps_per_sec``.
+        Raises:
+          NonFiniteLossError: naming the step; no checkpoint is written for it.
+        """
+        total = int(steps or self.config.train.steps)
+        start = self.restore()
+        if self._step_fn is None:
+            self._step_fn = self._make_step_fn()
+        bar = Progress(total, initial=start) if progress else None
+        every_ckpt = self.config.train.checkpoint_every
+        every_summary = self.config.train.summary_every
+        values = {}
+        t0, s0 = time.time(), start
+        while self.step < total:
+            out = self._step_fn(self.iterator)
+            step = self.step
+            values = {k: np.asarray(v) for k, v in out.items()}
+            loss = float(values["total_loss"])
+            if not math.isfinite(loss):
+                last = self.manager.latest_checkpoint or "none"
+                raise NonFiniteLossError(
+                    f"loss became {loss} at step {step} (cls_loss={float(values['cls_loss'])}, "
+                    f"box_loss={float(values['box_loss'])}); nothing was saved for this step. "
+                    f"Last checkpoint: {last}. Lower train.base_lr, lengthen train.warmup_steps "
+                    "or set train.clip_grad_norm, then run again to resume.")
+            rate = (step - s0) / max(time.time() - t0, 1e-9)
+            if bar:
+                bar.update(step, loss=loss, cls=float(values["cls_loss"]),
+                           box=float(values["box_loss"]), lr=float(values["learning_rate"]))
+            if step % every_summary == 0 or step == total:
+                self._summaries(step, values, rate)
+            if step % every_ckpt == 0 or step == total:
+                self.save()
+        self.writer.flush()
+        result = {k: (v.tolist() if np.ndim(v) else float(v)) for k, v in values.items()}
+        result["steps_per_sec"] = (self.step - s0) / max(time.time() - t0, 1e-9)
+        return result

@@ -19,6 +19,7 @@ compressed RLE of their visible pixels (both are standard COCO).
 
 import hashlib
 import json
+import multiprocessing
 import os
 import shutil
 import tempfile
@@ -34,16 +35,16 @@ _VERSION = 1  # bump when the generator's output changes
 
 
 def _background(rng, size):
-    c0, c1 = rng.uniform(0, 255, 3), rng.uniform(0, 255, 3)
+    c0, c1 = rng.uniform(0, 255, 3).astype(np.float32), rng.uniform(0, 255, 3).astype(np.float32)
     angle = rng.uniform(0, 2 * np.pi)
-    yy, xx = np.mgrid[0:size, 0:size] / size
-    t = (np.cos(angle) * xx + np.sin(angle) * yy)
-    t = (t - t.min()) / max(t.max() - t.min(), 1e-6)
+    ramp = np.arange(size, dtype=np.float32) / size
+    t = np.cos(angle) * ramp[None, :] + np.sin(angle) * ramp[:, None]
+    t = (t - t.min()) / max(float(t.max() - t.min()), 1e-6)
     img = c0 + (c1 - c0) * t[..., None]
     blobs = Image.fromarray(rng.uniform(0, 255, (6, 6, 3)).astype(np.uint8)).resize(
         (size, size), Image.BILINEAR)
     img = 0.7 * img + 0.3 * np.asarray(blobs, np.float32)
-    return img + rng.normal(0, rng.uniform(4, 14), img.shape)
+    return img + rng.standard_normal(img.shape, dtype=np.float32) * rng.uniform(4, 14)
 
 
 def _draw_distractors(rng, img, size):
@@ -93,9 +94,9 @@ def _outline(name, cy, cx, h, w, rng):
 def _texture(rng, h, w, color):
     """An h x w x 3 float texture around ``color``."""
     kind = rng.integers(4)
-    base = np.broadcast_to(color, (h, w, 3)).astype(np.float32)
+    base = np.broadcast_to(color.astype(np.float32), (h, w, 3))
     if kind == 0:
-        return base + rng.normal(0, 6, (h, w, 3))
+        return base + rng.standard_normal((h, w, 3), dtype=np.float32) * 6.0
     other = np.clip(color + rng.choice([-1, 1], 3) * rng.uniform(50, 110, 3), 0, 255)
     yy, xx = np.mgrid[0:h, 0:w]
     period = rng.uniform(4, 12)
@@ -106,7 +107,8 @@ def _texture(rng, h, w, color):
         sel = ((xx // period + yy // period) % 2).astype(bool)
     else:  # speckle
         sel = rng.random((h, w)) < 0.35
-    return np.where(sel[..., None], other, base) + rng.normal(0, 4, (h, w, 3))
+    return np.where(sel[..., None], other.astype(np.float32), base) + \
+        rng.standard_normal((h, w, 3), dtype=np.float32) * 4.0
 
 
 def _rasterize(poly, size):
@@ -130,7 +132,29 @@ def _sample_object(rng, size, min_size):
     h, w = max(h, min_size / 2), max(w, min_size / 2)
     cy = rng.uniform(h / 2, size - h / 2)
     cx = rng.uniform(w / 2, size - w / 2)
-    return name, _outline(name, cy, cx, h, w, rng)
+    # Rounded as written to the JSON, so that the annotation rasterises to the drawn pixels.
+    return name, [(round(float(x), 2), round(float(y), 2)) for x, y in _outline(name, cy, cx, h, w, rng)]
+
+
+def _bounds(mask):
+    rows, cols = np.any(mask, axis=1), np.any(mask, axis=0)
+    y0, y1 = np.argmax(rows), len(rows) - np.argmax(rows[::-1])
+    x0, x1 = np.argmax(cols), len(cols) - np.argmax(cols[::-1])
+    return int(y0), int(y1), int(x0), int(x1)
+
+
+def _hides_too_much(objects, mask, box):
+    """Whether ``mask`` would hide more than the allowed part of an earlier object."""
+    y0, y1, x0, x1 = box
+    for o in objects:
+        oy0, oy1, ox0, ox1 = o["box"]
+        iy0, iy1, ix0, ix1 = max(y0, oy0), min(y1, oy1), max(x0, ox0), min(x1, ox1)
+        if iy0 >= iy1 or ix0 >= ix1:
+            continue
+        hidden = (o["visible"][iy0:iy1, ix0:ix1] & mask[iy0:iy1, ix0:ix1]).sum()
+        if o["visible_area"] - hidden < MIN_VISIBLE_FRACTION * o["full_area"]:
+            return True
+    return False
 
 
 def generate_image(rng, size, max_objects, min_object_size):
@@ -149,58 +173,77 @@ def generate_image(rng, size, max_objects, min_object_size):
         tries += 1
         name, poly = _sample_object(rng, size, min_object_size)
         mask = _rasterize(poly, size)
-        if mask.sum() < 0.3 * min_object_size ** 2:
+        area = int(mask.sum())
+        if area < 0.3 * min_object_size ** 2:
             continue
-        if any((o["visible"] & ~mask).sum() < MIN_VISIBLE_FRACTION * o["full"].sum()
-               for o in objects):
+        box = _bounds(mask)
+        if _hides_too_much(objects, mask, box):
             continue
+        y0, y1, x0, x1 = box
         for o in objects:
-            o["visible"] = o["visible"] & ~mask
-        objects.append({"class_index": CLASS_NAMES.index(name), "polygon": poly,
-                        "full": mask, "visible": mask.copy()})
-        ys, xs = np.nonzero(mask)
-        y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
-        local_bg = img[y0:y1, x0:x1][mask[y0:y1, x0:x1]].mean(axis=0)
+            hidden = o["visible"][y0:y1, x0:x1] & mask[y0:y1, x0:x1]
+            if hidden.any():
+                o["visible"][y0:y1, x0:x1] &= ~hidden
+                o["visible_area"] -= int(hidden.sum())
+        objects.append({"class_index": CLASS_NAMES.index(name), "polygon": poly, "box": box,
+                        "full": mask, "visible": mask.copy(), "full_area": area,
+                        "visible_area": area})
+        m = mask[y0:y1, x0:x1, None]
+        crop = img[y0:y1, x0:x1]
+        local_bg = crop[m[..., 0]].mean(axis=0)
         color = rng.uniform(0, 255, 3)
         for _ in range(10):  # keep the object distinguishable from what is under it
             if np.abs(color - local_bg).sum() > 120:
                 break
             color = rng.uniform(0, 255, 3)
-        tex = _texture(rng, y1 - y0, x1 - x0, color)
-        crop = img[y0:y1, x0:x1]
-        m = mask[y0:y1, x0:x1, None]
-        img[y0:y1, x0:x1] = np.where(m, tex, crop)
-    img = img + rng.normal(0, 3, img.shape)
+        img[y0:y1, x0:x1] = np.where(m, _texture(rng, y1 - y0, x1 - x0, color), crop)
+    img += rng.standard_normal(img.shape, dtype=np.float32) * 3.0
     return np.clip(img, 0, 255).astype(np.uint8), objects
 
 
 def _annotation(obj, ann_id, image_id):
     from pycocotools import mask as mask_utils
     vis = obj["visible"]
-    ys, xs = np.nonzero(vis)
-    x0, y0 = int(xs.min()), int(ys.min())
-    bbox = [float(x0), float(y0), float(xs.max() + 1 - x0), float(ys.max() + 1 - y0)]
-    if (vis == obj["full"]).all():
-        seg = [[round(float(v), 2) for xy in obj["polygon"] for v in xy]]
+    y0, y1, x0, x1 = _bounds(vis)
+    bbox = [float(x0), float(y0), float(x1 - x0), float(y1 - y0)]
+    if obj["visible_area"] == obj["full_area"]:
+        seg = [[v for xy in obj["polygon"] for v in xy]]
     else:
         rle = mask_utils.encode(np.asfortranarray(vis.astype(np.uint8)))
         seg = {"size": [int(s) for s in rle["size"]], "counts": rle["counts"].decode("ascii")}
     return {"id": ann_id, "image_id": image_id, "category_id": obj["class_index"] + 1,
-            "bbox": bbox, "area": float(vis.sum()), "iscrowd": 0, "segmentation": seg}
+            "bbox": bbox, "area": float(obj["visible_area"]), "iscrowd": 0, "segmentation": seg}
 
 
-def _write_split(root, split, count, size, max_objects, min_object_size, seed, split_index):
+def _make_image(args):
+    """Worker: draws image ``i`` of a split, writes its JPEG, returns its annotations."""
+    root, split, i, size, max_objects, min_object_size, seed, split_index = args
+    rng = np.random.default_rng([seed, split_index, i, _VERSION])
+    img, objects = generate_image(rng, size, max_objects, min_object_size)
+    image_id = i + 1
+    name = f"{split}_{image_id:06d}.jpg"
+    Image.fromarray(img).save(os.path.join(root, "images", split, name), quality=92)
+    info = {"id": image_id, "file_name": name, "height": size, "width": size}
+    return info, [_annotation(obj, 0, image_id) for obj in objects]
+
+
+def _write_split(root, split, count, size, max_objects, min_object_size, seed, split_index,
+                 workers=None):
     os.makedirs(os.path.join(root, "images", split), exist_ok=True)
+    jobs = [(root, split, i, size, max_objects, min_object_size, seed, split_index)
+            for i in range(count)]
+    workers = workers or min(os.cpu_count() or 1, 8)
+    if workers > 1 and count > 50:
+        ctx = multiprocessing.get_context("spawn")  # no fork of a TF-initialised parent
+        with ctx.Pool(workers) as pool:
+            made = pool.map(_make_image, jobs, chunksize=16)
+    else:
+        made = [_make_image(job) for job in jobs]
     images, annotations = [], []
-    for i in range(count):
-        rng = np.random.default_rng([seed, split_index, i, _VERSION])
-        img, objects = generate_image(rng, size, max_objects, min_object_size)
-        image_id = i + 1
-        name = f"{split}_{image_id:06d}.jpg"
-        Image.fromarray(img).save(os.path.join(root, "images", split, name), quality=92)
-        images.append({"id": image_id, "file_name": name, "height": size, "width": size})
-        for obj in objects:
-            annotations.append(_annotation(obj, len(annotations) + 1, image_id))
+    for info, anns in made:  # ids assigned in image order: the output is deterministic
+        images.append(info)
+        for ann in anns:
+            annotations.append(dict(ann, id=len(annotations) + 1))
     categories = [{"id": i + 1, "name": n, "supercategory": "shape"} for i, n in enumerate(CLASS_NAMES)]
     with open(os.path.join(root, f"{split}.json"), "w") as f:
         json.dump({"info": {"description": "retinamask_tf built-in shapes", "version": _VERSION},

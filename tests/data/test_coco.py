@@ -1,0 +1,110 @@
+import json
+
+import numpy as np
+import pytest
+
+from retinamask_tf.data import coco
+
+
+def test_coco128_real_file(coco128):
+    json_path, images = coco128
+    raw = json.load(open(json_path))
+    ds = coco.load_coco(json_path, images, crowd="drop")
+    assert len(ds.records) == 128
+    assert ds.num_classes == 80
+    assert ds.class_ids[0] == 1 and ds.class_ids[-1] == 90  # non-contiguous ids, mapped and back
+    assert ds.class_names[ds.class_ids.index(1)] == "person"
+    n_crowd = sum(a["iscrowd"] for a in raw["annotations"])
+    assert n_crowd == 10
+    kept = sum(len(r.boxes) for r in ds.records)
+    assert kept == len(raw["annotations"]) - n_crowd
+    ignore = coco.load_coco(json_path, images, crowd="ignore")
+    assert sum(int(r.is_crowd.sum()) for r in ignore.records) == 10
+    # One annotation, checked by hand: COCO xywh -> yxyx, category id -> contiguous index.
+    ann = next(a for a in raw["annotations"] if not a["iscrowd"])
+    rec = next(r for r in ds.records if r.image_id == ann["image_id"])
+    i = list(rec.ann_ids).index(ann["id"])
+    x, y, w, h = ann["bbox"]
+    np.testing.assert_allclose(rec.boxes[i], [y, x, y + h, x + w], rtol=1e-5)
+    assert ds.class_ids[rec.classes[i]] == ann["category_id"]
+    assert all(r.width > 0 and r.height > 0 and r.path.endswith(".jpg") for r in ds.records)
+
+
+def test_coco128_masks_match_pycocotools(coco128):
+    """Polygons (several parts) and crowd RLE decode exactly as pycocotools' annToMask.
+    (COCO's ``area`` is the polygon's or a precomputed area, not the pixel count.)"""
+    from pycocotools.coco import COCO
+    json_path, images = coco128
+    ds = coco.load_coco(json_path, images, crowd="ignore")
+    gt = COCO(json_path)
+    checked_rle = checked_multi = 0
+    for rec in ds.records[:40]:
+        for ann_id, seg in zip(rec.ann_ids, rec.segmentations):
+            mask = coco.segmentation_to_mask(seg, rec.height, rec.width)
+            ann = gt.anns[int(ann_id)]
+            np.testing.assert_array_equal(mask, gt.annToMask(ann))
+            checked_rle += isinstance(seg, dict)
+            checked_multi += isinstance(seg, list) and len(seg) > 1
+    assert checked_rle >= 1 and checked_multi >= 1
+
+
+def test_fruits_nuts(fruits_nuts):
+    ds = coco.load_coco(f"{fruits_nuts}/train.json", f"{fruits_nuts}/images")
+    assert ds.class_names == ["date", "fig", "hazelnut"] and ds.class_ids == [1, 2, 3]
+    assert len(ds.records) == 14 and sum(len(r.boxes) for r in ds.records) == 123
+    # This set's ``area`` is the rasterised pixel count: our masks must reproduce it exactly.
+    raw = {a["id"]: a for a in json.load(open(f"{fruits_nuts}/train.json"))["annotations"]}
+    for rec in ds.records:
+        for ann_id, seg in zip(rec.ann_ids, rec.segmentations):
+            mask = coco.segmentation_to_mask(seg, rec.height, rec.width)
+            assert int(mask.sum()) == raw[int(ann_id)]["area"], ann_id
+
+
+def _write(tmp_path, data):
+    path = tmp_path / "ann.json"
+    path.write_text(json.dumps(data))
+    return str(path)
+
+
+def _minimal():
+    return {"images": [{"id": 7, "file_name": "a.jpg", "height": 50, "width": 60}],
+            "annotations": [{"id": 1, "image_id": 7, "category_id": 3, "bbox": [10, 5, 20, 30],
+                             "iscrowd": 0, "area": 600, "segmentation": [[10, 5, 30, 5, 30, 35]]}],
+            "categories": [{"id": 3, "name": "thing"}]}
+
+
+def test_bad_files_are_rejected_with_names(tmp_path):
+    with pytest.raises(coco.DatasetError, match="not found"):
+        coco.load_coco(str(tmp_path / "nope.json"), str(tmp_path))
+    with pytest.raises(coco.DatasetError, match="not a COCO instances file"):
+        coco.load_coco(_write(tmp_path, {"hello": 1}), str(tmp_path))
+    data = _minimal()
+    data["annotations"][0]["category_id"] = 99
+    with pytest.raises(coco.DatasetError, match=r"annotation 1 \(image 7\).*category id 99"):
+        coco.load_coco(_write(tmp_path, data), str(tmp_path))
+    data = _minimal()
+    data["annotations"].append(dict(data["annotations"][0]))
+    with pytest.raises(coco.DatasetError, match="duplicate annotation id 1"):
+        coco.load_coco(_write(tmp_path, data), str(tmp_path))
+
+
+def test_degenerate_boxes_are_skipped_and_counted(tmp_path, caplog):
+    data = _minimal()
+    data["annotations"].append({"id": 2, "image_id": 7, "category_id": 3, "bbox": [10, 5, 0, 30],
+                                "iscrowd": 0, "segmentation": []})
+    data["annotations"].append({"id": 3, "image_id": 7, "category_id": 3,
+                                "bbox": [50, 40, 100, 100], "iscrowd": 0, "segmentation": []})
+    ds = coco.load_coco(_write(tmp_path, data), str(tmp_path))
+    rec = ds.records[0]
+    assert list(rec.ann_ids) == [1, 3]
+    np.testing.assert_allclose(rec.boxes[1], [40, 50, 50, 60])  # clipped to the 50x60 image
+    assert ds.skipped == {"empty box (zero size or outside the image)": 1}
+    assert "annotation 2 of image 7" in caplog.text
+
+
+def test_rle_size_mismatch_is_an_error():
+    from pycocotools import mask as mask_utils
+    rle = mask_utils.encode(np.asfortranarray(np.ones((4, 5), np.uint8)))
+    with pytest.raises(coco.DatasetError, match="RLE size"):
+        coco.segmentation_to_mask(rle, 5, 5)
+    np.testing.assert_array_equal(coco.segmentation_to_mask(rle, 4, 5), np.ones((4, 5)))

@@ -1,0 +1,83 @@
+import dataclasses
+
+import pytest
+
+from retinamask_tf import config as C
+
+
+def test_defaults_follow_the_reference():
+    c = C.ExperimentConfig()
+    assert c.anchors.num_anchors == 9
+    assert c.box_coder.weights == (10.0, 10.0, 5.0, 5.0)
+    assert c.matcher.best_match_threshold == 0.0
+    assert c.loss.beta == pytest.approx(0.11) and c.loss.beta_momentum == pytest.approx(0.9)
+    assert c.postprocess.nms_iou_threshold == pytest.approx(0.4)
+    assert c.image_size == (1408, 1408)  # 1333 rounded up to a multiple of 128
+
+
+def test_frozen():
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        C.ExperimentConfig().train.steps = 3
+
+
+def test_yaml_and_overrides(tmp_path):
+    a = tmp_path / "a.yaml"
+    a.write_text("train:\n  steps: 10\n  lr_drop_steps: [4, 8]\nmodel:\n  backbone: {depth: 18}\n")
+    b = tmp_path / "b.yaml"
+    b.write_text("train:\n  steps: 20\n")
+    c = C.load_config([str(a), str(b)], ["model.head.num_convs=2", "matcher.best_match_threshold=null"])
+    assert c.train.steps == 20 and c.train.lr_drop_steps == (4, 8)
+    assert c.model.backbone.depth == 18 and c.model.head.num_convs == 2
+    assert c.matcher.best_match_threshold is None
+    again = tmp_path / "resolved.yaml"
+    again.write_text(C.to_yaml(c))
+    assert C.load_config([str(again)]) == c
+
+
+@pytest.mark.parametrize("override, needle", [
+    ("train.stepz=3", "train.stepz"),
+    ("model.backbone.depth=51", "model.backbone.depth"),
+    ("model.backbone.norm=layer_norm", "model.backbone.norm"),
+    ("train.steps=ten", "train.steps"),
+    ("train.hflip=true", "train.hflip"),
+    ("loss.focal_alpha=1.5", "loss.focal_alpha"),
+    ("matcher.negative_threshold=0.6", "matcher.negative_threshold"),
+    ("box_coder.weights=[1, 2, 3]", "box_coder.weights"),
+    ("data.short_side=64", "data.short_side"),
+])
+def test_bad_values_name_the_key(override, needle):
+    with pytest.raises(C.ConfigError, match=needle.replace(".", r"\.")):
+        C.load_config([], [override])
+
+
+def test_bad_files(tmp_path):
+    with pytest.raises(C.ConfigError, match="not found"):
+        C.load_config([str(tmp_path / "missing.yaml")])
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train: [1, 2\n")
+    with pytest.raises(C.ConfigError, match="bad.yaml"):
+        C.load_config([str(bad)])
+    unknown = tmp_path / "unknown.yaml"
+    unknown.write_text("model:\n  fpn:\n    chanels: 3\n")
+    with pytest.raises(C.ConfigError, match=r"unknown\.yaml.*model\.fpn\.chanels"):
+        C.load_config([str(unknown)])
+    with pytest.raises(C.ConfigError, match="key=value"):
+        C.load_config([], ["train.steps"])
+    with pytest.raises(C.ConfigError, match="data.train_json"):
+        C.load_config([], ["data.kind=coco"])
+
+
+def test_replace_with_dotted_keys():
+    c = C.replace(C.ExperimentConfig(), **{"model.num_classes": 3, "train.steps": 5})
+    assert c.model.num_classes == 3 and c.train.steps == 5
+    assert C.ExperimentConfig().model.num_classes is None
+
+
+def test_shipped_configs_load():
+    import glob
+    import os
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    paths = sorted(glob.glob(os.path.join(root, "configs", "*.yaml")))
+    assert len(paths) >= 3
+    for path in paths:
+        C.load_config([path])

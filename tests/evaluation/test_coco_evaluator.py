@@ -1,0 +1,55 @@
+import json
+
+import numpy as np
+import pytest
+
+from retinamask_tf import config as C
+from retinamask_tf.data import coco
+from retinamask_tf.evaluation import coco_evaluator as ev
+from retinamask_tf.modeling import factory
+
+
+def test_detections_to_coco_maps_ids_and_boxes():
+    det = {"boxes": np.array([[[10, 20, 40, 60], [0, 0, 0, 0]]], np.float32),
+           "scores": np.array([[0.9, 0.0]], np.float32),
+           "classes": np.array([[1, 0]], np.int32), "num_detections": np.array([1])}
+    out = ev.detections_to_coco(det, [42], class_ids=[5, 90])
+    assert out == [{"image_id": 42, "category_id": 90, "bbox": [20.0, 10.0, 40.0, 30.0],
+                    "score": 0.9}]
+
+
+def test_ground_truth_scores_perfectly_and_noise_does_not(fruits_nuts):
+    val = f"{fruits_nuts}/val.json"
+    data = json.load(open(val))
+    perfect = [{"image_id": a["image_id"], "category_id": a["category_id"], "bbox": a["bbox"],
+                "score": 1.0} for a in data["annotations"]]
+    ids = [i["id"] for i in data["images"]]
+    metrics, per_class, _ = ev.coco_metrics(val, perfect, ids)
+    assert metrics["AP"] == pytest.approx(1.0) and metrics["AP50"] == pytest.approx(1.0)
+    assert [r["name"] for r in per_class] == ["date", "fig", "hazelnut"]
+    assert sum(r["num_gt"] for r in per_class) == 42
+    # Boxes shifted by half their width: IoU 1/3 -> below every COCO threshold.
+    shifted = [dict(r, bbox=[r["bbox"][0] + r["bbox"][2] / 2] + r["bbox"][1:]) for r in perfect]
+    metrics, _, _ = ev.coco_metrics(val, shifted, ids)
+    assert metrics["AP"] == 0.0
+    # Wrong class everywhere.
+    wrong = [dict(r, category_id=r["category_id"] % 3 + 1) for r in perfect]
+    assert ev.coco_metrics(val, wrong, ids)[0]["AP"] == 0.0
+    assert ev.coco_metrics(val, [], ids)[0]["AP"] == 0.0
+    assert "| date | 1 |" in ev.format_table(per_class)
+
+
+def test_evaluate_runs_a_model_over_a_split(tiny_shapes, tmp_path):
+    cfg = C.load_config([], ["data.short_side=128", "data.long_side=128", "model.backbone.depth=18",
+                             "model.backbone.width=8", "model.fpn.channels=16",
+                             "model.head.channels=16", "model.head.num_convs=1",
+                             "postprocess.score_threshold=0.0", "eval.batch_size=5"])
+    val = coco.load_coco(tiny_shapes["val_json"], tiny_shapes["val_images"])
+    model = factory.build_model(cfg, val.num_classes)
+    report = ev.evaluate(model, val, cfg, out_dir=str(tmp_path), step=7, progress=False)
+    assert report["num_images"] == 12 and report["num_detections"] == 12 * 100
+    saved = json.load(open(tmp_path / "metrics_7.json"))
+    assert set(saved["bbox"]) == set(ev.STAT_NAMES)
+    dets = json.load(open(tmp_path / "detections_7.json"))
+    assert {d["category_id"] for d in dets} <= set(val.class_ids)
+    assert all(d["bbox"][0] >= 0 and d["bbox"][0] + d["bbox"][2] <= 128.01 for d in dets)

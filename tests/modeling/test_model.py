@@ -1,0 +1,100 @@
+import inspect
+import math
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from retinamask_tf import config as C
+from retinamask_tf.layers.detection_generator import DetectionGenerator
+from retinamask_tf.layers.normalization import ImageNormalization
+from retinamask_tf.losses.smooth_l1 import SelfAdjustingSmoothL1
+from retinamask_tf.modeling import factory, resnet
+from retinamask_tf.modeling.fpn import FPN
+from retinamask_tf.modeling.heads import RetinaNetHead
+from retinamask_tf.modeling.retinamask import RetinaMask
+from retinamask_tf.training.schedule import WarmupStepSchedule
+
+SMALL = ["data.short_side=128", "data.long_side=128", "model.backbone.depth=18",
+         "model.backbone.width=8", "model.backbone.norm=batch_norm", "model.fpn.channels=16",
+         "model.head.channels=16", "model.head.num_convs=1"]
+
+
+@pytest.mark.parametrize("layer", [
+    FPN(32, "c5", True, 3, 6), RetinaNetHead(7, 6, 2, 16, True, 0.02, 3, 6),
+    DetectionGenerator(0.1, 50, 0.5, 20, (1, 1, 2, 2), 3.0), ImageNormalization("caffe"),
+    SelfAdjustingSmoothL1(0.2, 0.8, 1e-2)])
+def test_get_config_carries_every_constructor_argument(layer):
+    params = [p for p in inspect.signature(type(layer).__init__).parameters
+              if p not in ("self", "kwargs")]
+    config = layer.get_config()
+    assert set(params) <= set(config), set(params) - set(config)
+    clone = type(layer).from_config(config)
+    for p in params:
+        assert getattr(clone, p) == getattr(layer, p) or list(getattr(clone, p)) == list(getattr(layer, p))
+
+
+def test_schedule_values_and_config():
+    s = WarmupStepSchedule(0.01, 500, 1 / 3, (60000, 80000), 0.1)
+    assert float(s(0)) == pytest.approx(0.01 / 3)
+    assert float(s(250)) == pytest.approx(0.01 * (1 / 3 * 0.5 + 0.5))
+    assert float(s(500)) == pytest.approx(0.01)
+    assert float(s(60000)) == pytest.approx(0.001)
+    assert float(s(80000)) == pytest.approx(0.0001)
+    assert WarmupStepSchedule(**s.get_config()).get_config() == s.get_config()
+
+
+@pytest.mark.parametrize("depth, c5", [(18, 512), (50, 2048)])
+def test_resnet_strides_and_channels(depth, c5):
+    model = resnet.build_resnet(depth, "frozen", 64)
+    out = model(np.zeros((1, 64, 96, 3), np.float32))
+    assert out["C3"].shape == (1, 8, 12, c5 // 4)
+    assert out["C5"].shape == (1, 2, 3, c5)
+    bn = [l for l in model.layers if isinstance(l, keras.layers.BatchNormalization)]
+    assert bn and not any(l.trainable for l in bn)  # frozen
+
+
+def test_resnet50_parameter_count_is_standard():
+    # torchvision's resnet50 has 23,508,032 parameters without its fc layer
+    # (25,557,032 total); ours adds no bias to convs, like it.
+    model = resnet.build_resnet(50, "batch_norm", 64)
+    assert model.count_params() == 23_508_032 + 53_120  # + BN moving mean/var (non-trainable)
+
+
+def test_model_shapes_head_prior_and_round_trip():
+    cfg = C.load_config([], SMALL)
+    model = factory.build_model(cfg, num_classes=4)
+    x = np.random.default_rng(0).uniform(0, 255, (2, 128, 128, 3)).astype(np.float32)
+    out = model(x)
+    n = sum(model.level_counts)
+    assert n == (16 * 16 + 8 * 8 + 4 * 4 + 2 * 2 + 1) * 9
+    assert out["cls_logits"].shape == (2, n, 4) and out["box_deltas"].shape == (2, n, 4)
+    bias = model.head.cls_pred.bias.numpy()
+    np.testing.assert_allclose(bias, -math.log(99.0), rtol=1e-6)
+    clone = RetinaMask.from_config(model.get_config())
+    clone.build()
+    assert clone.count_params() == model.count_params()
+    clone.set_weights(model.get_weights())
+    np.testing.assert_allclose(clone(x)["cls_logits"].numpy(), out["cls_logits"].numpy(), atol=1e-5)
+
+
+def test_detect_returns_padded_boxes_in_original_pixels():
+    cfg = C.load_config([], SMALL + ["postprocess.score_threshold=0.0"])
+    model = factory.build_model(cfg, num_classes=3)
+    x = np.zeros((1, 128, 128, 3), np.float32)
+    det = model.detect(x, np.array([[64, 32, 2.0, 2.0]], np.float32))  # a 64x32 image, scaled x2
+    assert det["boxes"].shape == (1, 100, 4) and det["num_detections"].numpy()[0] == 100
+    b = det["boxes"].numpy()[0]
+    assert b[:, 2].max() <= 64 + 1e-4 and b[:, 3].max() <= 32 + 1e-4 and b.min() >= 0
+    s = det["scores"].numpy()[0]
+    assert (np.diff(s) <= 1e-7).all()
+
+
+def test_num_classes_is_never_hard_coded():
+    cfg = C.load_config([], SMALL)
+    for k in (1, 3, 91):
+        model = factory.build_model(cfg, num_classes=k)
+        assert model.head.cls_pred.kernel.shape[-1] == 9 * k
+    with pytest.raises(ValueError, match="num_classes"):
+        factory.build_model(cfg)

@@ -1,0 +1,119 @@
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from retinamask_tf import config as C
+from retinamask_tf.modeling.retinamask import NonFiniteLossError
+from retinamask_tf.training.trainer import Trainer
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def _overrides(shapes, **extra):
+    values = {
+        "data.kind": "coco", "data.train_json": shapes["train_json"],
+        "data.train_images": shapes["train_images"], "data.val_json": shapes["val_json"],
+        "data.val_images": shapes["val_images"], "data.short_side": 128, "data.long_side": 128,
+        "data.max_instances": 8, "model.backbone.depth": 18, "model.backbone.width": 8,
+        "model.backbone.norm": "batch_norm", "model.fpn.channels": 32, "model.head.channels": 32,
+        "model.head.num_convs": 1, "train.batch_size": 4, "train.steps": 60, "train.base_lr": 0.01,
+        "train.warmup_steps": 10, "train.lr_drop_steps": [], "train.clip_grad_norm": 10.0,
+        "train.checkpoint_every": 1000, "train.summary_every": 5,
+        "train.checkpoint_data_iterator": True, "eval.batch_size": 6,
+    }
+    values.update(extra)
+    return [f"{k}={v}" for k, v in values.items()]
+
+
+def _config(shapes, **extra):
+    return C.load_config([], _overrides(shapes, **extra))
+
+
+def _losses(trainer, steps):
+    fn = trainer._make_step_fn()
+    return [float(fn(trainer.iterator)["total_loss"]) for _ in range(steps)]
+
+
+def test_loss_falls_when_fitting_one_batch(tiny_shapes, tmp_path):
+    """The whole train step (matching, focal + self-adjusting L1, SGD) can fit a batch."""
+    trainer = Trainer(_config(tiny_shapes, **{"train.base_lr": 0.02}), str(tmp_path))
+    batch = next(trainer.iterator)
+    trainer.iterator = iter(tf.data.Dataset.from_tensors(batch).repeat())
+    losses = _losses(trainer, 40)
+    first, last = np.mean(losses[:5]), np.mean(losses[-5:])
+    assert np.isfinite(losses).all()
+    assert last < 0.35 * first, (first, last)
+    beta = trainer.model.box_loss_layer.beta.numpy()
+    assert (beta < 0.11).any() and (beta >= 1e-3).all()  # self-adjusting state moved
+
+
+def test_resume_continues_exactly(tiny_shapes, tmp_path):
+    """6 steps + restart + 3 steps == 9 uninterrupted steps: weights, optimizer and beta."""
+    tf.config.experimental.enable_op_determinism()
+    cfg = _config(tiny_shapes, **{"train.steps": 9, "train.checkpoint_every": 3,
+                                  "data.num_parallel_calls": 1})
+    straight = Trainer(cfg, str(tmp_path / "a"))
+    straight.train(progress=False)
+    first = Trainer(cfg, str(tmp_path / "b"))
+    first.train(steps=6, progress=False)
+    assert sorted(os.listdir(tmp_path / "b" / "checkpoints"))[-1].startswith("ckpt-6")
+    resumed = Trainer(cfg, str(tmp_path / "b"))
+    assert resumed.restore() == 6
+    np.testing.assert_allclose(resumed.model.box_loss_layer.running_mean.numpy(),
+                               first.model.box_loss_layer.running_mean.numpy())
+    resumed.train(progress=False)
+    assert resumed.step == 9
+    for a, b in zip(straight.model.weights, resumed.model.weights):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-4, atol=1e-6, err_msg=a.path)
+    for a, b in zip(straight.optimizer.variables, resumed.optimizer.variables):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-6)
+
+
+def test_changed_config_refuses_to_resume(tiny_shapes, tmp_path):
+    Trainer(_config(tiny_shapes), str(tmp_path))
+    with pytest.raises(C.ConfigError, match=r"model\.head\.channels"):
+        Trainer(_config(tiny_shapes, **{"model.head.channels": 16}), str(tmp_path))
+    Trainer(_config(tiny_shapes, **{"train.steps": 99}), str(tmp_path))  # allowed
+
+
+def test_non_finite_loss_stops_with_the_step(tiny_shapes, tmp_path):
+    cfg = _config(tiny_shapes, **{"train.base_lr": 1e9, "train.warmup_steps": 0,
+                                  "train.clip_grad_norm": "null", "train.checkpoint_every": 1})
+    trainer = Trainer(cfg, str(tmp_path))
+    with pytest.raises(NonFiniteLossError, match=r"at step (\d+)") as err:
+        trainer.train(progress=False)
+    bad_step = int(err.value.args[0].split("at step ")[1].split()[0])
+    saved = [int(n.split("-")[1].split(".")[0]) for n in os.listdir(tmp_path / "checkpoints")
+             if n.startswith("ckpt-")]
+    assert saved and max(saved) == bad_step - 1
+
+
+def test_kill_9_then_same_command_resumes(tiny_shapes, tmp_path):
+    model_dir = str(tmp_path / "run")
+    cmd = [sys.executable, os.path.join(REPO, "main.py"), "--mode=train", f"--model_dir={model_dir}"]
+    for o in _overrides(tiny_shapes, **{"train.steps": 400, "train.checkpoint_every": 5}):
+        cmd.append(f"--override={o}")
+    env = dict(os.environ, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL="2")
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    ckpt_dir = os.path.join(model_dir, "checkpoints")
+    deadline = time.time() + 240
+    while time.time() < deadline:
+        if os.path.exists(ckpt_dir) and any(n.startswith("ckpt-10.") for n in os.listdir(ckpt_dir)):
+            break
+        time.sleep(0.5)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    cmd = [c.replace("train.steps=400", "train.steps=20") for c in cmd]
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    step = int(out.stdout.split("Resumed from")[1].split("at step ")[1].split()[0])
+    assert step >= 10 and step % 5 == 0
+    assert "Training done at step 20" in out.stdout

@@ -8,10 +8,11 @@ from retinamask_tf.modeling.resnet import build_keras_applications_resnet, build
 from retinamask_tf.modeling.retinamask import RetinaMask
 
 
-def build_model(config: ExperimentConfig, num_classes: int = None) -> RetinaMask:
-    """The RetinaMask model for ``config``; ``num_classes`` overrides model.num_classes.
+def build_model(config: ExperimentConfig, num_classes: int = None, image_size=None) -> RetinaMask:
+    """The RetinaMask model for ``config``; ``num_classes`` overrides model.num_classes,
+    ``image_size`` (static (h, w), multiples of 2^max_level) the config's padded size.
 
-    The model is built (variables created) on the config's static image size.
+    The model is built (variables created) on that static image size.
     """
     num_classes = num_classes or config.model.num_classes
     if not num_classes:
@@ -36,7 +37,7 @@ def build_model(config: ExperimentConfig, num_classes: int = None) -> RetinaMask
                                    config.box_coder.scale_clip, name="detection_generator")
     loss = config.loss
     model = RetinaMask(
-        backbone, fpn, head, generator, config.image_size,
+        backbone, fpn, head, generator, image_size or config.image_size,
         anchor_params=dict(min_level=a.min_level, max_level=a.max_level, num_scales=a.num_scales,
                            aspect_ratios=tuple(a.aspect_ratios), anchor_scale=a.anchor_scale),
         matcher_params=dict(positive_threshold=config.matcher.positive_threshold,
@@ -47,6 +48,5 @@ def build_model(config: ExperimentConfig, num_classes: int = None) -> RetinaMask
         beta_momentum=loss.beta_momentum, beta_min=loss.beta_min, box_weight=loss.box_weight,
         use_crowd=config.data.crowd == "ignore", normalization=normalization,
         clip_grad_norm=config.train.clip_grad_norm, name="retinamask")
-    h, w = config.image_size
-    model.build((None, h, w, 3))
+    model.build()
     return model

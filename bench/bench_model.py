@@ -1,0 +1,140 @@
+"""Training-step time, inference latency and peak memory of a RetinaMask model on this machine.
+
+  python bench/bench_model.py                       # ResNet-50-FPN, 512x512 and 800x1333
+  python bench/bench_model.py --config configs/demo.yaml --sizes 256x256
+
+Each (size, mode) runs in its own process so that its peak RSS is its own.
+Inference: batch 1, ``model.detect`` in a tf.function (network + full
+post-processing). Training: one ``train_step`` (forward, matching, losses,
+backward, SGD) at ``--train_batch``. Times are medians over ``--repeats`` runs
+after one warm-up. Writes ``<out>/model_bench.json`` and ``model_bench.md``.
+"""
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+
+R50 = ["model.backbone.depth=50", "model.backbone.norm=frozen", "model.backbone.weights=null",
+       "model.num_classes=80"]
+
+
+def _padded(h, w, stride=128):
+    return -(-h // stride) * stride, -(-w // stride) * stride
+
+
+def worker(args):
+    import numpy as np
+    import tensorflow as tf
+
+    from retinamask_tf import config as C
+    from retinamask_tf.modeling import factory
+    from retinamask_tf.training.optimizer import build_optimizer
+
+    tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+    tf.config.threading.set_inter_op_parallelism_threads(args.threads)
+    cfg = C.load_config(args.config, (R50 if not args.config else []) + args.override)
+    h, w = (int(v) for v in args.size.split("x"))
+    ph, pw = _padded(h, w, 2 ** cfg.anchors.max_level)
+    model = factory.build_model(cfg, cfg.model.num_classes or 80, image_size=(ph, pw))
+    rng = np.random.default_rng(0)
+    if args.mode == "infer":
+        images = tf.constant(rng.uniform(0, 255, (1, ph, pw, 3)).astype(np.float32))
+        info = tf.constant([[h, w, 1.0, 1.0]], tf.float32)
+        fn = tf.function(model.detect)
+        call = lambda: fn(images, info)["num_detections"].numpy()  # noqa: E731
+    else:
+        model.compile(optimizer=build_optimizer(cfg.train))
+        b = args.train_batch
+        g = 10
+        yx = rng.uniform(0, min(h, w) * 0.6, (b, g, 2))
+        hw = rng.uniform(16, min(h, w) * 0.4, (b, g, 2))
+        features = {"images": tf.constant(rng.uniform(0, 255, (b, ph, pw, 3)).astype(np.float32))}
+        labels = {"gt_boxes": tf.constant(np.concatenate([yx, yx + hw], -1).astype(np.float32)),
+                  "gt_classes": tf.constant(rng.integers(0, 80, (b, g)).astype(np.int32)),
+                  "gt_valid": tf.ones((b, g), tf.bool), "gt_crowd": tf.zeros((b, g), tf.bool)}
+        fn = tf.function(model.train_step)
+        call = lambda: fn((features, labels))["total_loss"].numpy()  # noqa: E731
+    t = time.perf_counter()
+    call()
+    warmup = time.perf_counter() - t
+    times = []
+    for _ in range(args.repeats):
+        t = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - t)
+    print(json.dumps({
+        "mode": args.mode, "size": args.size, "padded": f"{ph}x{pw}",
+        "batch": 1 if args.mode == "infer" else args.train_batch,
+        "median_s": statistics.median(times), "min_s": min(times), "warmup_s": warmup,
+        "repeats": args.repeats, "params": model.count_params(),
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--sizes", default="512x512,800x1333")
+    p.add_argument("--modes", default="infer,train")
+    p.add_argument("--config", action="append", default=[])
+    p.add_argument("--override", action="append", default=[])
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--train_batch", type=int, default=2)
+    p.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    p.add_argument("--out", default=os.path.join(REPO, "bench", "results"))
+    p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--mode", help=argparse.SUPPRESS)
+    p.add_argument("--size", help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.worker:
+        return worker(args)
+    rows = []
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    for size in args.sizes.split(","):
+        for mode in args.modes.split(","):
+            cmd = [sys.executable, __file__, "--worker", "--mode", mode, "--size", size,
+                   "--repeats", str(args.repeats), "--train_batch", str(args.train_batch),
+                   "--threads", str(args.threads)]
+            for c in args.config:
+                cmd += ["--config", c]
+            for o in args.override:
+                cmd += ["--override", o]
+            print(f"[bench] {mode} {size} ...", flush=True)
+            out = subprocess.run(cmd, capture_output=True, text=True, env=env)
+            if out.returncode != 0:
+                print(out.stderr[-3000:], file=sys.stderr)
+                raise SystemExit(f"benchmark {mode} {size} failed")
+            row = json.loads(out.stdout.strip().splitlines()[-1])
+            print(f"[bench]   median {row['median_s']:.3f} s, peak RSS {row['peak_rss_mb']:.0f} MB",
+                  flush=True)
+            rows.append(row)
+    machine = {"platform": platform.platform(), "processor": platform.processor(),
+               "cpus": os.cpu_count(), "threads": args.threads, "python": platform.python_version()}
+    import tensorflow as tf  # for the version only, after the workers ran
+    machine["tensorflow"] = tf.__version__
+    os.makedirs(args.out, exist_ok=True)
+    result = {"machine": machine, "config": args.config or ["ResNet-50-FPN defaults"],
+              "overrides": args.override, "rows": rows}
+    with open(os.path.join(args.out, "model_bench.json"), "w") as f:
+        json.dump(result, f, indent=2)
+    lines = [f"Machine: {machine['cpus']} CPUs, {machine['platform']}, TF {machine['tensorflow']}",
+             "", "| mode | input (padded) | batch | median s | min s | peak RSS MB |",
+             "|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['mode']} | {r['size']} ({r['padded']}) | {r['batch']} | "
+                     f"{r['median_s']:.3f} | {r['min_s']:.3f} | {r['peak_rss_mb']:.0f} |")
+    table = "\n".join(lines)
+    with open(os.path.join(args.out, "model_bench.md"), "w") as f:
+        f.write(table + "\n")
+    print(table)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,32 @@
+"""retinamask-tf: RetinaMask in TensorFlow 2 / Keras 3."""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="retinamask-tf",
+    version="0.1.0",
+    description="RetinaMask (Fu, Shvets, Berg 2019): single-shot detection improved by "
+                "learning to predict masks, in TensorFlow 2 / Keras 3",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    python_requires=">=3.11,<3.13",
+    packages=find_packages(include=["retinamask_tf", "retinamask_tf.*"]),
+    py_modules=[],
+    install_requires=[
+        "tensorflow==2.21.*",
+        "keras>=3.15,<4",
+        "tensorboard==2.21.*",
+        "pycocotools>=2.0.8",
+        "absl-py>=2.1",
+        "pyyaml>=6.0",
+        "numpy>=1.26",
+        "pillow>=10.0",
+    ],
+    extras_require={
+        "tfds": ["tensorflow-datasets>=4.9.9"],
+        "tflite": ["ai-edge-litert>=2.0"],
+        "plots": ["matplotlib>=3.8"],
+        "test": ["pytest>=8.0"],
+    },
+)

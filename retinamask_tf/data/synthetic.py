@@ -31,7 +31,7 @@ CLASS_NAMES = ("box", "ellipse", "triangle", "cross", "star")
 ELONGATED = {"box", "ellipse"}
 MAX_ASPECT = 6.0
 MIN_VISIBLE_FRACTION = 0.5
-_VERSION = 1  # bump when the generator's output changes
+_VERSION = 2  # bump when the generator's output changes
 
 
 def _background(rng, size):

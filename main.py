@@ -6,12 +6,14 @@
       --override data.train_json=/data/coco/annotations/instances_train2017.json ...
 """
 
-import json
 import logging
 import os
 import sys
 
-from absl import app, flags
+# Keep TensorFlow's C++ start-up chatter out of the console unless asked for.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from absl import app, flags  # noqa: E402
 
 flags.DEFINE_enum("mode", "train_and_eval", ["train", "eval", "train_and_eval"], "What to run.")
 flags.DEFINE_multi_string("config", [], "YAML config file(s); later files win.")

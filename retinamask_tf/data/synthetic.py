@@ -19,7 +19,6 @@ compressed RLE of their visible pixels (both are standard COCO).
 
 import hashlib
 import json
-import multiprocessing
 import os
 import shutil
 import tempfile
@@ -216,7 +215,7 @@ def _annotation(obj, ann_id, image_id):
 
 
 def _make_image(args):
-    """Worker: draws image ``i`` of a split, writes its JPEG, returns its annotations."""
+    """Draws image ``i`` of a split, writes its JPEG, returns its annotations."""
     root, split, i, size, max_objects, min_object_size, seed, split_index = args
     rng = np.random.default_rng([seed, split_index, i, _VERSION])
     img, objects = generate_image(rng, size, max_objects, min_object_size)
@@ -227,18 +226,12 @@ def _make_image(args):
     return info, [_annotation(obj, 0, image_id) for obj in objects]
 
 
-def _write_split(root, split, count, size, max_objects, min_object_size, seed, split_index,
-                 workers=None):
+def _write_split(root, split, count, size, max_objects, min_object_size, seed, split_index):
+    # One process on purpose: a process pool would have to fork a TF-initialised parent or
+    # re-import the caller's __main__ (spawn), which hangs scripts without a main guard.
     os.makedirs(os.path.join(root, "images", split), exist_ok=True)
-    jobs = [(root, split, i, size, max_objects, min_object_size, seed, split_index)
+    made = [_make_image((root, split, i, size, max_objects, min_object_size, seed, split_index))
             for i in range(count)]
-    workers = workers or min(os.cpu_count() or 1, 8)
-    if workers > 1 and count > 50:
-        ctx = multiprocessing.get_context("spawn")  # no fork of a TF-initialised parent
-        with ctx.Pool(workers) as pool:
-            made = pool.map(_make_image, jobs, chunksize=16)
-    else:
-        made = [_make_image(job) for job in jobs]
     images, annotations = [], []
     for info, anns in made:  # ids assigned in image order: the output is deterministic
         images.append(info)

@@ -15,19 +15,13 @@ is skipped when the global batch has fewer than 2 positive anchors.
 import keras
 import tensorflow as tf
 
+from retinamask_tf.ops.distribute import cross_replica_sum
+
 
 def smooth_l1(abs_diff, beta):
     """Element-wise smooth L1 of ``abs_diff`` = |x| >= 0; ``beta`` broadcasts (>0)."""
     beta = tf.cast(beta, abs_diff.dtype)
     return tf.where(abs_diff < beta, 0.5 * tf.square(abs_diff) / beta, abs_diff - 0.5 * beta)
-
-
-def _all_reduce_sum(value):
-    """Sum over replicas when called inside ``strategy.run``; identity otherwise."""
-    ctx = tf.distribute.get_replica_context()
-    if ctx is None or ctx.num_replicas_in_sync == 1:
-        return value
-    return ctx.all_reduce(tf.distribute.ReduceOp.SUM, value)
 
 
 def batch_moments(abs_diff, positive):
@@ -45,7 +39,7 @@ def batch_moments(abs_diff, positive):
         tf.reduce_sum(w * tf.square(abs_diff), axis=[0, 1]),
         tf.fill([4], tf.reduce_sum(w)),
     ])  # [3, 4]: sum, sum of squares, count; one all-reduce for all three
-    stats = _all_reduce_sum(stats)
+    stats = cross_replica_sum(stats)
     total, total_sq, count = stats[0], stats[1], stats[2, 0]
     mean = tf.math.divide_no_nan(total, count)
     var = tf.math.divide_no_nan(total_sq - count * tf.square(mean), count - 1.0)

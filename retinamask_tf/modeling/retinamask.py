@@ -8,12 +8,12 @@ computes the losses (the self-adjusting box loss updates its state there);
 import keras
 import tensorflow as tf
 
-from retinamask_tf.layers.detection_generator import DetectionGenerator
 from retinamask_tf.layers.normalization import ImageNormalization
 from retinamask_tf.losses import focal
-from retinamask_tf.losses.smooth_l1 import SelfAdjustingSmoothL1, _all_reduce_sum, smooth_l1
+from retinamask_tf.losses.smooth_l1 import SelfAdjustingSmoothL1, smooth_l1
 from retinamask_tf.ops import anchors as anchor_ops
 from retinamask_tf.ops import matcher, targets
+from retinamask_tf.ops.distribute import cross_replica_sum
 
 
 class NonFiniteLossError(RuntimeError):
@@ -104,7 +104,7 @@ class RetinaMask(keras.Model):
             labels["gt_valid"], labels.get("gt_crowd") if self.use_crowd else None,
             coder_weights=self.coder_weights, **self.matcher_params)
         positive = t["labels"] == matcher.POSITIVE
-        num_pos = _all_reduce_sum(tf.reduce_sum(tf.cast(positive, tf.float32)))
+        num_pos = cross_replica_sum(tf.reduce_sum(tf.cast(positive, tf.float32)))
         normalizer = tf.maximum(num_pos, 1.0)
         cls_sum = focal.classification_loss(outputs["cls_logits"], t["cls_targets"], t["labels"],
                                             self.focal_alpha, self.focal_gamma)
@@ -130,7 +130,7 @@ class RetinaMask(keras.Model):
         grads = tape.gradient(loss, variables)
         if self.clip_grad_norm:
             # Clip on the global gradient: sum of squares across replicas first.
-            sq = _all_reduce_sum(tf.add_n([tf.reduce_sum(tf.square(g)) for g in grads if g is not None]))
+            sq = cross_replica_sum(tf.add_n([tf.reduce_sum(tf.square(g)) for g in grads if g is not None]))
             scale = tf.minimum(1.0, self.clip_grad_norm / (tf.sqrt(sq) + 1e-6))
             grads = [g * scale if g is not None else None for g in grads]
         self.optimizer.apply_gradients(zip(grads, variables))

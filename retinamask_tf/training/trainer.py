@@ -6,7 +6,6 @@ self-adjusting-L1 state and (with ``train.checkpoint_data_iterator``) the same
 input position. A non-finite loss stops training before anything is saved.
 """
 
-import logging
 import math
 import os
 import time
@@ -21,8 +20,6 @@ from retinamask_tf.modeling import factory
 from retinamask_tf.modeling.retinamask import NonFiniteLossError
 from retinamask_tf.training.optimizer import build_optimizer
 from retinamask_tf.training.progress import Progress
-
-log = logging.getLogger(__name__)
 
 CONFIG_FILE = "config.yaml"
 COORDS = ("dy", "dx", "dh", "dw")

@@ -2,7 +2,6 @@ import json
 import os
 
 import numpy as np
-from PIL import Image
 
 from retinamask_tf.data import coco, synthetic
 
@@ -35,7 +34,7 @@ def test_annotations_describe_the_pixels(tiny_shapes):
 
 def test_statistics_of_a_larger_sample():
     """Sizes, aspect ratios, counts and occlusion cover what the issue asks for."""
-    sizes, aspects, counts, hidden = [], [], [], []
+    sizes, aspects, counts, hidden, classes = [], [], [], [], set()
     for i in range(60):
         rng = np.random.default_rng([0, 0, i, 1])
         img, objects = synthetic.generate_image(rng, 256, 15, 12.0)
@@ -46,9 +45,10 @@ def test_statistics_of_a_larger_sample():
             sizes.append(np.sqrt((y1 - y0) * (x1 - x0)))
             aspects.append(max(y1 - y0, x1 - x0) / min(y1 - y0, x1 - x0))
             hidden.append(1 - o["visible_area"] / o["full_area"])
+            classes.add(o["class_index"])
             assert o["visible_area"] >= 0.5 * o["full_area"] - 1
     assert min(sizes) < 16 and max(sizes) > 128
     assert max(aspects) >= 5.0
     assert max(counts) >= 12 and min(counts) >= 1
     assert max(hidden) > 0.2
-    assert len(set(o for o in range(5))) == 5
+    assert classes == set(range(len(synthetic.CLASS_NAMES)))

@@ -4,7 +4,6 @@ import math
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
 
 from retinamask_tf import config as C
 from retinamask_tf.layers.detection_generator import DetectionGenerator

@@ -1,4 +1,4 @@
-"""A real (small) training run whose AP must clear a bar. Marked slow: ~2-3 minutes."""
+"""A real (small) training run whose AP must clear a bar. Marked slow: ~2 minutes."""
 
 import pytest
 
@@ -33,6 +33,7 @@ def test_train_then_evaluate_clears_the_bar(tmp_path):
     assert report["bbox"]["AP"] >= AP_BAR, report["bbox"]
 
 
-# Measured on a 2-core CPU: see the README; the bars leave room for run-to-run noise.
-AP50_BAR = 0.0
-AP_BAR = 0.0
+# Measured on the 2-core CPU machine: AP 0.027, AP50 0.086 after these 600 steps (an
+# untrained model scores ~0.00); the bars leave half of that for run-to-run noise.
+AP50_BAR = 0.04
+AP_BAR = 0.01

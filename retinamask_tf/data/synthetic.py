@@ -214,29 +214,18 @@ def _annotation(obj, ann_id, image_id):
             "bbox": bbox, "area": float(obj["visible_area"]), "iscrowd": 0, "segmentation": seg}
 
 
-def _make_image(args):
-    """Draws image ``i`` of a split, writes its JPEG, returns its annotations."""
-    root, split, i, size, max_objects, min_object_size, seed, split_index = args
-    rng = np.random.default_rng([seed, split_index, i, _VERSION])
-    img, objects = generate_image(rng, size, max_objects, min_object_size)
-    image_id = i + 1
-    name = f"{split}_{image_id:06d}.jpg"
-    Image.fromarray(img).save(os.path.join(root, "images", split, name), quality=92)
-    info = {"id": image_id, "file_name": name, "height": size, "width": size}
-    return info, [_annotation(obj, 0, image_id) for obj in objects]
-
-
 def _write_split(root, split, count, size, max_objects, min_object_size, seed, split_index):
-    # One process on purpose: a process pool would have to fork a TF-initialised parent or
-    # re-import the caller's __main__ (spawn), which hangs scripts without a main guard.
     os.makedirs(os.path.join(root, "images", split), exist_ok=True)
-    made = [_make_image((root, split, i, size, max_objects, min_object_size, seed, split_index))
-            for i in range(count)]
     images, annotations = [], []
-    for info, anns in made:  # ids assigned in image order: the output is deterministic
-        images.append(info)
-        for ann in anns:
-            annotations.append(dict(ann, id=len(annotations) + 1))
+    for i in range(count):
+        rng = np.random.default_rng([seed, split_index, i, _VERSION])
+        img, objects = generate_image(rng, size, max_objects, min_object_size)
+        image_id = i + 1
+        name = f"{split}_{image_id:06d}.jpg"
+        Image.fromarray(img).save(os.path.join(root, "images", split, name), quality=92)
+        images.append({"id": image_id, "file_name": name, "height": size, "width": size})
+        for obj in objects:
+            annotations.append(_annotation(obj, len(annotations) + 1, image_id))
     categories = [{"id": i + 1, "name": n, "supercategory": "shape"} for i, n in enumerate(CLASS_NAMES)]
     with open(os.path.join(root, f"{split}.json"), "w") as f:
         json.dump({"info": {"description": "retinamask_tf built-in shapes", "version": _VERSION},

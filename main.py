@@ -47,11 +47,14 @@ def _eval(model_dir, trainer=None, overrides=()):
     report = evaluate(trainer.model, trainer.val_data, trainer.config,
                       out_dir=os.path.join(model_dir, "eval"), step=trainer.step,
                       max_images=trainer.config.eval.max_images)
-    m = report["bbox"]
-    print(f"\nCOCO bbox on {report['num_images']} val images (step {report['step']}): "
-          f"AP {m['AP']:.3f}  AP50 {m['AP50']:.3f}  AP75 {m['AP75']:.3f}  "
-          f"APs {m['APs']:.3f}  APm {m['APm']:.3f}  APl {m['APl']:.3f}")
-    print(format_table(report["per_class"]))
+    for kind, table in (("bbox", "per_class"), ("segm", "per_class_segm")):
+        if kind not in report:
+            continue
+        m = report[kind]
+        print(f"\nCOCO {kind} on {report['num_images']} val images (step {report['step']}): "
+              f"AP {m['AP']:.3f}  AP50 {m['AP50']:.3f}  AP75 {m['AP75']:.3f}  "
+              f"APs {m['APs']:.3f}  APm {m['APm']:.3f}  APl {m['APl']:.3f}")
+        print(format_table(report[table]))
     return report
 
 

@@ -142,11 +142,58 @@ class HeadConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class MaskHeadConfig:
+    """The mask branch (REFERENCE.md section 4); ``enabled: false`` is RetinaNet with
+    best matching and the self-adjusting loss, nothing else."""
+
+    enabled: bool = True
+    num_convs: int = 4
+    channels: int = 256
+    group_norm: bool = False
+    roi_size: int = 14  # RoIAlign bins per side; masks are predicted at 2x this
+    sampling_ratio: int = 2
+    aligned: bool = False  # False: the released code's legacy RoIAlign
+    min_level: int = 3
+    max_level: int = 5
+    canonical_level: int = 4
+    canonical_size: float = 224.0
+    proposal_iou: float = 0.5
+    train_detections: int = 100  # detections per image used as training RoIs (+ all GT)
+    # RoIs per image the mask head runs on in training, positives first; null: all
+    # (the paper). Lossless while no image has more positives; drops are logged.
+    max_train_rois: Optional[int] = None
+    num_masks: int = 50  # masks predicted at inference (top detections)
+    mask_threshold: float = 0.5
+    loss_weight: float = 1.0
+    gt_mask_size: int = 112  # cells per side of the stored box-frame GT masks
+
+    def __post_init__(self):
+        k = "model.mask_head."
+        _check(self.num_convs >= 0, k + "num_convs", "must be >= 0")
+        _check(self.channels > 0, k + "channels", "must be > 0")
+        _check(self.roi_size > 0, k + "roi_size", "must be > 0")
+        _check(self.sampling_ratio > 0, k + "sampling_ratio", "must be > 0")
+        _check(self.min_level <= self.canonical_level <= self.max_level, k + "canonical_level",
+               "must lie in [min_level, max_level]")
+        _check(self.canonical_size > 0, k + "canonical_size", "must be > 0")
+        _check(0.0 < self.proposal_iou <= 1.0, k + "proposal_iou", "must be in (0, 1]")
+        _check(self.train_detections >= 0, k + "train_detections", "must be >= 0")
+        _check(self.max_train_rois is None or self.max_train_rois >= 1, k + "max_train_rois",
+               "must be null or >= 1")
+        _check(self.num_masks >= 1, k + "num_masks", "must be >= 1")
+        _check(0.0 < self.mask_threshold < 1.0, k + "mask_threshold", "must be in (0, 1)")
+        _check(self.loss_weight >= 0.0, k + "loss_weight", "must be >= 0")
+        _check(self.gt_mask_size >= 2 * self.roi_size, k + "gt_mask_size",
+               "must be >= the predicted mask size 2 * roi_size")
+
+
+@dataclasses.dataclass(frozen=True)
 class ModelConfig:
     num_classes: Optional[int] = None  # None: taken from the dataset
     backbone: BackboneConfig = BackboneConfig()
     fpn: FPNConfig = FPNConfig()
     head: HeadConfig = HeadConfig()
+    mask_head: MaskHeadConfig = MaskHeadConfig()
 
     def __post_init__(self):
         _check(self.num_classes is None or self.num_classes >= 1, "model.num_classes", "must be >= 1")
@@ -257,6 +304,10 @@ class ExperimentConfig:
         # The image is padded to a multiple of the coarsest stride; short_side must fit it.
         _check(self.data.short_side >= stride, "data.short_side",
                f"must be >= the coarsest stride 2^max_level = {stride}")
+        mh = self.model.mask_head
+        _check(self.anchors.min_level <= mh.min_level <= mh.max_level <= self.anchors.max_level,
+               "model.mask_head.min_level",
+               "mask levels must lie within [anchors.min_level, anchors.max_level]")
 
     @property
     def image_size(self) -> Tuple[int, int]:

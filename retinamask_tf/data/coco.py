@@ -14,11 +14,12 @@ from typing import List, Optional
 
 import numpy as np
 
+from retinamask_tf.data.errors import DatasetError
+from retinamask_tf.data.instance_masks import segmentation_problem
+
+__all__ = ["CocoDataset", "DatasetError", "ImageRecord", "load_coco"]
+
 log = logging.getLogger(__name__)
-
-
-class DatasetError(ValueError):
-    """The dataset cannot be used; the message names the file and the ids involved."""
 
 
 @dataclasses.dataclass
@@ -33,7 +34,7 @@ class ImageRecord:
     classes: np.ndarray  # [n] int32 contiguous index
     is_crowd: np.ndarray  # [n] bool
     ann_ids: np.ndarray  # [n] int64
-    segmentations: list  # n COCO segmentations (polygon lists or RLE dicts)
+    segmentations: list  # n COCO segmentations (polygon lists or RLE dicts); None: unusable
 
 
 @dataclasses.dataclass
@@ -43,7 +44,13 @@ class CocoDataset:
     records: List[ImageRecord]
     class_ids: List[int]  # contiguous index -> dataset category id
     class_names: List[str]
-    skipped: dict  # reason -> count
+    skipped: dict  # reason -> count of annotations dropped
+    skipped_masks: dict = dataclasses.field(default_factory=dict)  # reason -> count; boxes kept
+
+    @property
+    def has_masks(self) -> bool:
+        """Whether any non-crowd annotation has a usable segmentation."""
+        return any(s is not None for r in self.records for s in r.segmentations)
 
     @property
     def num_classes(self) -> int:
@@ -64,7 +71,10 @@ def load_coco(json_path: str, image_dir: str, crowd: str = "drop",
     Returns:
       CocoDataset. Annotations with a box of zero or negative size are skipped
       with a warning naming the image and annotation id, and counted in
-      ``skipped``. Boxes are clipped to the image.
+      ``skipped``. Boxes are clipped to the image. A non-crowd annotation whose
+      segmentation is unusable (degenerate polygon, RLE of another size) keeps its
+      box; its segmentation becomes None (never a wrong mask), with a warning
+      naming the image and annotation id, counted in ``skipped_masks``.
     Raises:
       DatasetError: file missing or not COCO, unknown category id, duplicate ids.
     """
@@ -94,6 +104,7 @@ def load_coco(json_path: str, image_dir: str, crowd: str = "drop",
     per_image = {iid: [] for iid in images}
     seen_ann = set()
     skipped = {}
+    skipped_masks = {}
 
     def skip(reason, ann):
         skipped[reason] = skipped.get(reason, 0) + 1
@@ -123,9 +134,17 @@ def load_coco(json_path: str, image_dir: str, crowd: str = "drop",
         if y1 - y0 <= 0 or x1 - x0 <= 0:
             skip("empty box (zero size or outside the image)", ann)
             continue
+        segmentation = ann.get("segmentation")
+        problem = None if crowd_flag else segmentation_problem(segmentation, int(img["height"]),
+                                                               int(img["width"]))
+        if problem:
+            skipped_masks[problem] = skipped_masks.get(problem, 0) + 1
+            if segmentation is not None:  # a boxes-only dataset is not warned per annotation
+                log.warning("%s: annotation %s of image %s: %s; its mask is skipped, its box "
+                            "kept", json_path, ann["id"], ann["image_id"], problem)
+            segmentation = None
         per_image[ann["image_id"]].append(
-            (ann["id"], [y0, x0, y1, x1], index_of[ann["category_id"]], crowd_flag,
-             ann.get("segmentation")))
+            (ann["id"], [y0, x0, y1, x1], index_of[ann["category_id"]], crowd_flag, segmentation))
 
     records = []
     for iid in sorted(images):
@@ -143,32 +162,8 @@ def load_coco(json_path: str, image_dir: str, crowd: str = "drop",
         raise DatasetError(f"{json_path} has no images")
     if skipped:
         log.warning("%s: skipped %d annotations: %s", json_path, sum(skipped.values()), skipped)
+    if skipped_masks:
+        log.warning("%s: %d annotations have no usable mask (boxes kept): %s", json_path,
+                    sum(skipped_masks.values()), skipped_masks)
     return CocoDataset(json_path, image_dir, records, class_ids,
-                       [str(c.get("name", c["id"])) for c in cats], skipped)
-
-
-def segmentation_to_mask(segmentation, height: int, width: int) -> np.ndarray:
-    """Rasterises a COCO segmentation (polygons, uncompressed or compressed RLE).
-
-    Returns:
-      [height, width] uint8 mask in {0, 1}.
-    Raises:
-      DatasetError: an RLE whose size is not (height, width), or an unknown format.
-    """
-    from pycocotools import mask as mask_utils  # heavy C extension, imported on use
-
-    if isinstance(segmentation, list):
-        polys = [p for p in segmentation if len(p) >= 6]
-        if not polys:
-            return np.zeros((height, width), np.uint8)
-        rle = mask_utils.merge(mask_utils.frPyObjects(polys, height, width))
-    elif isinstance(segmentation, dict) and "counts" in segmentation:
-        if list(segmentation["size"]) != [height, width]:
-            raise DatasetError(f"RLE size {segmentation['size']} differs from the image "
-                               f"size {[height, width]}")
-        rle = segmentation
-        if isinstance(rle["counts"], list):
-            rle = mask_utils.frPyObjects(rle, height, width)
-    else:
-        raise DatasetError(f"unknown segmentation format: {type(segmentation).__name__}")
-    return mask_utils.decode(rle).astype(np.uint8)
+                       [str(c.get("name", c["id"])) for c in cats], skipped, skipped_masks)

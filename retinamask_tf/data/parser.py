@@ -8,6 +8,8 @@ pixels of the resized image).
 
 import tensorflow as tf
 
+from retinamask_tf.data import instance_masks
+
 
 def decode_image(path):
     """File path -> [H, W, 3] float32 RGB 0..255 (grayscale/RGBA converted)."""
@@ -58,17 +60,29 @@ def hflip(image, boxes, image_info):
     return image, tf.stack([ymin, width - xmax, ymax, width - xmin], axis=-1)
 
 
-def parse_example(example, short_side, long_side, output_size, training, hflip_enabled, seed):
+def instance_masks_of(example, mask_size):
+    """[M, S, S] uint8 box-frame masks of an example (rasterised on the host)."""
+    masks = tf.numpy_function(instance_masks.rasterize_instances,
+                              [example["segmentations"], example["boxes"], example["height"],
+                               example["width"], mask_size, example["image_id"]],
+                              tf.uint8, stateful=False)
+    return tf.ensure_shape(masks, [example["boxes"].shape[0], mask_size, mask_size])
+
+
+def parse_example(example, short_side, long_side, output_size, training, hflip_enabled, seed,
+                  mask_size=None):
     """One ``pipeline`` element -> (features, labels).
 
     Args:
       example: dict path, image_id, boxes [M, 4] (original frame), classes [M],
         crowd [M], valid [M], and index (the element's position, for the flip's
-        stateless random seed).
+        stateless random seed); with ``mask_size`` also segmentations, height,
+        width, mask_valid (see ``pipeline.records_to_tensors``).
     Returns:
       features: images [oh, ow, 3] float32, image_info [4], image_id int64.
       labels: gt_boxes [M, 4] (resized frame), gt_classes [M] int32, gt_valid [M]
-        bool, gt_crowd [M] bool.
+        bool, gt_crowd [M] bool; with ``mask_size`` S also gt_masks [M, S, S] uint8
+        (box frame, flipped with the image) and gt_mask_valid [M] bool.
     """
     image, info = resize_and_pad(decode_image(example["path"]), short_side, long_side, output_size)
     boxes = scale_boxes(example["boxes"], info)
@@ -77,8 +91,14 @@ def parse_example(example, short_side, long_side, output_size, training, hflip_e
                                                               example["index"]])) < 0.5
         image, boxes = tf.cond(flip, lambda: hflip(image, boxes, info), lambda: (image, boxes))
     valid = example["valid"]
+    labels = {}
+    if mask_size:
+        masks = instance_masks_of(example, mask_size)
+        if training and hflip_enabled:
+            masks = tf.cond(flip, lambda: tf.reverse(masks, axis=[2]), lambda: masks)
+        labels = {"gt_masks": masks, "gt_mask_valid": example["mask_valid"] & valid}
     boxes = tf.where(valid[:, None], boxes, 0.0)
     features = {"images": image, "image_info": info, "image_id": example["image_id"]}
-    labels = {"gt_boxes": boxes, "gt_classes": example["classes"], "gt_valid": valid,
-              "gt_crowd": example["crowd"]}
+    labels.update(gt_boxes=boxes, gt_classes=example["classes"], gt_valid=valid,
+                  gt_crowd=example["crowd"])
     return features, labels

@@ -1,8 +1,9 @@
 """Runs a model over a split and scores it with pycocotools' COCOeval.
 
 Results are written with the dataset's own category ids and COCO ``[x, y, w, h]``
-boxes in original-image pixels; metrics, a per-class table and the raw
-detections go to JSON files.
+boxes in original-image pixels, masks as RLE pasted at the original image size
+(bbox and segm are scored separately); metrics, per-class tables and the raw
+results go to JSON files.
 """
 
 import contextlib
@@ -15,6 +16,7 @@ import numpy as np
 import tensorflow as tf
 
 from retinamask_tf.data import pipeline
+from retinamask_tf.ops.masks import paste_masks
 from retinamask_tf.training.progress import Progress
 
 STAT_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl",
@@ -36,6 +38,36 @@ def detections_to_coco(det, image_ids, class_ids):
             results.append({"image_id": int(image_id),
                             "category_id": int(class_ids[int(det["classes"][b, i])]),
                             "bbox": [round(x0, 2), round(y0, 2), round(x1 - x0, 2), round(y1 - y0, 2)],
+                            "score": round(float(det["scores"][b, i]), 5)})
+    return results
+
+
+def masks_to_coco(det, image_ids, class_ids, image_sizes, threshold=0.5):
+    """Segm results of the detections that have masks (the first ``num_masks``).
+
+    Args:
+      det: numpy dict as ``detections_to_coco`` plus masks [B, num_masks, m, m]
+        probabilities in the frame of each box.
+      image_sizes: [B] (height, width) of the original images.
+    Returns:
+      list of COCO result dicts with RLE ``segmentation``.
+    """
+    from pycocotools import mask as mask_utils
+
+    results = []
+    for b, image_id in enumerate(image_ids):
+        n = min(int(det["num_detections"][b]), det["masks"].shape[1])
+        if n == 0:
+            continue
+        height, width = (int(v) for v in image_sizes[b])
+        binary = paste_masks(det["masks"][b, :n], det["boxes"][b, :n], height, width,
+                             threshold).numpy()
+        rles = mask_utils.encode(np.asfortranarray(binary.transpose(1, 2, 0).astype(np.uint8)))
+        for i, rle in enumerate(rles):
+            rle["counts"] = rle["counts"].decode("ascii")
+            results.append({"image_id": int(image_id),
+                            "category_id": int(class_ids[int(det["classes"][b, i])]),
+                            "segmentation": rle,
                             "score": round(float(det["scores"][b, i]), 5)})
     return results
 
@@ -92,31 +124,44 @@ def format_table(per_class, key_order=("AP", "AP50")):
 
 
 def evaluate(model, dataset, config, out_dir=None, step=None, max_images=None, progress=True):
-    """Runs ``model.detect`` over ``dataset`` (a CocoDataset) and scores bbox AP.
+    """Runs ``model.detect`` over ``dataset`` (a CocoDataset) and scores bbox AP, and
+    mask AP when the model has a mask head.
 
     Returns:
-      dict: ``bbox`` metrics, ``per_class`` table, ``num_images``, ``step``; also
-      written to ``out_dir/metrics[_step].json`` with the detections beside it.
+      dict: ``bbox`` metrics, ``per_class`` table, (``segm``, ``per_class_segm``),
+      ``num_images``, ``step``; also written to ``out_dir/metrics[_step].json``
+      with the detections (and segmentations) beside it.
     """
     records = dataset.records[:max_images] if max_images else dataset.records
     subset = dataclasses.replace(dataset, records=list(records))
     ds = pipeline.build_dataset(subset, config.eval.batch_size, config.image_size,
                                 config.data.short_side, config.data.long_side,
                                 config.data.max_instances, training=False)
+    with_masks = model.has_masks
     detect = tf.function(model.detect)
-    results = []
+    threshold = config.model.mask_head.mask_threshold
+    results, segm_results = [], []
     bar = Progress(len(records), unit="image") if progress else None
     done = 0
     for features, _ in ds:
         det = {k: v.numpy() for k, v in detect(features["images"], features["image_info"]).items()}
-        results.extend(detections_to_coco(det, features["image_id"].numpy(), dataset.class_ids))
-        done += int(features["image_id"].shape[0])
+        image_ids = features["image_id"].numpy()
+        results.extend(detections_to_coco(det, image_ids, dataset.class_ids))
+        if with_masks:
+            sizes = features["image_info"].numpy()[:, :2]
+            segm_results.extend(masks_to_coco(det, image_ids, dataset.class_ids, sizes, threshold))
+        done += int(image_ids.shape[0])
         if bar:
             bar.update(done)
     image_ids = [r.image_id for r in records]
     metrics, per_class, summary = coco_metrics(dataset.json_path, results, image_ids, "bbox")
     report = {"step": step, "num_images": len(records), "num_detections": len(results),
               "bbox": metrics, "per_class": per_class}
+    if with_masks:
+        segm, per_class_segm, segm_summary = coco_metrics(dataset.json_path, segm_results,
+                                                          image_ids, "segm")
+        report.update(segm=segm, per_class_segm=per_class_segm)
+        summary += "\n" + segm_summary
     if out_dir:
         os.makedirs(out_dir, exist_ok=True)
         suffix = f"_{step}" if step is not None else ""
@@ -124,6 +169,9 @@ def evaluate(model, dataset, config, out_dir=None, step=None, max_images=None, p
             json.dump(report, f, indent=2)
         with open(os.path.join(out_dir, f"detections{suffix}.json"), "w") as f:
             json.dump(results, f)
+        if with_masks:
+            with open(os.path.join(out_dir, f"segmentations{suffix}.json"), "w") as f:
+                json.dump(segm_results, f)
         report["metrics_path"] = os.path.join(out_dir, f"metrics{suffix}.json")
     report["summary"] = summary
     return report

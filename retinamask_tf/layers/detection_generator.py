@@ -10,8 +10,9 @@ class DetectionGenerator(keras.layers.Layer):
     """Raw outputs -> padded per-class-NMS detections (model-input pixels, yxyx).
 
     Call with ``(cls_logits [B, N, K], box_deltas [B, N, 4], anchors [N, 4],
-    image_shape [B, 2], level_counts=list)``; returns the dict of
-    ``postprocess.generate_detections``.
+    image_shape [B, 2], level_counts=list, max_detections=None)``; returns the dict
+    of ``postprocess.generate_detections``. ``max_detections`` overrides the
+    layer's for one call (the mask branch's training RoIs).
     """
 
     def __init__(self, score_threshold=0.05, pre_nms_top_k=1000, nms_iou_threshold=0.4,
@@ -25,11 +26,13 @@ class DetectionGenerator(keras.layers.Layer):
         self.coder_weights = tuple(float(w) for w in coder_weights)
         self.scale_clip = float(scale_clip)
 
-    def call(self, cls_logits, box_deltas, anchors, image_shape, level_counts=()):
+    def call(self, cls_logits, box_deltas, anchors, image_shape, level_counts=(),
+             max_detections=None):
         return postprocess.generate_detections(
             cls_logits, box_deltas, anchors, level_counts, image_shape,
             score_threshold=self.score_threshold, pre_nms_top_k=self.pre_nms_top_k,
-            nms_iou_threshold=self.nms_iou_threshold, max_detections=self.max_detections,
+            nms_iou_threshold=self.nms_iou_threshold,
+            max_detections=int(max_detections or self.max_detections),
             coder_weights=self.coder_weights, scale_clip=self.scale_clip)
 
     def get_config(self):

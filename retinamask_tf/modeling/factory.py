@@ -2,8 +2,10 @@
 
 from retinamask_tf.config import ExperimentConfig
 from retinamask_tf.layers.detection_generator import DetectionGenerator
+from retinamask_tf.layers.roi_aligner import RoIAligner
 from retinamask_tf.modeling.fpn import FPN
 from retinamask_tf.modeling.heads import RetinaNetHead
+from retinamask_tf.modeling.mask_head import MaskHead
 from retinamask_tf.modeling.resnet import build_keras_applications_resnet, build_resnet
 from retinamask_tf.modeling.retinamask import RetinaMask
 
@@ -35,6 +37,13 @@ def build_model(config: ExperimentConfig, num_classes: int = None, image_size=No
     generator = DetectionGenerator(p.score_threshold, p.pre_nms_top_k, p.nms_iou_threshold,
                                    p.max_detections, config.box_coder.weights,
                                    config.box_coder.scale_clip, name="detection_generator")
+    mh = m.mask_head
+    mask_head = roi_aligner = None
+    if mh.enabled:
+        mask_head = MaskHead(num_classes, mh.num_convs, mh.channels, mh.group_norm, name="mask_head")
+        roi_aligner = RoIAligner(mh.roi_size, mh.sampling_ratio, mh.aligned, mh.min_level,
+                                 mh.max_level, mh.canonical_level, mh.canonical_size,
+                                 name="roi_aligner")
     loss = config.loss
     model = RetinaMask(
         backbone, fpn, head, generator, image_size or config.image_size,
@@ -47,6 +56,10 @@ def build_model(config: ExperimentConfig, num_classes: int = None, image_size=No
         focal_gamma=loss.focal_gamma, box_loss=loss.box_loss, beta=loss.beta,
         beta_momentum=loss.beta_momentum, beta_min=loss.beta_min, box_weight=loss.box_weight,
         use_crowd=config.data.crowd == "ignore", normalization=normalization,
-        clip_grad_norm=config.train.clip_grad_norm, name="retinamask")
+        clip_grad_norm=config.train.clip_grad_norm, mask_head=mask_head, roi_aligner=roi_aligner,
+        mask_params=dict(proposal_iou=mh.proposal_iou, train_detections=mh.train_detections,
+                         num_masks=mh.num_masks, mask_weight=mh.loss_weight,
+                         max_train_rois=mh.max_train_rois),
+        name="retinamask")
     model.build()
     return model

@@ -25,7 +25,8 @@ CONFIG_FILE = "config.yaml"
 COORDS = ("dy", "dx", "dh", "dw")
 # Keys a resumed run may change without invalidating its checkpoints.
 RESUMABLE_CHANGES = ("train.steps", "train.checkpoint_every", "train.summary_every",
-                     "train.keep_checkpoints", "eval.")
+                     "train.keep_checkpoints", "eval.", "model.mask_head.num_masks",
+                     "model.mask_head.mask_threshold")
 
 
 def _flatten(d, prefix=""):
@@ -97,7 +98,8 @@ class Trainer:
             self.train_data, c.train.batch_size, c.image_size, c.data.short_side,
             c.data.long_side, c.data.max_instances, training=True, hflip=c.data.hflip,
             shuffle_buffer=c.data.shuffle_buffer, seed=c.train.seed,
-            num_parallel_calls=c.data.num_parallel_calls)
+            num_parallel_calls=c.data.num_parallel_calls,
+            mask_size=c.model.mask_head.gt_mask_size if c.model.mask_head.enabled else None)
         self.dataset = self.strategy.experimental_distribute_dataset(dataset)
         self.iterator = iter(self.dataset)
         items = {"model": self.model, "optimizer": self.optimizer}
@@ -124,7 +126,7 @@ class Trainer:
 
     def _make_step_fn(self):
         strategy, model = self.strategy, self.model
-        summed = ("total_loss", "cls_loss", "box_loss")
+        summed = ("total_loss", "cls_loss", "box_loss", "mask_loss")
 
         @tf.function
         def step_fn(iterator):
@@ -140,8 +142,10 @@ class Trainer:
     def _summaries(self, step, values, rate):
         layer = self.model.box_loss_layer
         with self.writer.as_default(step=step):
-            for k in ("total_loss", "cls_loss", "box_loss", "num_positives", "learning_rate"):
-                tf.summary.scalar(k, values[k])
+            for k in ("total_loss", "cls_loss", "box_loss", "mask_loss", "num_positives",
+                      "num_mask_rois", "mask_rois_dropped", "learning_rate"):
+                if k in values:
+                    tf.summary.scalar(k, values[k])
             for i, name in enumerate(COORDS):
                 tf.summary.scalar(f"beta/{name}", values["beta"][i])
                 tf.summary.scalar(f"running_mean/{name}", layer.running_mean[i])
@@ -178,13 +182,17 @@ class Trainer:
                 last = self.manager.latest_checkpoint or "none"
                 raise NonFiniteLossError(
                     f"loss became {loss} at step {step} (cls_loss={float(values['cls_loss'])}, "
-                    f"box_loss={float(values['box_loss'])}); nothing was saved for this step. "
+                    f"box_loss={float(values['box_loss'])}, "
+                    f"mask_loss={float(values.get('mask_loss', 0.0))}); nothing was saved for this step. "
                     f"Last checkpoint: {last}. Lower train.base_lr, lengthen train.warmup_steps "
                     "or set train.clip_grad_norm, then run again to resume.")
             rate = (step - s0) / max(time.time() - t0, 1e-9)
             if bar:
-                bar.update(step, loss=loss, cls=float(values["cls_loss"]),
-                           box=float(values["box_loss"]), lr=float(values["learning_rate"]))
+                parts = {"loss": loss, "cls": float(values["cls_loss"]),
+                         "box": float(values["box_loss"])}
+                if "mask_loss" in values:
+                    parts["mask"] = float(values["mask_loss"])
+                bar.update(step, lr=float(values["learning_rate"]), **parts)
             if step % every_summary == 0 or step == total:
                 self._summaries(step, values, rate)
             if step % every_ckpt == 0 or step == total:

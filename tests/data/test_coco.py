@@ -3,7 +3,7 @@ import json
 import numpy as np
 import pytest
 
-from retinamask_tf.data import coco
+from retinamask_tf.data import coco, instance_masks
 
 
 def test_coco128_real_file(coco128):
@@ -40,7 +40,7 @@ def test_coco128_masks_match_pycocotools(coco128):
     checked_rle = checked_multi = 0
     for rec in ds.records[:40]:
         for ann_id, seg in zip(rec.ann_ids, rec.segmentations):
-            mask = coco.segmentation_to_mask(seg, rec.height, rec.width)
+            mask = instance_masks.segmentation_to_mask(seg, rec.height, rec.width)
             ann = gt.anns[int(ann_id)]
             np.testing.assert_array_equal(mask, gt.annToMask(ann))
             checked_rle += isinstance(seg, dict)
@@ -56,7 +56,7 @@ def test_fruits_nuts(fruits_nuts):
     raw = {a["id"]: a for a in json.load(open(f"{fruits_nuts}/train.json"))["annotations"]}
     for rec in ds.records:
         for ann_id, seg in zip(rec.ann_ids, rec.segmentations):
-            mask = coco.segmentation_to_mask(seg, rec.height, rec.width)
+            mask = instance_masks.segmentation_to_mask(seg, rec.height, rec.width)
             assert int(mask.sum()) == raw[int(ann_id)]["area"], ann_id
 
 
@@ -106,5 +106,5 @@ def test_rle_size_mismatch_is_an_error():
     from pycocotools import mask as mask_utils
     rle = mask_utils.encode(np.asfortranarray(np.ones((4, 5), np.uint8)))
     with pytest.raises(coco.DatasetError, match="RLE size"):
-        coco.segmentation_to_mask(rle, 5, 5)
-    np.testing.assert_array_equal(coco.segmentation_to_mask(rle, 4, 5), np.ones((4, 5)))
+        instance_masks.segmentation_to_mask(rle, 5, 5)
+    np.testing.assert_array_equal(instance_masks.segmentation_to_mask(rle, 4, 5), np.ones((4, 5)))

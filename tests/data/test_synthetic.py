@@ -3,7 +3,7 @@ import os
 
 import numpy as np
 
-from retinamask_tf.data import coco, synthetic
+from retinamask_tf.data import coco, instance_masks, synthetic
 
 
 def test_deterministic_and_readable(tiny_shapes, tmp_path):
@@ -23,7 +23,7 @@ def test_annotations_describe_the_pixels(tiny_shapes):
     data = json.load(open(tiny_shapes["train_json"]))
     kinds = set()
     for ann in data["annotations"]:
-        mask = coco.segmentation_to_mask(ann["segmentation"], 128, 128)
+        mask = instance_masks.segmentation_to_mask(ann["segmentation"], 128, 128)
         ys, xs = np.nonzero(mask)
         x, y, w, h = ann["bbox"]
         assert (xs.min(), ys.min(), xs.max() + 1 - xs.min(), ys.max() + 1 - ys.min()) == (x, y, w, h)

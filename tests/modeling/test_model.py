@@ -4,26 +4,31 @@ import math
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from retinamask_tf import config as C
 from retinamask_tf.layers.detection_generator import DetectionGenerator
 from retinamask_tf.layers.normalization import ImageNormalization
+from retinamask_tf.layers.roi_aligner import RoIAligner
 from retinamask_tf.losses.smooth_l1 import SelfAdjustingSmoothL1
 from retinamask_tf.modeling import factory, resnet
 from retinamask_tf.modeling.fpn import FPN
 from retinamask_tf.modeling.heads import RetinaNetHead
+from retinamask_tf.modeling.mask_head import MaskHead
 from retinamask_tf.modeling.retinamask import RetinaMask
 from retinamask_tf.training.schedule import WarmupStepSchedule
 
 SMALL = ["data.short_side=128", "data.long_side=128", "model.backbone.depth=18",
          "model.backbone.width=8", "model.backbone.norm=batch_norm", "model.fpn.channels=16",
-         "model.head.channels=16", "model.head.num_convs=1"]
+         "model.head.channels=16", "model.head.num_convs=1", "model.mask_head.channels=16",
+         "model.mask_head.num_convs=2"]
 
 
 @pytest.mark.parametrize("layer", [
     FPN(32, "c5", True, 3, 6), RetinaNetHead(7, 6, 2, 16, True, 0.02, 3, 6),
     DetectionGenerator(0.1, 50, 0.5, 20, (1, 1, 2, 2), 3.0), ImageNormalization("caffe"),
-    SelfAdjustingSmoothL1(0.2, 0.8, 1e-2)])
+    SelfAdjustingSmoothL1(0.2, 0.8, 1e-2), MaskHead(5, 3, 24, True),
+    RoIAligner(7, 3, True, 2, 4, 3, 112.0)])
 def test_get_config_carries_every_constructor_argument(layer):
     params = [p for p in inspect.signature(type(layer).__init__).parameters
               if p not in ("self", "kwargs")]
@@ -97,3 +102,41 @@ def test_num_classes_is_never_hard_coded():
         assert model.head.cls_pred.kernel.shape[-1] == 9 * k
     with pytest.raises(ValueError, match="num_classes"):
         factory.build_model(cfg)
+
+
+def _graph_params(fn, *args):
+    """Parameters a traced function reads (its captured variables)."""
+    concrete = tf.function(fn).get_concrete_function(*args)
+    return sum(int(np.prod(v.shape)) for v in concrete.variables)
+
+
+def test_detection_graph_is_exactly_retinanet_with_or_without_mask_head():
+    x = tf.zeros((1, 128, 128, 3))
+    info = tf.constant([[128.0, 128.0, 1.0, 1.0]])
+    with_mask = factory.build_model(C.load_config([], SMALL), num_classes=3)
+    without = factory.build_model(C.load_config([], SMALL + ["model.mask_head.enabled=false"]),
+                                  num_classes=3)
+    assert with_mask.has_masks and not without.has_masks
+    det_only = _graph_params(lambda a, b: with_mask.detect(a, b, with_masks=False), x, info)
+    assert det_only == _graph_params(lambda a, b: without.detect(a, b), x, info)
+    # Everything but the loss state (running mean/var of the self-adjusting smooth L1).
+    assert det_only == without.count_params() - 8 == without.count_params() - sum(
+        int(np.prod(v.shape)) for v in without.box_loss_layer.weights)
+    mask_params = with_mask.mask_head.count_params()
+    assert with_mask.count_params() == without.count_params() + mask_params > det_only
+    assert _graph_params(lambda a, b: with_mask.detect(a, b), x, info) == det_only + mask_params
+
+
+def test_detect_with_masks_shapes_and_round_trip():
+    cfg = C.load_config([], SMALL + ["postprocess.score_threshold=0.0", "model.mask_head.num_masks=7"])
+    model = factory.build_model(cfg, num_classes=3)
+    x = np.random.default_rng(1).uniform(0, 255, (2, 128, 128, 3)).astype(np.float32)
+    info = np.array([[128, 128, 1.0, 1.0], [64, 100, 1.28, 1.28]], np.float32)
+    det = model.detect(x, info)
+    assert det["masks"].shape == (2, 7, 28, 28) and det["boxes"].shape == (2, 100, 4)
+    m = det["masks"].numpy()
+    assert (m >= 0).all() and (m <= 1).all()
+    clone = RetinaMask.from_config(model.get_config())
+    clone.build()
+    clone.set_weights(model.get_weights())
+    np.testing.assert_allclose(clone.detect(x, info)["masks"].numpy(), m, atol=1e-5)

@@ -22,7 +22,8 @@ def _overrides(shapes, **extra):
         "data.val_images": shapes["val_images"], "data.short_side": 128, "data.long_side": 128,
         "data.max_instances": 8, "model.backbone.depth": 18, "model.backbone.width": 8,
         "model.backbone.norm": "batch_norm", "model.fpn.channels": 32, "model.head.channels": 32,
-        "model.head.num_convs": 1, "train.batch_size": 4, "train.steps": 60, "train.base_lr": 0.01,
+        "model.head.num_convs": 1, "model.mask_head.num_convs": 1, "model.mask_head.channels": 16,
+        "model.mask_head.gt_mask_size": 32, "train.batch_size": 4, "train.steps": 60, "train.base_lr": 0.01,
         "train.warmup_steps": 10, "train.lr_drop_steps": [], "train.clip_grad_norm": 10.0,
         "train.checkpoint_every": 1000, "train.summary_every": 5,
         "train.checkpoint_data_iterator": True, "eval.batch_size": 6,
@@ -51,6 +52,32 @@ def test_loss_falls_when_fitting_one_batch(tiny_shapes, tmp_path):
     assert last < 0.35 * first, (first, last)
     beta = trainer.model.box_loss_layer.beta.numpy()
     assert (beta < 0.11).any() and (beta >= 1e-3).all()  # self-adjusting state moved
+
+
+def test_mask_loss_falls_and_reaches_the_backbone(tiny_shapes, tmp_path):
+    """The mask branch learns, and its gradient flows through RoIAlign into FPN and backbone."""
+    trainer = Trainer(_config(tiny_shapes, **{"train.base_lr": 0.02}), str(tmp_path))
+    batch = next(trainer.iterator)
+    model = trainer.model
+    features, labels = batch
+    with tf.GradientTape() as tape:
+        pyramid = model.features(features["images"], training=True)
+        outputs = model.head(pyramid, training=True)
+        mask = model.mask_losses(pyramid, outputs, labels, features["image_info"], training=True)
+    grads = tape.gradient(mask["mask_loss"], model.backbone.trainable_variables
+                          + model.fpn.trainable_variables + model.head.trainable_variables)
+    nb, nf = len(model.backbone.trainable_variables), len(model.fpn.trainable_variables)
+    norm = lambda gs: sum(float(tf.reduce_sum(g ** 2)) for g in gs if g is not None)  # noqa: E731
+    assert norm(grads[:nb]) > 0 and norm(grads[nb:nb + nf]) > 0
+    assert all(g is None for g in grads[nb + nf:])  # RoIs are stop-gradient: no path to the head
+    trainer.iterator = iter(tf.data.Dataset.from_tensors(batch).repeat())
+    fn = trainer._make_step_fn()
+    values = [fn(trainer.iterator) for _ in range(30)]
+    first = np.mean([float(v["mask_loss"]) for v in values[:3]])
+    last = np.mean([float(v["mask_loss"]) for v in values[-3:]])
+    assert float(values[0]["num_mask_rois"]) >= float(tf.reduce_sum(tf.cast(labels["gt_valid"],
+                                                                            tf.float32)))
+    assert last < 0.6 * first, (first, last)
 
 
 def test_resume_continues_exactly(tiny_shapes, tmp_path):

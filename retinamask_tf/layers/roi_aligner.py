@@ -1,0 +1,34 @@
+"""Keras layer wrapping ``ops.roi_align.multilevel_roi_align``."""
+
+import keras
+
+from retinamask_tf.ops import roi_align
+
+
+@keras.saving.register_keras_serializable(package="retinamask_tf")
+class RoIAligner(keras.layers.Layer):
+    """``{"P3": ..., "P5": ...}``, boxes [B, R, 4] yxyx input pixels ->
+    [B, R, output_size, output_size, C], each box read from its FPN level."""
+
+    def __init__(self, output_size=14, sampling_ratio=2, aligned=False, min_level=3, max_level=5,
+                 canonical_level=4, canonical_size=224.0, **kwargs):
+        super().__init__(**kwargs)
+        self.output_size = int(output_size)
+        self.sampling_ratio = int(sampling_ratio)
+        self.aligned = bool(aligned)
+        self.min_level = int(min_level)
+        self.max_level = int(max_level)
+        self.canonical_level = int(canonical_level)
+        self.canonical_size = float(canonical_size)
+
+    def call(self, features, boxes):
+        return roi_align.multilevel_roi_align(
+            features, boxes, self.output_size, self.sampling_ratio, self.aligned, self.min_level,
+            self.max_level, self.canonical_level, self.canonical_size)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(output_size=self.output_size, sampling_ratio=self.sampling_ratio,
+                      aligned=self.aligned, min_level=self.min_level, max_level=self.max_level,
+                      canonical_level=self.canonical_level, canonical_size=self.canonical_size)
+        return config

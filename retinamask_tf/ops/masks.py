@@ -1,0 +1,91 @@
+"""Instance-mask ops: training targets from box-frame GT masks, pasting predicted masks.
+
+GT masks are stored in the *box frame*: an ``S x S`` grid covering the GT box
+exactly (cell (i, j) spans ``[y0 + i h / S, y0 + (i + 1) h / S)`` and the same in
+x). A mask lies inside its box, so nothing outside is lost, the storage does
+not grow with the image (100 instances at S = 112 are 1.2 MB per image as
+uint8, against ~100 MB of full-image masks at 1333 x 800), and resizing or
+flipping the image leaves it unchanged (a flip reverses its columns).
+
+Both ops sample bilinearly with zeros outside the grid (the grid is padded by
+one zero cell), then threshold: the convention of the reference paste.
+"""
+
+import tensorflow as tf
+
+
+def _grid_to_normalized(start, end, src_start, src_size, src_cells, out_cells):
+    """crop_and_resize coordinates for sampling ``out_cells`` cell centres of
+    [start, end) from a source grid of ``src_cells`` cells covering
+    [src_start, src_start + src_size), padded by one cell each side.
+
+    Output cell k is centred at start + (k + 0.5) (end - start) / out_cells; a
+    point p lies at source cell coordinate (p - src_start) / src_size * src_cells - 0.5,
+    +1 for the padding; crop_and_resize reads normalised c at c * (src_cells + 1).
+    """
+    size = end - start
+    first = start + 0.5 * size / out_cells
+    last = end - 0.5 * size / out_cells
+    src_size = tf.maximum(src_size, 1e-6)
+
+    def to_norm(p):
+        return ((p - src_start) / src_size * src_cells + 0.5) / (src_cells + 1)
+
+    return to_norm(first), to_norm(last)
+
+
+def mask_targets(gt_masks, gt_boxes, rois, matched_gt, output_size=28):
+    """Binary mask targets of RoIs: each matched GT mask cropped to the RoI and resized.
+
+    Args:
+      gt_masks: [B, M, S, S] box-frame GT masks (uint8/bool/float in {0, 1}).
+      gt_boxes: [B, M, 4] yxyx, any frame (the one ``rois`` are in).
+      rois: [B, R, 4] yxyx, same frame.
+      matched_gt: [B, R] int32 index into M of each RoI's GT.
+    Returns:
+      [B, R, output_size, output_size] float32 in {0, 1}.
+    """
+    shape = tf.shape(gt_masks)
+    batch, num_gt, cells = shape[0], shape[1], gt_masks.shape[-1]
+    num_rois = tf.shape(rois)[1]
+    masks = tf.cast(tf.reshape(gt_masks, [-1, cells, cells, 1]), tf.float32)
+    masks = tf.pad(masks, [[0, 0], [1, 1], [1, 1], [0, 0]])
+    gt = tf.gather(tf.cast(gt_boxes, tf.float32), matched_gt, batch_dims=1)  # [B, R, 4]
+    rois = tf.cast(rois, tf.float32)
+    y_first, y_last = _grid_to_normalized(rois[..., 0], rois[..., 2], gt[..., 0],
+                                          gt[..., 2] - gt[..., 0], cells, output_size)
+    x_first, x_last = _grid_to_normalized(rois[..., 1], rois[..., 3], gt[..., 1],
+                                          gt[..., 3] - gt[..., 1], cells, output_size)
+    boxes = tf.reshape(tf.stack([y_first, x_first, y_last, x_last], -1), [-1, 4])
+    index = tf.reshape(tf.range(batch)[:, None] * num_gt + matched_gt, [-1])
+    crops = tf.image.crop_and_resize(masks, boxes, index, [output_size, output_size],
+                                     method="bilinear", extrapolation_value=0.0)
+    crops = tf.reshape(crops, [batch, num_rois, output_size, output_size])
+    return tf.cast(crops >= 0.5, tf.float32)
+
+
+def paste_masks(masks, boxes, height, width, threshold=0.5):
+    """Pastes box-frame masks into a full image.
+
+    Args:
+      masks: [D, m, m] probabilities in the box frame of ``boxes``.
+      boxes: [D, 4] yxyx pixels of the target image.
+      height, width: int scalars, the target image size.
+      threshold: probability at or above which a pixel is in the mask.
+    Returns:
+      [D, height, width] bool; pixel (y, x) is sampled at its centre (y + 0.5, x + 0.5).
+    """
+    cells = masks.shape[-1]
+    num = tf.shape(masks)[0]
+    padded = tf.pad(tf.cast(masks, tf.float32)[..., None], [[0, 0], [1, 1], [1, 1], [0, 0]])
+    boxes = tf.cast(boxes, tf.float32)
+    h = tf.cast(height, tf.float32)
+    w = tf.cast(width, tf.float32)
+    y_first, y_last = _grid_to_normalized(tf.zeros_like(boxes[:, 0]), tf.fill(tf.shape(boxes[:, 0]), h),
+                                          boxes[:, 0], boxes[:, 2] - boxes[:, 0], cells, h)
+    x_first, x_last = _grid_to_normalized(tf.zeros_like(boxes[:, 1]), tf.fill(tf.shape(boxes[:, 1]), w),
+                                          boxes[:, 1], boxes[:, 3] - boxes[:, 1], cells, w)
+    norm = tf.stack([y_first, x_first, y_last, x_last], -1)
+    out = tf.image.crop_and_resize(padded, norm, tf.range(num), tf.stack([height, width]),
+                                   method="bilinear", extrapolation_value=0.0)
+    return out[..., 0] >= threshold

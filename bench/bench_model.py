@@ -4,10 +4,17 @@
   python bench/bench_model.py --config configs/demo.yaml --sizes 256x256
 
 Each (size, mode) runs in its own process so that its peak RSS is its own.
-Inference: batch 1, ``model.detect`` in a tf.function (network + full
-post-processing). Training: one ``train_step`` (forward, matching, losses,
-backward, SGD) at ``--train_batch``. Times are medians over ``--repeats`` runs
-after one warm-up. Writes ``<out>/model_bench.json`` and ``model_bench.md``.
+Modes:
+  infer         batch 1, ``model.detect(with_masks=False)`` in a tf.function (network +
+                full post-processing) of the model trained with the mask head;
+  infer_retinanet  the same on a model built without a mask head (must equal ``infer``:
+                the mask head costs nothing at detection time);
+  infer_masks   ``model.detect`` with masks for the top ``num_masks`` detections;
+  train         one ``train_step`` (forward, matching, losses, mask branch on
+                "100 + GT" RoIs, backward, SGD) at ``--train_batch``;
+  train_retinanet  the same without the mask branch (the overhead is the difference).
+Times are medians over ``--repeats`` runs after one warm-up. Writes
+``<out>/model_bench.json`` and ``model_bench.md``.
 """
 
 import argparse
@@ -41,15 +48,18 @@ def worker(args):
 
     tf.config.threading.set_intra_op_parallelism_threads(args.threads)
     tf.config.threading.set_inter_op_parallelism_threads(args.threads)
-    cfg = C.load_config(args.config, (R50 if not args.config else []) + args.override)
+    retinanet = args.mode.endswith("_retinanet")
+    cfg = C.load_config(args.config, (R50 if not args.config else []) + args.override
+                        + (["model.mask_head.enabled=false"] if retinanet else []))
     h, w = (int(v) for v in args.size.split("x"))
     ph, pw = _padded(h, w, 2 ** cfg.anchors.max_level)
     model = factory.build_model(cfg, cfg.model.num_classes or 80, image_size=(ph, pw))
     rng = np.random.default_rng(0)
-    if args.mode == "infer":
+    if args.mode.startswith("infer"):
         images = tf.constant(rng.uniform(0, 255, (1, ph, pw, 3)).astype(np.float32))
         info = tf.constant([[h, w, 1.0, 1.0]], tf.float32)
-        fn = tf.function(model.detect)
+        with_masks = args.mode == "infer_masks"
+        fn = tf.function(lambda a, b: model.detect(a, b, with_masks=with_masks))
         call = lambda: fn(images, info)["num_detections"].numpy()  # noqa: E731
     else:
         model.compile(optimizer=build_optimizer(cfg.train))
@@ -61,6 +71,10 @@ def worker(args):
         labels = {"gt_boxes": tf.constant(np.concatenate([yx, yx + hw], -1).astype(np.float32)),
                   "gt_classes": tf.constant(rng.integers(0, 80, (b, g)).astype(np.int32)),
                   "gt_valid": tf.ones((b, g), tf.bool), "gt_crowd": tf.zeros((b, g), tf.bool)}
+        if model.has_masks:
+            s = cfg.model.mask_head.gt_mask_size
+            labels.update(gt_masks=tf.ones((b, g, s, s), tf.uint8),
+                          gt_mask_valid=tf.ones((b, g), tf.bool))
         fn = tf.function(model.train_step)
         call = lambda: fn((features, labels))["total_loss"].numpy()  # noqa: E731
     t = time.perf_counter()
@@ -82,7 +96,7 @@ def worker(args):
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--sizes", default="512x512,800x1333")
-    p.add_argument("--modes", default="infer,train")
+    p.add_argument("--modes", default="infer,infer_retinanet,infer_masks,train,train_retinanet")
     p.add_argument("--config", action="append", default=[])
     p.add_argument("--override", action="append", default=[])
     p.add_argument("--repeats", type=int, default=3)

@@ -90,6 +90,7 @@ def parse_example(example, short_side, long_side, output_size, training, hflip_e
         flip = tf.random.stateless_uniform([], seed=tf.stack([tf.cast(seed, tf.int64),
                                                               example["index"]])) < 0.5
         image, boxes = tf.cond(flip, lambda: hflip(image, boxes, info), lambda: (image, boxes))
+        image = tf.ensure_shape(image, [output_size[0], output_size[1], 3])
     valid = example["valid"]
     labels = {}
     if mask_size:

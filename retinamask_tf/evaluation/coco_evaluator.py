@@ -7,6 +7,7 @@ results go to JSON files.
 """
 
 import contextlib
+import copy
 import dataclasses
 import io
 import json
@@ -64,10 +65,10 @@ def masks_to_coco(det, image_ids, class_ids, image_sizes, threshold=0.5):
                              threshold).numpy()
         rles = mask_utils.encode(np.asfortranarray(binary.transpose(1, 2, 0).astype(np.uint8)))
         for i, rle in enumerate(rles):
-            rle["counts"] = rle["counts"].decode("ascii")
             results.append({"image_id": int(image_id),
                             "category_id": int(class_ids[int(det["classes"][b, i])]),
-                            "segmentation": rle,
+                            "segmentation": {"size": [int(v) for v in rle["size"]],
+                                             "counts": rle["counts"].decode("ascii")},
                             "score": round(float(det["scores"][b, i]), 5)})
     return results
 
@@ -93,7 +94,7 @@ def coco_metrics(gt_json, results, image_ids, iou_type="bbox"):
         return zero, per_class, "no detections"
     buf = io.StringIO()
     with contextlib.redirect_stdout(buf):
-        dt = gt.loadRes(results)
+        dt = gt.loadRes(copy.deepcopy(results))  # loadRes adds keys to the dicts it gets
         ev = COCOeval(gt, dt, iou_type)
         ev.params.imgIds = list(image_ids)
         ev.evaluate()

@@ -32,7 +32,7 @@ class DetectionGenerator(keras.layers.Layer):
             cls_logits, box_deltas, anchors, level_counts, image_shape,
             score_threshold=self.score_threshold, pre_nms_top_k=self.pre_nms_top_k,
             nms_iou_threshold=self.nms_iou_threshold,
-            max_detections=int(max_detections or self.max_detections),
+            max_detections=int(self.max_detections if max_detections is None else max_detections),
             coder_weights=self.coder_weights, scale_clip=self.scale_clip)
 
     def get_config(self):

@@ -188,8 +188,13 @@ class RetinaMask(keras.Model):
           positives), num_mask_rois (global positive count trained on),
           mask_rois_dropped (global positives beyond ``max_train_rois``).
         """
-        outputs = {k: tf.stop_gradient(v) for k, v in outputs.items()}
-        det = self._detections(outputs, image_info, self.mask_params["train_detections"])
+        num_det = int(self.mask_params["train_detections"])
+        if num_det > 0:
+            outputs = {k: tf.stop_gradient(v) for k, v in outputs.items()}
+            det = self._detections(outputs, image_info, num_det)
+        else:  # GT boxes only
+            batch = tf.shape(labels["gt_boxes"])[0]
+            det = {"boxes": tf.zeros([batch, 0, 4]), "num_detections": tf.zeros([batch], tf.int32)}
         gt_valid = labels["gt_valid"] & ~labels["gt_crowd"]
         rois, positive, matched = proposals.training_rois(
             det["boxes"], det["num_detections"], labels["gt_boxes"], gt_valid,
@@ -203,7 +208,10 @@ class RetinaMask(keras.Model):
         size = logits.shape[2]
         target = mask_ops.mask_targets(labels["gt_masks"], labels["gt_boxes"], rois, matched, size)
         classes = tf.gather(labels["gt_classes"], matched, batch_dims=1)
-        flat = lambda t: tf.reshape(t, tf.concat([[-1], tf.shape(t)[2:]], 0))  # noqa: E731
+
+        def flat(t):  # [B, R, ...] -> [B * R, ...]
+            return tf.reshape(t, tf.concat([[-1], tf.shape(t)[2:]], 0))
+
         loss_sum = mask_loss_sum(flat(logits), tf.reshape(classes, [-1]), flat(target),
                                  tf.reshape(positive, [-1]))
         num = cross_replica_sum(tf.reduce_sum(tf.cast(positive, tf.float32)))

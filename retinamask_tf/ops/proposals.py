@@ -24,6 +24,9 @@ def training_rois(det_boxes, num_detections, gt_boxes, gt_valid, gt_has_mask, io
     """
     num_det_slots = tf.shape(det_boxes)[1]
     det_valid = tf.range(num_det_slots)[None, :] < tf.cast(num_detections, tf.int32)[:, None]
+    finite = tf.reduce_all(tf.math.is_finite(det_boxes), axis=-1)
+    det_valid &= finite
+    det_boxes = tf.where(finite[..., None], det_boxes, 0.0)
     rois = tf.concat([tf.cast(gt_boxes, tf.float32), tf.cast(det_boxes, tf.float32)], axis=1)
     roi_valid = tf.concat([gt_valid, det_valid], axis=1)
     iou = box_ops.pairwise_iou(rois, tf.cast(gt_boxes, tf.float32), gt_valid)  # [B, R, M]

@@ -38,6 +38,21 @@ def assign_levels(boxes, min_level=3, max_level=5, canonical_level=4, canonical_
     return tf.cast(tf.clip_by_value(level, min_level, max_level), tf.int32)
 
 
+def _sample_grid(boxes, spatial_scale, output_size, sampling_ratio, aligned):
+    """First and last of the n = output_size * sampling_ratio sample coordinates per
+    side, in feature pixels (pixel i's centre at i): ([..., 2] (y, x), [..., 2])."""
+    boxes = tf.cast(boxes, tf.float32) * spatial_scale
+    if aligned:
+        boxes = boxes - 0.5
+    start = boxes[..., 0:2]
+    size = boxes[..., 2:4] - start
+    if not aligned:
+        size = tf.maximum(size, 1.0)
+    n = float(output_size * sampling_ratio)
+    # Sample j of n sits at start + (j + 0.5) * size / n.
+    return start + 0.5 * size / n, start + (n - 0.5) * size / n
+
+
 def roi_align_single_level(features, boxes, spatial_scale, output_size=14, sampling_ratio=2,
                            aligned=False):
     """RoIAlign of every box on one feature map.
@@ -55,22 +70,12 @@ def roi_align_single_level(features, boxes, spatial_scale, output_size=14, sampl
     shape = tf.shape(features)
     batch, height, width = shape[0], shape[1], shape[2]
     num_rois = tf.shape(boxes)[1]
-    boxes = tf.cast(boxes, tf.float32) * spatial_scale
-    if aligned:
-        boxes = boxes - 0.5
-    y0, x0, y1, x1 = tf.unstack(boxes, axis=-1)
-    roi_h, roi_w = y1 - y0, x1 - x0
-    if not aligned:
-        roi_h, roi_w = tf.maximum(roi_h, 1.0), tf.maximum(roi_w, 1.0)
-    n = output_size * sampling_ratio
-    # Sample j of n sits at start + (j + 0.5) * size / n; +1 for the padding row/column.
-    first_y, last_y = y0 + 0.5 * roi_h / n + 1.0, y0 + (n - 0.5) * roi_h / n + 1.0
-    first_x, last_x = x0 + 0.5 * roi_w / n + 1.0, x0 + (n - 0.5) * roi_w / n + 1.0
-    # crop_and_resize maps normalised coordinate c to pixel c * (size - 1); padded size = size + 2.
-    den_y = tf.cast(height + 1, tf.float32)
-    den_x = tf.cast(width + 1, tf.float32)
-    norm_boxes = tf.stack([first_y / den_y, first_x / den_x, last_y / den_y, last_x / den_x], -1)
+    first, last = _sample_grid(boxes, spatial_scale, output_size, sampling_ratio, aligned)
+    # +1 for the padding; crop_and_resize reads normalised c at c * (padded size - 1).
+    den = tf.cast(tf.stack([height + 1, width + 1]), tf.float32)
+    norm_boxes = tf.concat([(first + 1.0) / den, (last + 1.0) / den], -1)
     padded = tf.pad(features, [[0, 0], [1, 1], [1, 1], [0, 0]], mode="SYMMETRIC")
+    n = output_size * sampling_ratio
     box_indices = tf.repeat(tf.range(batch), num_rois)
     crops = tf.image.crop_and_resize(tf.cast(padded, tf.float32), tf.reshape(norm_boxes, [-1, 4]),
                                      box_indices, [n, n], method="bilinear", extrapolation_value=0.0)
@@ -84,20 +89,58 @@ def multilevel_roi_align(features, boxes, output_size=14, sampling_ratio=2, alig
                          min_level=3, max_level=5, canonical_level=4, canonical_size=224.0):
     """RoIAlign with each box read from its FPN level (``assign_levels``).
 
+    One ``crop_and_resize`` for all boxes: the levels, each padded by one
+    replicated pixel, are stacked into one tall map (narrower levels zero-padded
+    on the right), each box's samples are shifted into its level's block, and
+    samples that the reference kernel zeroes (more than one pixel outside their
+    level) are zeroed with a mask. Exact, with static shapes, at the cost of one
+    crop per box instead of one per box and level.
+
     Args:
       features: dict "P{l}" -> [B, H_l, W_l, C], stride 2^l.
       boxes: [B, R, 4] yxyx input-image pixels.
     Returns:
-      [B, R, output_size, output_size, C]. Every level is sampled for every box
-      (static shapes for XLA/TFLite); the box's own level is selected.
+      [B, R, output_size, output_size, C], dtype of the features. A box with a
+      non-finite coordinate (a diverged model) reads the empty box at 0 instead
+      of failing inside crop_and_resize.
     """
+    boxes = tf.cast(boxes, tf.float32)
+    boxes = tf.where(tf.math.is_finite(boxes), boxes, 0.0)
     levels = assign_levels(boxes, min_level, max_level, canonical_level, canonical_size)
-    out = None
-    for level in range(min_level, max_level + 1):
-        crop = roi_align_single_level(features[f"P{level}"], boxes, 1.0 / 2 ** level, output_size,
-                                      sampling_ratio, aligned)
-        if out is None:
-            out = crop
-        else:
-            out = tf.where((levels == level)[:, :, None, None, None], crop, out)
-    return out
+    maps = [features[f"P{l}"] for l in range(min_level, max_level + 1)]
+    dtype = maps[0].dtype
+    sizes = [tf.shape(m)[1:3] for m in maps]  # dynamic-safe; static shapes fold to constants
+    total_w = tf.reduce_max(tf.stack([s[1] for s in sizes])) + 2
+    blocks, offsets, offset = [], [], tf.constant(0)
+    for m, size in zip(maps, sizes):
+        block = tf.pad(tf.cast(m, tf.float32), [[0, 0], [1, 1], [1, 1], [0, 0]], mode="SYMMETRIC")
+        blocks.append(tf.pad(block, [[0, 0], [0, 0], [0, total_w - (size[1] + 2)], [0, 0]]))
+        offsets.append(offset)
+        offset = offset + size[0] + 2
+    stacked = tf.concat(blocks, axis=1)  # [B, sum(H_l + 2), max(W_l) + 2, C]
+    total_h = offset
+
+    index = levels - min_level  # [B, R]
+    scale = tf.gather(tf.constant([2.0 ** -l for l in range(min_level, max_level + 1)]), index)
+    level_hw = tf.gather(tf.cast(tf.stack(sizes), tf.float32), index)  # [B, R, 2]
+    y_offset = tf.gather(tf.cast(tf.stack(offsets), tf.float32), index)
+    first, last = _sample_grid(boxes * scale[..., None], 1.0, output_size, sampling_ratio, aligned)
+    shift = tf.stack([y_offset + 1.0, tf.ones_like(y_offset)], -1)
+    den = tf.cast(tf.stack([total_h - 1, total_w - 1]), tf.float32)
+    norm_boxes = tf.concat([(first + shift) / den, (last + shift) / den], -1)
+
+    n = output_size * sampling_ratio
+    batch, num_rois = tf.shape(boxes)[0], tf.shape(boxes)[1]
+    crops = tf.image.crop_and_resize(stacked, tf.reshape(norm_boxes, [-1, 4]),
+                                     tf.repeat(tf.range(batch), num_rois), [n, n],
+                                     method="bilinear", extrapolation_value=0.0)
+    # The reference returns 0 for samples outside [-1, H_l] x [-1, W_l] of their level.
+    steps = tf.range(n, dtype=tf.float32) / float(n - 1) if n > 1 else tf.zeros([1])
+    coords = first[..., None, :] + steps[:, None] * (last - first)[..., None, :]  # [B, R, n, 2]
+    inside = tf.cast((coords >= -1.0) & (coords <= level_hw[..., None, :]), tf.float32)
+    inside = tf.reshape(inside, [-1, n, 2])
+    crops = crops * (inside[:, :, None, 0] * inside[:, None, :, 1])[..., None]
+    pooled = tf.nn.avg_pool2d(crops, sampling_ratio, sampling_ratio, "VALID")
+    channels = maps[0].shape[-1]
+    pooled = tf.reshape(pooled, [batch, num_rois, output_size, output_size, channels])
+    return tf.cast(pooled, dtype)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from retinamask_tf import config as C
-from retinamask_tf.data import coco
+from retinamask_tf.data import coco, instance_masks
 from retinamask_tf.evaluation import coco_evaluator as ev
 from retinamask_tf.modeling import factory
 
@@ -43,6 +43,7 @@ def test_evaluate_runs_a_model_over_a_split(tiny_shapes, tmp_path):
     cfg = C.load_config([], ["data.short_side=128", "data.long_side=128", "model.backbone.depth=18",
                              "model.backbone.width=8", "model.fpn.channels=16",
                              "model.head.channels=16", "model.head.num_convs=1",
+                             "model.mask_head.channels=16", "model.mask_head.num_convs=1",
                              "postprocess.score_threshold=0.0", "eval.batch_size=5"])
     val = coco.load_coco(tiny_shapes["val_json"], tiny_shapes["val_images"])
     model = factory.build_model(cfg, val.num_classes)
@@ -53,3 +54,32 @@ def test_evaluate_runs_a_model_over_a_split(tiny_shapes, tmp_path):
     dets = json.load(open(tmp_path / "detections_7.json"))
     assert {d["category_id"] for d in dets} <= set(val.class_ids)
     assert all(d["bbox"][0] >= 0 and d["bbox"][0] + d["bbox"][2] <= 128.01 for d in dets)
+    assert set(saved["segm"]) == set(ev.STAT_NAMES)  # the default model has a mask head
+    segms = json.load(open(tmp_path / "segmentations_7.json"))
+    assert len(segms) == 12 * cfg.model.mask_head.num_masks
+    assert all(s["segmentation"]["size"] == [128, 128] for s in segms)
+
+
+def _gt_as_mask_detections(ds, rec, shift=0.0):
+    """Ground truth as a ``detect`` output: boxes + 28x28 box-frame masks."""
+    n = len(rec.boxes)
+    masks = instance_masks.rasterize_instances(json.dumps(rec.segmentations), rec.boxes,
+                                               rec.height, rec.width, 28).astype(np.float32)
+    boxes = rec.boxes.copy()
+    boxes[:, [1, 3]] += shift * (boxes[:, 3:4] - boxes[:, 1:2])
+    return {"boxes": boxes[None], "scores": np.ones((1, n), np.float32),
+            "classes": rec.classes[None], "num_detections": np.array([n]), "masks": masks[None]}
+
+
+def test_ground_truth_masks_score_high_in_segm(fruits_nuts):
+    val = f"{fruits_nuts}/val.json"
+    ds = coco.load_coco(val, f"{fruits_nuts}/images")
+    for shift, low, high in ((0.0, 0.9, 1.0), (0.5, 0.0, 0.0)):
+        results = []
+        for rec in ds.records:
+            det = _gt_as_mask_detections(ds, rec, shift)
+            results += ev.masks_to_coco(det, [rec.image_id], ds.class_ids,
+                                        [(rec.height, rec.width)])
+        metrics, per_class, _ = ev.coco_metrics(val, results, [r.image_id for r in ds.records],
+                                                "segm")
+        assert low <= metrics["AP"] <= high, (shift, metrics["AP"])

@@ -140,3 +140,29 @@ def test_detect_with_masks_shapes_and_round_trip():
     clone.build()
     clone.set_weights(model.get_weights())
     np.testing.assert_allclose(clone.detect(x, info)["masks"].numpy(), m, atol=1e-5)
+
+
+def _mask_labels():
+    boxes = np.array([[[10, 10, 60, 50], [70, 20, 120, 100], [0, 0, 0, 0]]], np.float32)
+    masks = np.zeros((1, 3, 32, 32), np.uint8)
+    masks[0, :2, 8:24, 8:24] = 1
+    return {"gt_boxes": tf.constant(boxes), "gt_classes": tf.constant([[0, 2, 0]]),
+            "gt_valid": tf.constant([[True, True, False]]),
+            "gt_crowd": tf.constant([[False, False, False]]), "gt_masks": tf.constant(masks),
+            "gt_mask_valid": tf.constant([[True, True, False]])}
+
+
+@pytest.mark.parametrize("train_detections,max_rois,want", [(0, None, 2), (100, None, 2), (7, 1, 1)])
+def test_mask_rois_count(train_detections, max_rois, want):
+    """GT-only RoIs (train_detections 0), GT + detections, and a positives-first cap."""
+    cfg = C.load_config([], SMALL + [f"model.mask_head.train_detections={train_detections}",
+                                     f"model.mask_head.max_train_rois={max_rois or 'null'}"])
+    model = factory.build_model(cfg, num_classes=3)
+    images = tf.zeros((1, 128, 128, 3))
+    pyramid = model.features(images)
+    outputs = model.head(pyramid)
+    out = model.mask_losses(pyramid, outputs, _mask_labels(), tf.constant([[128.0, 128, 1, 1]]))
+    # An untrained model scores below 0.05: no detection passes, the GT rows are the positives.
+    assert float(out["num_mask_rois"]) == want
+    assert float(out["mask_rois_dropped"]) == 2 - want
+    assert np.isfinite(float(out["mask_loss"])) and float(out["mask_loss"]) > 0

@@ -108,18 +108,25 @@ def test_assign_levels_golden():
     assert int(roi_align.assign_levels(tf.constant([[0.0, 0.0, 56.0, 896.0]]))[0]) == 4
 
 
-def test_multilevel_reads_each_box_from_its_level():
+@pytest.mark.parametrize("aligned", [False, True])
+def test_multilevel_reads_each_box_from_its_level(aligned):
+    """The stacked single-crop implementation equals the reference on each box's level,
+    including boxes outside the image (samples zeroed as the reference does)."""
     rng = np.random.default_rng(3)
-    feats = {f"P{l}": tf.constant(rng.normal(size=(1, 512 // 2 ** l, 512 // 2 ** l, 2)),
+    h, w = 384, 512  # non-square: levels differ in both sides
+    feats = {f"P{l}": tf.constant(rng.normal(size=(2, h // 2 ** l, w // 2 ** l, 3)),
                                   tf.float32) for l in (3, 4, 5)}
-    boxes = np.array([[[10, 10, 40, 50], [0, 0, 230, 220], [0, 12, 500, 492]]], np.float32)
-    got = roi_align.multilevel_roi_align(feats, tf.constant(boxes), 5, 2, aligned=True).numpy()
-    levels = roi_align.assign_levels(tf.constant(boxes)).numpy()[0]
-    assert list(levels) == [3, 4, 5]
-    for r, level in enumerate(levels):
-        want = _roi_align_reference(feats[f"P{level}"].numpy()[0], boxes[0, r], 1 / 2 ** level,
-                                    5, 2, True)
-        np.testing.assert_allclose(got[0, r], want, atol=1e-4)
+    fixed = np.array([[10, 10, 40, 50], [0, 0, 230, 220], [-100, -50, 420, 520],
+                      [-60, 450, 30, 560], [300, -40, 420, 100]], np.float32)
+    boxes = np.stack([np.concatenate([fixed, _random_boxes(rng, 15, h, w)]) for _ in range(2)])
+    got = roi_align.multilevel_roi_align(feats, tf.constant(boxes), 5, 2, aligned=aligned).numpy()
+    levels = roi_align.assign_levels(tf.constant(boxes)).numpy()
+    assert list(levels[0, :3]) == [3, 4, 5] and set(levels.ravel()) == {3, 4, 5}
+    for b in range(2):
+        for r, level in enumerate(levels[b]):
+            want = _roi_align_reference(feats[f"P{level}"].numpy()[b], boxes[b, r],
+                                        1 / 2 ** level, 5, 2, aligned)
+            np.testing.assert_allclose(got[b, r], want, atol=1e-4, err_msg=f"{boxes[b, r]}")
 
 
 def test_gradient_flows_to_features():

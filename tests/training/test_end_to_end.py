@@ -19,7 +19,9 @@ def test_train_then_evaluate_clears_the_bar(tmp_path):
         "data.val_images": shapes["val_images"], "data.short_side": 128, "data.long_side": 128,
         "data.max_instances": 8, "model.backbone.depth": 18,
         "model.backbone.width": 16, "model.backbone.norm": "batch_norm", "model.fpn.channels": 64,
-        "model.head.channels": 64, "model.head.num_convs": 2, "train.batch_size": 8,
+        "model.head.channels": 64, "model.head.num_convs": 2, "model.mask_head.num_convs": 2,
+        "model.mask_head.channels": 32, "model.mask_head.max_train_rois": 16,
+        "model.mask_head.gt_mask_size": 56, "train.batch_size": 8,
         "train.steps": 600, "train.base_lr": 0.02, "train.warmup_steps": 100,
         "train.lr_drop_steps": [450, 550], "train.clip_grad_norm": 10.0,
         "train.checkpoint_every": 600, "eval.batch_size": 20,
@@ -28,9 +30,10 @@ def test_train_then_evaluate_clears_the_bar(tmp_path):
     trainer = Trainer(cfg, str(tmp_path / "run"))
     result = trainer.train(progress=False)
     report = evaluate(trainer.model, trainer.val_data, trainer.config, progress=False)
-    print(result, report["bbox"])
+    print(result, report["bbox"], report["segm"])
     assert report["bbox"]["AP50"] >= AP50_BAR, report["bbox"]
     assert report["bbox"]["AP"] >= AP_BAR, report["bbox"]
+    assert report["segm"]["AP50"] >= SEGM_AP50_BAR, report["segm"]
 
 
 # Measured on the 2-core CPU machine: AP 0.027, AP50 0.086 after these 600 steps (an

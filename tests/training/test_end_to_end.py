@@ -1,4 +1,4 @@
-"""A real (small) training run whose AP must clear a bar. Marked slow: ~2 minutes."""
+"""A real (small) training run whose AP must clear a bar. Marked slow: ~3 minutes."""
 
 import pytest
 
@@ -36,7 +36,9 @@ def test_train_then_evaluate_clears_the_bar(tmp_path):
     assert report["segm"]["AP50"] >= SEGM_AP50_BAR, report["segm"]
 
 
-# Measured on the 2-core CPU machine: AP 0.027, AP50 0.086 after these 600 steps (an
-# untrained model scores ~0.00); the bars leave half of that for run-to-run noise.
-AP50_BAR = 0.04
-AP_BAR = 0.01
+# Measured on the 2-core CPU machine after these 600 steps (156 s): bbox AP 0.047, AP50
+# 0.117; segm AP 0.034, AP50 0.100 (an untrained model scores ~0.00; the same run without
+# the mask head gave bbox AP 0.027, AP50 0.086). The bars leave half or more for noise.
+AP50_BAR = 0.05
+AP_BAR = 0.015
+SEGM_AP50_BAR = 0.05

@@ -192,7 +192,7 @@ class Trainer:
                          "box": float(values["box_loss"])}
                 if "mask_loss" in values:
                     parts["mask"] = float(values["mask_loss"])
-                bar.update(step, lr=float(values["learning_rate"]), **parts)
+                bar.update(step, **parts, lr=float(values["learning_rate"]))
             if step % every_summary == 0 or step == total:
                 self._summaries(step, values, rate)
             if step % every_ckpt == 0 or step == total:

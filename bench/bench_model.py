@@ -67,7 +67,8 @@ def worker(args):
         g = 10
         yx = rng.uniform(0, min(h, w) * 0.6, (b, g, 2))
         hw = rng.uniform(16, min(h, w) * 0.4, (b, g, 2))
-        features = {"images": tf.constant(rng.uniform(0, 255, (b, ph, pw, 3)).astype(np.float32))}
+        features = {"images": tf.constant(rng.uniform(0, 255, (b, ph, pw, 3)).astype(np.float32)),
+                    "image_info": tf.constant([[h, w, 1.0, 1.0]] * b, tf.float32)}
         labels = {"gt_boxes": tf.constant(np.concatenate([yx, yx + hw], -1).astype(np.float32)),
                   "gt_classes": tf.constant(rng.integers(0, 80, (b, g)).astype(np.int32)),
                   "gt_valid": tf.ones((b, g), tf.bool), "gt_crowd": tf.zeros((b, g), tf.bool)}
@@ -87,7 +88,7 @@ def worker(args):
         times.append(time.perf_counter() - t)
     print(json.dumps({
         "mode": args.mode, "size": args.size, "padded": f"{ph}x{pw}",
-        "batch": 1 if args.mode == "infer" else args.train_batch,
+        "batch": 1 if args.mode.startswith("infer") else args.train_batch,
         "median_s": statistics.median(times), "min_s": min(times), "warmup_s": warmup,
         "repeats": args.repeats, "params": model.count_params(),
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))

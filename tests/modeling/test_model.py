@@ -155,14 +155,16 @@ def _mask_labels():
 @pytest.mark.parametrize("train_detections,max_rois,want", [(0, None, 2), (100, None, 2), (7, 1, 1)])
 def test_mask_rois_count(train_detections, max_rois, want):
     """GT-only RoIs (train_detections 0), GT + detections, and a positives-first cap."""
+    # Score threshold 0.999: no detection of the untrained model passes, the GT rows are the
+    # positives (the detections' own contribution is covered by test_training_rois_golden).
     cfg = C.load_config([], SMALL + [f"model.mask_head.train_detections={train_detections}",
-                                     f"model.mask_head.max_train_rois={max_rois or 'null'}"])
+                                     f"model.mask_head.max_train_rois={max_rois or 'null'}",
+                                     "postprocess.score_threshold=0.999"])
     model = factory.build_model(cfg, num_classes=3)
     images = tf.zeros((1, 128, 128, 3))
     pyramid = model.features(images)
     outputs = model.head(pyramid)
     out = model.mask_losses(pyramid, outputs, _mask_labels(), tf.constant([[128.0, 128, 1, 1]]))
-    # An untrained model scores below 0.05: no detection passes, the GT rows are the positives.
     assert float(out["num_mask_rois"]) == want
     assert float(out["mask_rois_dropped"]) == 2 - want
     assert np.isfinite(float(out["mask_loss"])) and float(out["mask_loss"]) > 0

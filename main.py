@@ -1,7 +1,8 @@
-"""retinamask-tf command line: train, evaluate.
+"""retinamask-tf command line: train, evaluate, export.
 
   python main.py --mode=train_and_eval --config=configs/demo.yaml --model_dir=runs/demo
   python main.py --mode=eval --model_dir=runs/demo
+  python main.py --mode=export --model_dir=runs/demo [--export_dir=DIR] [--include_masks]
   python main.py --mode=train --config=configs/coco_r50_fpn.yaml \
       --override data.train_json=/data/coco/annotations/instances_train2017.json ...
 """
@@ -15,12 +16,16 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app, flags  # noqa: E402
 
-flags.DEFINE_enum("mode", "train_and_eval", ["train", "eval", "train_and_eval"], "What to run.")
+flags.DEFINE_enum("mode", "train_and_eval", ["train", "eval", "train_and_eval", "export"],
+                  "What to run.")
 flags.DEFINE_multi_string("config", [], "YAML config file(s); later files win.")
 flags.DEFINE_multi_string("override", [], "key=value overrides, e.g. train.steps=100.")
 flags.DEFINE_string("model_dir", None, "Folder for the config, checkpoints, logs and metrics.")
 flags.DEFINE_enum("backbone_weights", None, ["none", "imagenet"],
                   "Shortcut for model.backbone.weights (imagenet needs internet).")
+flags.DEFINE_string("export_dir", None, "SavedModel folder for --mode=export "
+                    "(default: MODEL_DIR/export/saved_model[_masks]).")
+flags.DEFINE_bool("include_masks", False, "Export the mask head too (detection_masks output).")
 FLAGS = flags.FLAGS
 
 
@@ -71,6 +76,19 @@ def main(argv):
         overrides.append("model.backbone.weights="
                          + ("null" if FLAGS.backbone_weights == "none" else "imagenet"))
     try:
+        if FLAGS.mode == "export":
+            from retinamask_tf.export.saved_model import ExportError, export_saved_model
+            suffix = "_masks" if FLAGS.include_masks else ""
+            export_dir = FLAGS.export_dir or os.path.join(FLAGS.model_dir, "export",
+                                                          "saved_model" + suffix)
+            try:
+                export_saved_model(FLAGS.model_dir, export_dir, FLAGS.include_masks)
+            except (ExportError, FileNotFoundError) as e:
+                print(f"error: {e}", file=sys.stderr)
+                return 2
+            print(f"SavedModel: {export_dir} (signatures serving_default, serve_image_bytes; "
+                  f"inspect with: saved_model_cli show --dir {export_dir} --all)")
+            return 0
         if FLAGS.mode == "eval":
             report = _eval(FLAGS.model_dir, overrides=overrides)
         else:

@@ -4,6 +4,7 @@ import keras
 import tensorflow as tf
 
 from retinamask_tf.modeling.norm import make_norm
+from retinamask_tf.modeling.tracking import track_sublayers
 
 
 @keras.saving.register_keras_serializable(package="retinamask_tf")
@@ -42,6 +43,8 @@ class FPN(keras.layers.Layer):
         self.norms = {name: make_norm(norm, self.channels, f"gn_{name}")
                       for name in ["lat3", "lat4", "lat5", "out3", "out4", "out5"]
                       + [f"p{l}" for l in range(6, self.max_level + 1)]}
+        for prefix in ("lateral", "output_convs", "extra", "norms"):
+            track_sublayers(self, "tracked_" + prefix, getattr(self, prefix))
 
     def _norm(self, key, x):
         layer = self.norms[key]

@@ -6,6 +6,7 @@ import keras
 import tensorflow as tf
 
 from retinamask_tf.modeling.norm import make_norm
+from retinamask_tf.modeling.tracking import track_sublayers
 
 
 @keras.saving.register_keras_serializable(package="retinamask_tf")
@@ -44,6 +45,8 @@ class RetinaNetHead(keras.layers.Layer):
 
         self.cls_convs, self.cls_norms = tower("cls")
         self.box_convs, self.box_norms = tower("box")
+        for prefix in ("cls_convs", "cls_norms", "box_convs", "box_norms"):
+            track_sublayers(self, "tracked_" + prefix, getattr(self, prefix))
         bias = -math.log((1.0 - self.prior_prob) / self.prior_prob)
         self.cls_pred = keras.layers.Conv2D(self.num_anchors * self.num_classes, 3, padding="same",
                                             kernel_initializer=init,

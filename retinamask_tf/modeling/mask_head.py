@@ -4,6 +4,7 @@ import keras
 import tensorflow as tf
 
 from retinamask_tf.modeling.norm import make_norm
+from retinamask_tf.modeling.tracking import track_sublayers
 
 
 @keras.saving.register_keras_serializable(package="retinamask_tf")
@@ -27,6 +28,8 @@ class MaskHead(keras.layers.Layer):
                       for i in range(self.num_convs)]
         norm = "group_norm" if self.group_norm else "none"
         self.norms = [make_norm(norm, self.channels, f"mask_gn{i}") for i in range(self.num_convs)]
+        track_sublayers(self, "tracked_convs", self.convs)
+        track_sublayers(self, "tracked_norms", self.norms)
         self.upsample = keras.layers.Conv2DTranspose(self.channels, 2, strides=2,
                                                      kernel_initializer=init, name="mask_deconv")
         self.predictor = keras.layers.Conv2D(self.num_classes, 1, kernel_initializer=init,

@@ -16,6 +16,7 @@ import tensorflow as tf
 
 from retinamask_tf import config as config_lib
 from retinamask_tf.data import pipeline
+from retinamask_tf.export.label_map import write_label_map
 from retinamask_tf.modeling import factory
 from retinamask_tf.modeling.retinamask import NonFiniteLossError
 from retinamask_tf.training.optimizer import build_optimizer
@@ -87,6 +88,7 @@ class Trainer:
         self.config = resolve_num_classes(config, self.train_data)
         self.model_dir = model_dir
         write_or_check_config(self.config, model_dir)
+        write_label_map(model_dir, self.train_data.class_ids, self.train_data.class_names)
         keras.utils.set_random_seed(self.config.train.seed)
         with self.strategy.scope():
             self.model = factory.build_model(self.config)

@@ -168,3 +168,21 @@ def test_mask_rois_count(train_detections, max_rois, want):
     assert float(out["num_mask_rois"]) == want
     assert float(out["mask_rois_dropped"]) == 2 - want
     assert np.isfinite(float(out["mask_loss"])) and float(out["mask_loss"]) > 0
+
+
+@pytest.mark.parametrize("extra", [[], ["model.fpn.group_norm=true", "model.head.group_norm=true",
+                                        "model.mask_head.group_norm=true"]])
+def test_model_only_checkpoint_restores_every_variable(tmp_path, extra):
+    """tf.train.Checkpoint(model=...) alone (what export and eval use) holds every weight,
+    including layers kept in lists and dicts."""
+    cfg = C.load_config([], SMALL + extra)
+    a = factory.build_model(cfg, num_classes=3)
+    b = factory.build_model(cfg, num_classes=3)
+    for v in a.weights:
+        v.assign(tf.random.normal(v.shape) if v.dtype == tf.float32 else v)
+    path = tf.train.Checkpoint(model=a).save(str(tmp_path / "ckpt"))
+    status = tf.train.Checkpoint(model=b).restore(path)
+    status.assert_existing_objects_matched()
+    assert len(a.weights) == len(b.weights) == len({id(v) for v in a.weights})
+    for va, vb in zip(a.weights, b.weights):
+        np.testing.assert_array_equal(va.numpy(), vb.numpy(), err_msg=va.path)

@@ -2,6 +2,8 @@
 
 import tensorflow as tf
 
+from retinamask_tf.ops.masks import select_class
+
 
 def mask_loss_sum(mask_logits, classes, targets, positive):
     """Summed BCE of positive RoIs.
@@ -15,8 +17,7 @@ def mask_loss_sum(mask_logits, classes, targets, positive):
       scalar float32: sum over positive RoIs and their m x m pixels. Divide by
       (number of positives x m x m) for the mean (the caller knows the global count).
     """
-    logits = tf.gather(tf.transpose(tf.cast(mask_logits, tf.float32), [0, 3, 1, 2]), classes,
-                       batch_dims=1)  # [N, m, m]
+    logits = select_class(mask_logits, classes)  # [N, m, m]
     bce = tf.nn.sigmoid_cross_entropy_with_logits(labels=tf.cast(targets, tf.float32), logits=logits)
     # where, not multiply: a non-positive RoI's logits may be anything (even inf).
     return tf.reduce_sum(tf.where(positive[:, None, None], bce, 0.0))

@@ -275,9 +275,7 @@ class RetinaMask(keras.Model):
             num = min(self.mask_params["num_masks"], self.detection_generator.max_detections)
             logits = self.mask_logits(pyramid, det["boxes"][:, :num], training=False)
             classes = det["classes"][:, :num]
-            per_class = tf.gather(tf.transpose(tf.cast(logits, tf.float32), [0, 1, 4, 2, 3]),
-                                  classes, batch_dims=2)  # [B, num, m, m]
-            det["masks"] = tf.sigmoid(per_class)
+            det["masks"] = tf.sigmoid(mask_ops.select_class(logits, classes))  # [B, num, m, m]
         scale = tf.cast(image_info, tf.float32)[:, 2:4]
         inv = 1.0 / tf.tile(scale, [1, 2])  # (1/sy, 1/sx, 1/sy, 1/sx)
         det["boxes"] = det["boxes"] * inv[:, None, :]

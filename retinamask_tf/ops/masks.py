@@ -14,6 +14,20 @@ one zero cell), then threshold: the convention of the reference paste.
 import tensorflow as tf
 
 
+def select_class(mask_logits, classes):
+    """Each RoI's channel of class-specific masks.
+
+    Args:
+      mask_logits: [..., m, m, K] (any number of leading dims, n of them).
+      classes: [...] int32 with the same n leading dims.
+    Returns:
+      [..., m, m] float32.
+    """
+    n = len(classes.shape)
+    perm = list(range(n)) + [n + 2, n, n + 1]  # class axis next to the leading dims
+    return tf.gather(tf.transpose(tf.cast(mask_logits, tf.float32), perm), classes, batch_dims=n)
+
+
 def _grid_to_normalized(start, end, src_start, src_size, src_cells, out_cells):
     """crop_and_resize coordinates for sampling ``out_cells`` cell centres of
     [start, end) from a source grid of ``src_cells`` cells covering

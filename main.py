@@ -2,7 +2,8 @@
 
   python main.py --mode=train_and_eval --config=configs/demo.yaml --model_dir=runs/demo
   python main.py --mode=eval --model_dir=runs/demo
-  python main.py --mode=export --model_dir=runs/demo [--export_dir=DIR] [--include_masks]
+  python main.py --mode=export --model_dir=runs/demo [--export_dir=DIR] [--include_masks] \
+      [--tflite_variants=float32,float16,dynamic_int8,int8]
   python main.py --mode=train --config=configs/coco_r50_fpn.yaml \
       --override data.train_json=/data/coco/annotations/instances_train2017.json ...
 """
@@ -26,6 +27,10 @@ flags.DEFINE_enum("backbone_weights", None, ["none", "imagenet"],
 flags.DEFINE_string("export_dir", None, "SavedModel folder for --mode=export "
                     "(default: MODEL_DIR/export/saved_model[_masks]).")
 flags.DEFINE_bool("include_masks", False, "Export the mask head too (detection_masks output).")
+flags.DEFINE_list("tflite_variants", ["float32", "float16", "dynamic_int8", "int8"],
+                  "TFLite variants written by --mode=export and after train_and_eval "
+                  "(empty: no TFLite).")
+flags.DEFINE_bool("export", True, "train_and_eval: export SavedModel + TFLite at the end.")
 FLAGS = flags.FLAGS
 
 
@@ -63,6 +68,30 @@ def _eval(model_dir, trainer=None, overrides=()):
     return report
 
 
+def _export(model_dir):
+    """SavedModel (+ TFLite variants) of the run's latest checkpoint; prints where they went.
+    Returns False (after printing the error) when the run cannot be exported."""
+    from retinamask_tf.export.saved_model import ExportError, export_saved_model
+    suffix = "_masks" if FLAGS.include_masks else ""
+    export_dir = FLAGS.export_dir or os.path.join(model_dir, "export", "saved_model" + suffix)
+    tflite_dir = os.path.join(os.path.dirname(os.path.abspath(export_dir)), "tflite")
+    try:
+        export_saved_model(model_dir, export_dir, FLAGS.include_masks)
+        print(f"  SavedModel   {export_dir} (signatures serving_default, serve_image_bytes; "
+              f"inspect: saved_model_cli show --dir {export_dir} --all)", flush=True)
+        if FLAGS.tflite_variants:
+            from retinamask_tf.export.tflite import export_tflite
+            paths = export_tflite(model_dir, tflite_dir, FLAGS.tflite_variants, progress=None)
+            for variant, path in paths.items():
+                print(f"  TFLite       {path} ({os.path.getsize(path) / 1e6:.2f} MB)")
+            print(f"               run: python tflite/run.py --model={paths[FLAGS.tflite_variants[0]]} "
+                  "--image=IMAGE --output_dir=DIR")
+    except (ExportError, FileNotFoundError, ImportError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return False
+    return True
+
+
 def main(argv):
     del argv
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -77,18 +106,7 @@ def main(argv):
                          + ("null" if FLAGS.backbone_weights == "none" else "imagenet"))
     try:
         if FLAGS.mode == "export":
-            from retinamask_tf.export.saved_model import ExportError, export_saved_model
-            suffix = "_masks" if FLAGS.include_masks else ""
-            export_dir = FLAGS.export_dir or os.path.join(FLAGS.model_dir, "export",
-                                                          "saved_model" + suffix)
-            try:
-                export_saved_model(FLAGS.model_dir, export_dir, FLAGS.include_masks)
-            except (ExportError, FileNotFoundError) as e:
-                print(f"error: {e}", file=sys.stderr)
-                return 2
-            print(f"SavedModel: {export_dir} (signatures serving_default, serve_image_bytes; "
-                  f"inspect with: saved_model_cli show --dir {export_dir} --all)")
-            return 0
+            return 0 if _export(FLAGS.model_dir) else 2
         if FLAGS.mode == "eval":
             report = _eval(FLAGS.model_dir, overrides=overrides)
         else:
@@ -104,6 +122,8 @@ def main(argv):
     print(f"  tensorboard  tensorboard --logdir {FLAGS.model_dir}")
     if report:
         print(f"  metrics      {report['metrics_path']}")
+    if FLAGS.mode == "train_and_eval" and FLAGS.export:
+        return 0 if _export(FLAGS.model_dir) else 2
     return 0
 
 

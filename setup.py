@@ -22,10 +22,10 @@ setup(
         "pyyaml>=6.0",
         "numpy>=1.26",
         "pillow>=10.0",
+        "ai-edge-litert>=2.0",  # the TFLite runtime (tflite/run.py, int8 export)
     ],
     extras_require={
         "tfds": ["tensorflow-datasets>=4.9.9"],
-        "tflite": ["ai-edge-litert>=2.0"],
         "plots": ["matplotlib>=3.8"],
         "test": ["pytest>=8.0"],
     },

@@ -30,14 +30,16 @@ def detections_to_coco(det, image_ids, class_ids):
     Args:
       det: numpy dict boxes [B, D, 4] yxyx original pixels, scores [B, D],
         classes [B, D] contiguous, num_detections [B].
-      image_ids: [B] ints; class_ids: contiguous index -> category id.
+      image_ids: [B] ints; class_ids: contiguous index -> category id, or None when
+        ``classes`` already hold category ids (the exported models' output).
     """
     results = []
     for b, image_id in enumerate(image_ids):
         for i in range(int(det["num_detections"][b])):
             y0, x0, y1, x1 = (float(v) for v in det["boxes"][b, i])
             results.append({"image_id": int(image_id),
-                            "category_id": int(class_ids[int(det["classes"][b, i])]),
+                            "category_id": int(det["classes"][b, i] if class_ids is None
+                                               else class_ids[int(det["classes"][b, i])]),
                             "bbox": [round(x0, 2), round(y0, 2), round(x1 - x0, 2), round(y1 - y0, 2)],
                             "score": round(float(det["scores"][b, i]), 5)})
     return results

@@ -40,6 +40,17 @@ def select_top_candidates(cls_logits, box_deltas, anchors, level_counts, pre_nms
             tf.concat(out_deltas, 1), tf.concat(out_anchors, 1))
 
 
+def _decoded_candidates(cls_logits, box_deltas, anchors, level_counts, image_shape,
+                        pre_nms_top_k, coder_weights, scale_clip):
+    """Top candidates, decoded and clipped: (boxes [B, C, 4], scores [B, C], classes [B, C])."""
+    scores, classes, deltas, cand_anchors = select_top_candidates(
+        cls_logits, box_deltas, anchors, level_counts, pre_nms_top_k)
+    boxes = box_coder.decode(deltas, cand_anchors, coder_weights, scale_clip)
+    image_shape = tf.cast(image_shape, tf.float32)
+    boxes = box_ops.clip_boxes(boxes, image_shape[:, None, 0], image_shape[:, None, 1])
+    return boxes, scores, classes
+
+
 def generate_detections(cls_logits, box_deltas, anchors, level_counts, image_shape,
                         score_threshold=0.05, pre_nms_top_k=1000, nms_iou_threshold=0.4,
                         max_detections=100, coder_weights=(10.0, 10.0, 5.0, 5.0),
@@ -55,10 +66,27 @@ def generate_detections(cls_logits, box_deltas, anchors, level_counts, image_sha
       classes [B, D] int32 (contiguous index), num_detections [B] int32.
     """
     num_classes = int(cls_logits.shape[-1])
-    scores, classes, deltas, cand_anchors = select_top_candidates(
-        cls_logits, box_deltas, anchors, level_counts, pre_nms_top_k)
-    boxes = box_coder.decode(deltas, cand_anchors, coder_weights, scale_clip)
-    image_shape = tf.cast(image_shape, tf.float32)
-    boxes = box_ops.clip_boxes(boxes, image_shape[:, None, 0], image_shape[:, None, 1])
+    boxes, scores, classes = _decoded_candidates(cls_logits, box_deltas, anchors, level_counts,
+                                                 image_shape, pre_nms_top_k, coder_weights,
+                                                 scale_clip)
     return nms.per_class_nms(boxes, scores, classes, num_classes, max_detections,
                              nms_iou_threshold, score_threshold)
+
+
+def generate_detections_single(cls_logits, box_deltas, anchors, level_counts, image_shape,
+                               score_threshold=0.05, pre_nms_top_k=1000,
+                               nms_iou_threshold=0.4, max_detections=100,
+                               coder_weights=(10.0, 10.0, 5.0, 5.0),
+                               scale_clip=box_coder.DEFAULT_SCALE_CLIP):
+    """``generate_detections`` for a batch of one, in TFLite builtin ops only.
+
+    Same arguments with B = 1 and the same result (``nms.class_offset_nms`` instead of
+    ``combined_non_max_suppression``); returns boxes [1, D, 4], scores [1, D],
+    classes [1, D] int32, num_detections [1] int32.
+    """
+    boxes, scores, classes = _decoded_candidates(cls_logits, box_deltas, anchors, level_counts,
+                                                 image_shape, pre_nms_top_k, coder_weights,
+                                                 scale_clip)
+    det = nms.class_offset_nms(boxes[0], scores[0], classes[0], max_detections,
+                               nms_iou_threshold, score_threshold)
+    return {k: v[None] for k, v in det.items()}

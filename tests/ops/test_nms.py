@@ -54,3 +54,39 @@ def test_matches_reference_on_random_boxes():
         np.testing.assert_allclose(out["scores"].numpy()[0][:num], scores[ref], rtol=1e-6)
         np.testing.assert_allclose(out["boxes"].numpy()[0][:num], boxes[ref], rtol=1e-5)
         np.testing.assert_array_equal(out["classes"].numpy()[0][:num], classes[ref])
+
+
+def test_class_offset_nms_golden_small_case():
+    boxes = np.array([[0, 0, 10, 10], [1, 1, 11, 11], [0, 0, 10, 10], [50, 50, 60, 60]], np.float32)
+    scores = np.array([0.9, 0.8, 0.7, 0.04], np.float32)
+    classes = np.array([0, 0, 1, 0], np.int32)
+    out = nms.class_offset_nms(boxes, scores, classes, max_detections=5, iou_threshold=0.4,
+                               score_threshold=0.05)
+    # Box 1 suppressed by box 0 (IoU 0.68); box 2 kept (other class, though identical to box 0).
+    assert int(out["num_detections"]) == 2
+    np.testing.assert_allclose(out["scores"].numpy(), [0.9, 0.7, 0, 0, 0], atol=1e-6)
+    np.testing.assert_array_equal(out["classes"].numpy(), [0, 1, 0, 0, 0])
+    np.testing.assert_allclose(out["boxes"].numpy()[:2], [[0, 0, 10, 10], [0, 0, 10, 10]])
+    assert (out["boxes"].numpy()[2:] == 0).all()
+
+
+def test_class_offset_nms_equals_per_class_nms():
+    """The TFLite NMS keeps exactly what per-class NMS keeps (80 classes, touching boxes,
+    boxes at the image border where the class offsets meet)."""
+    rng = np.random.default_rng(7)
+    for trial in range(4):
+        n = 400
+        yx = rng.uniform(0, 250, (n, 2))
+        hw = rng.uniform(2, 120, (n, 2))
+        boxes = np.clip(np.concatenate([yx, yx + hw], 1), 0, 256).astype(np.float32)
+        scores = rng.uniform(0, 1, n).astype(np.float32)
+        classes = rng.integers(0, 80 if trial % 2 else 3, n).astype(np.int32)
+        ref = _reference(boxes, scores, classes, 100, 0.5, 0.05)
+        out = nms.class_offset_nms(boxes, scores, classes, 100, 0.5, 0.05)
+        num = int(out["num_detections"])
+        assert num == len(ref)
+        np.testing.assert_array_equal(out["scores"].numpy()[:num], scores[ref])
+        np.testing.assert_array_equal(out["boxes"].numpy()[:num], boxes[ref])
+        np.testing.assert_array_equal(out["classes"].numpy()[:num], classes[ref])
+        batched = nms.per_class_nms(boxes[None], scores[None], classes[None], 80, 100, 0.5, 0.05)
+        np.testing.assert_array_equal(batched["boxes"].numpy()[0], out["boxes"].numpy())

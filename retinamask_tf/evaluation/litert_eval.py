@@ -1,0 +1,33 @@
+"""COCO bbox AP of an exported TFLite model (LiteRT interpreter) on a split."""
+
+import numpy as np
+from PIL import Image
+
+from retinamask_tf.evaluation.coco_evaluator import coco_metrics, detections_to_coco
+from retinamask_tf.training.progress import Progress
+
+
+def evaluate_litert(detector, dataset, max_images=None, progress=True):
+    """Runs a ``LiteRTDetector`` over a CocoDataset's images, one at a time, and scores them.
+
+    Returns:
+      dict: ``bbox`` metrics (AP, AP50, ...), ``per_class``, ``num_images``,
+      ``num_detections``, ``results`` (COCO result dicts).
+    """
+    records = dataset.records[:max_images] if max_images else dataset.records
+    results = []
+    bar = Progress(len(records), unit="image") if progress else None
+    for i, record in enumerate(records):
+        with Image.open(record.path) as im:
+            image = np.asarray(im.convert("RGB"))
+        det = detector.detect(image)
+        n = len(det["scores"])
+        batch = {"boxes": det["boxes"][None], "scores": det["scores"][None],
+                 "classes": det["classes"][None], "num_detections": np.array([n])}
+        results.extend(detections_to_coco(batch, [record.image_id], None))
+        if bar:
+            bar.update(i + 1)
+    metrics, per_class, _ = coco_metrics(dataset.json_path, results,
+                                         [r.image_id for r in records], "bbox")
+    return {"bbox": metrics, "per_class": per_class, "num_images": len(records),
+            "num_detections": len(results), "results": results}

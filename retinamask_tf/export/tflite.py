@@ -1,0 +1,183 @@
+"""TFLite export of the detection-only model: builtin ops only, NMS inside, fixed input size.
+
+The model (signature ``serving_default``) takes
+  images            uint8 [1, S_h, S_w, 3]: RGB, resized and padded to the config's static
+                    size by ``letterbox.letterbox`` (bottom/right zero padding);
+  true_image_shape  float32 [1, 2]: (height, width) of the resized image inside ``images``
+                    (boxes are clipped to it, as in training and the SavedModel);
+and returns
+  detection_boxes   float32 [1, D, 4] yxyx in pixels of ``images`` (divide by the
+                    letterbox scale for the original image);
+  detection_scores  float32 [1, D]; detection_classes int32 [1, D] (dataset category ids);
+  num_detections    int32 [1]; rows past it are zero.
+Normalisation, the network, box decoding and per-class NMS (``nms.class_offset_nms``,
+TFLite's builtin NON_MAX_SUPPRESSION_V5) are all inside: no Flex and no custom ops.
+
+Variants: ``float32``; ``float16`` (float16 weights); ``dynamic_int8`` (int8 weights,
+float activations); ``int8`` (int8 weights and activations of the network, calibrated on
+training images; post-processing kept float).
+"""
+
+import json
+import os
+import warnings
+
+import numpy as np
+import tensorflow as tf
+from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
+
+from retinamask_tf.data import pipeline
+from retinamask_tf.export import letterbox
+from retinamask_tf.export.label_map import write_label_map
+from retinamask_tf.export import litert_runner
+from retinamask_tf.export.litert_runner import INFO_FILE
+from retinamask_tf.export.saved_model import ExportError, load_for_export
+from retinamask_tf.ops import postprocess
+
+VARIANTS = ("float32", "float16", "dynamic_int8", "int8")
+POSTPROCESS_SCOPE = "postprocess"
+
+
+class TFLiteDetector(tf.Module):
+    """The detection-only model with TFLite-convertible pre/post-processing, batch 1."""
+
+    def __init__(self, model, class_ids):
+        super().__init__(name="retinamask_tflite")
+        if model.has_masks:
+            raise ExportError("the TFLite export is detection-only: build the model without "
+                              "its mask head (load_for_export does)")
+        self.model = model
+        self.image_size = tuple(int(s) for s in model.image_size)
+        self.class_ids = tf.constant(class_ids, tf.int32)
+        self.detect = tf.function(self._detect, input_signature=[
+            tf.TensorSpec((1,) + self.image_size + (3,), tf.uint8, name="images"),
+            tf.TensorSpec([1, 2], tf.float32, name="true_image_shape")])
+
+    def _detect(self, images, true_image_shape):
+        outputs = self.model(tf.cast(images, tf.float32), training=False)
+        g = self.model.detection_generator
+        with tf.name_scope(POSTPROCESS_SCOPE):
+            det = postprocess.generate_detections_single(
+                outputs["cls_logits"], outputs["box_deltas"], tf.constant(self.model.anchors),
+                self.model.level_counts, true_image_shape, score_threshold=g.score_threshold,
+                pre_nms_top_k=g.pre_nms_top_k, nms_iou_threshold=g.nms_iou_threshold,
+                max_detections=g.max_detections, coder_weights=g.coder_weights,
+                scale_clip=g.scale_clip)
+            classes = tf.gather(self.class_ids, det["classes"])
+        return {"detection_boxes": det["boxes"], "detection_scores": det["scores"],
+                "detection_classes": classes, "num_detections": det["num_detections"]}
+
+
+def calibration_images(records, config, num_images, seed=0):
+    """Representative-dataset generator for int8 calibration: ``num_images`` training
+    images (a fixed random sample), letterboxed exactly as at inference."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    picks = rng.choice(len(records), size=min(num_images, len(records)), replace=False)
+
+    def generate():
+        for i in picks:
+            with Image.open(records[i].path) as im:
+                image = np.asarray(im.convert("RGB"))
+            padded, shape, _ = letterbox.letterbox(image, config.data.short_side,
+                                                   config.data.long_side, config.image_size)
+            yield {"images": padded[None], "true_image_shape": shape[None]}
+    return generate
+
+
+def convert(detector, variant, representative_dataset=None):
+    """TFLite flatbuffer bytes of ``detector`` for one of ``VARIANTS`` (builtin ops only;
+    the converter fails, naming the op, if something would need Flex or a custom op)."""
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown TFLite variant {variant!r}; choose from {VARIANTS}")
+    # Variables are frozen into constants first: left to the converter, Keras 3's
+    # variables stay TFLite resource variables (VAR_HANDLE) that read back as zeros.
+    # The frozen function is wrapped again to keep the output names in the signature.
+    frozen = convert_variables_to_constants_v2(detector.detect.get_concrete_function())
+    names = sorted(detector.detect.get_concrete_function().structured_outputs)
+
+    @tf.function(input_signature=detector.detect.input_signature)
+    def serve(images, true_image_shape):
+        return dict(zip(names, frozen(images, true_image_shape)))
+
+    converter = tf.lite.TFLiteConverter.from_concrete_functions(
+        [serve.get_concrete_function()], tf.Module())
+    return _convert(converter, variant, representative_dataset)
+
+
+def _convert(converter, variant, representative_dataset):
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    if variant == "float16":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.target_spec.supported_types = [tf.float16]
+    elif variant == "dynamic_int8":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    elif variant == "int8":
+        if representative_dataset is None:
+            raise ValueError("the int8 variant needs a representative dataset")
+        return _convert_int8(converter, representative_dataset)
+    return converter.convert()
+
+
+def _convert_int8(converter, representative_dataset):
+    """Integer network, float post-processing.
+
+    Left to itself the converter also quantizes box decoding, the class offsets of the
+    NMS and the scores to int8, which destroys the boxes (IoU ~0 with the float model).
+    Every op under ``POSTPROCESS_SCOPE`` is therefore denylisted (kept float) through
+    TF's selective quantization (``QuantizationDebugger``).
+    """
+    float_model = converter.convert()
+    interpreter = litert_runner.interpreter_class()(model_content=float_model)
+    keep_float = [t["name"] for t in interpreter.get_tensor_details()
+                  if t["name"].startswith(POSTPROCESS_SCOPE + "/")]
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = representative_dataset
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8,
+                                           tf.lite.OpsSet.TFLITE_BUILTINS]
+    options = tf.lite.experimental.QuantizationDebugOptions(denylisted_nodes=keep_float)
+    with warnings.catch_warnings():  # the debugger builds the deprecated tf.lite.Interpreter
+        warnings.simplefilter("ignore", UserWarning)
+        debugger = tf.lite.experimental.QuantizationDebugger(
+            converter=converter, debug_dataset=representative_dataset, debug_options=options)
+        return debugger.get_nondebug_quantized_model()
+
+
+def export_tflite(model_dir, output_dir, variants=VARIANTS, num_calibration_images=100,
+                  checkpoint=None, progress=print):
+    """Converts a training directory's latest checkpoint to each TFLite variant.
+
+    Writes ``output_dir/model_<variant>.tflite``, ``label_map.json`` and ``tflite_model.json``
+    (input size, letterbox settings, variants and file sizes: what the runner needs).
+    Returns {variant: path}.
+    """
+    variants = list(variants)
+    for v in variants:
+        if v not in VARIANTS:
+            raise ExportError(f"unknown TFLite variant {v!r}; choose from {', '.join(VARIANTS)}")
+    model, config, class_ids, class_names = load_for_export(model_dir, False, checkpoint)
+    detector = TFLiteDetector(model, class_ids)
+    representative = None
+    if "int8" in variants:
+        train, _ = pipeline.load_splits(config.data)
+        representative = calibration_images(train.records, config, num_calibration_images)
+    os.makedirs(output_dir, exist_ok=True)
+    paths, sizes = {}, {}
+    for v in variants:
+        if progress:
+            progress(f"converting TFLite {v} ...")
+        data = convert(detector, v, representative)
+        path = os.path.join(output_dir, f"model_{v}.tflite")
+        with open(path + ".tmp", "wb") as f:
+            f.write(data)
+        os.replace(path + ".tmp", path)
+        paths[v], sizes[v] = path, len(data)
+    write_label_map(output_dir, class_ids, class_names)
+    info = {"image_size": list(detector.image_size), "short_side": config.data.short_side,
+            "long_side": config.data.long_side, "max_detections": config.postprocess.max_detections,
+            "inputs": ["images", "true_image_shape"], "variants": sizes,
+            "num_calibration_images": num_calibration_images if "int8" in variants else 0}
+    with open(os.path.join(output_dir, INFO_FILE), "w") as f:
+        json.dump(info, f, indent=1)
+    return paths

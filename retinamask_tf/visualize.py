@@ -1,0 +1,42 @@
+"""Drawing detections on images (PIL only): what a person looks at to judge a model."""
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+# Distinct colours, cycled by category id.
+PALETTE = [(230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48),
+           (145, 30, 180), (70, 240, 240), (240, 50, 230), (210, 245, 60), (250, 190, 212),
+           (0, 128, 128), (220, 190, 255), (170, 110, 40), (128, 0, 0), (170, 255, 195)]
+
+
+def color_of(category_id):
+    return PALETTE[int(category_id) % len(PALETTE)]
+
+
+def draw_detections(image, boxes, classes, scores, names=None, score_threshold=0.3,
+                    line_width=2):
+    """Draws boxes with "name score" labels.
+
+    Args:
+      image: [H, W, 3] uint8 RGB.
+      boxes: [n, 4] yxyx pixels of ``image``; classes: [n] category ids; scores: [n].
+      names: n class names (default: the ids).
+      score_threshold: detections below it are not drawn.
+    Returns:
+      a PIL RGB image.
+    """
+    pil = Image.fromarray(np.asarray(image, np.uint8)).convert("RGB")
+    draw = ImageDraw.Draw(pil)
+    names = names if names is not None else [str(int(c)) for c in classes]
+    for box, cls, score, name in zip(boxes, classes, scores, names):
+        if score < score_threshold:
+            continue
+        y0, x0, y1, x1 = (float(v) for v in box)
+        color = color_of(cls)
+        draw.rectangle([x0, y0, x1, y1], outline=color, width=line_width)
+        label = f"{name} {score:.2f}"
+        left, top, right, bottom = draw.textbbox((x0, y0), label)
+        ty = max(0.0, y0 - (bottom - top) - 2)
+        draw.rectangle([x0, ty, x0 + (right - left) + 4, ty + (bottom - top) + 2], fill=color)
+        draw.text((x0 + 2, ty), label, fill=(0, 0, 0))
+    return pil

@@ -1,0 +1,178 @@
+"""TFLite export: builtin ops only, each variant runs in LiteRT and matches the SavedModel."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from PIL import Image
+
+pytest.importorskip("ai_edge_litert", reason="the TFLite tests need ai-edge-litert")
+
+from retinamask_tf.export import litert_runner, saved_model, tflite  # noqa: E402
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# Ops a TFLite runtime must have: builtins only. No Flex (TF) op, no custom op, and no
+# resource variable (weights frozen into constants).
+FORBIDDEN = ("CUSTOM", "DELEGATE", "VAR_HANDLE", "READ_VARIABLE", "ASSIGN_VARIABLE")
+
+
+@pytest.fixture(scope="module")
+def exported(trained_dir, tmp_path_factory):
+    model_dir, trainer = trained_dir
+    out = tmp_path_factory.mktemp("export")
+    paths = tflite.export_tflite(model_dir, str(out / "tflite"), num_calibration_images=8,
+                                 progress=None)
+    sm = saved_model.export_saved_model(model_dir, str(out / "saved_model"))
+    return paths, tf.saved_model.load(sm).signatures["serving_default"], trainer
+
+
+def _iou(a, b):
+    ih = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iw = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - ih * iw
+    return ih * iw / union if union > 0 else 0.0
+
+
+def _match(det, ref, top):
+    """For each of ref's ``top`` detections, the detection in ``det`` of the same class with
+    the highest IoU: (IoUs, max abs box difference, score difference) per ref detection."""
+    ious, box_err, score_err = [], [], []
+    for i in range(top):
+        same = np.flatnonzero(det["classes"] == ref["classes"][i])
+        if not len(same):
+            ious.append(0.0), box_err.append(np.inf), score_err.append(np.inf)
+            continue
+        j = same[np.argmax([_iou(det["boxes"][k], ref["boxes"][i]) for k in same])]
+        ious.append(_iou(det["boxes"][j], ref["boxes"][i]))
+        box_err.append(np.abs(det["boxes"][j] - ref["boxes"][i]).max())
+        score_err.append(abs(det["scores"][j] - ref["scores"][i]))
+    return np.array(ious), np.array(box_err), np.array(score_err)
+
+
+def _both(path, serving, image_path):
+    """(TFLite detections, SavedModel detections) of one image, on identical pixels.
+
+    The SavedModel is given the letterboxed image's unpadded part: it then resizes by
+    exactly 1 (an identity), so both models see the same uint8 pixels and valid region."""
+    runner = litert_runner.LiteRTDetector(path, num_threads=2)
+    image = np.asarray(Image.open(image_path).convert("RGB"))
+    padded, shape, _ = runner.preprocess(image)
+    h, w = (int(v) for v in shape)
+    out = runner.run_letterboxed(padded, shape)
+    ref = serving(images=tf.constant(padded[None, :h, :w]))
+    ref = {k: v.numpy()[0] for k, v in ref.items()}
+    n, rn = int(out["num_detections"]), int(ref["num_detections"])
+    det = {"boxes": out["detection_boxes"][:n], "scores": out["detection_scores"][:n],
+           "classes": out["detection_classes"][:n]}
+    ref = {"boxes": ref["detection_boxes"][:rn], "scores": ref["detection_scores"][:rn],
+           "classes": ref["detection_classes"][:rn]}
+    return det, ref
+
+
+def test_builtin_ops_only_and_signature(exported):
+    paths, _, trainer = exported
+    assert sorted(paths) == sorted(tflite.VARIANTS)
+    size = trainer.config.image_size
+    for variant, path in paths.items():
+        ops = litert_runner.op_names(path)
+        assert "NON_MAX_SUPPRESSION_V5" in ops and "CONV_2D" in ops, (variant, ops)
+        bad = [op for op in ops if op.startswith(FORBIDDEN) or op.startswith("Flex")]
+        assert not bad, f"{variant}: non-builtin ops {bad}"
+        runner = litert_runner.LiteRTDetector(path)
+        inputs = runner.runner.get_input_details()
+        assert inputs["images"]["shape"].tolist() == [1, *size, 3]
+        assert inputs["images"]["dtype"] == np.uint8
+        assert inputs["true_image_shape"]["shape"].tolist() == [1, 2]
+        assert sorted(runner.runner.get_output_details()) == [
+            "detection_boxes", "detection_classes", "detection_scores", "num_detections"]
+    sizes = {v: os.path.getsize(p) for v, p in paths.items()}
+    # float16 halves the weights, int8 quarters them (the constants dominate the file).
+    assert sizes["float16"] < 0.6 * sizes["float32"]
+    assert sizes["dynamic_int8"] < 0.4 * sizes["float32"]
+    assert sizes["int8"] < 0.4 * sizes["float32"]
+    info = json.load(open(os.path.join(os.path.dirname(paths["float32"]), "tflite_model.json")))
+    assert info["image_size"] == list(size) and info["variants"] == sizes
+
+
+@pytest.mark.parametrize("variant,max_box_err,max_score_err,min_iou,min_found", [
+    ("float32", 1.0, 1e-4, 0.99, 1.0),
+    ("float16", 1.0, 2e-3, 0.95, 1.0),
+    ("dynamic_int8", None, None, 0.9, 1.0),
+    ("int8", None, None, 0.5, 0.3),
+])
+def test_variant_matches_saved_model(exported, coco128, variant, max_box_err, max_score_err,
+                                     min_iou, min_found):
+    """Each of the SavedModel's top-20 detections is looked up in the TFLite output (same
+    class, best IoU). float32/float16: all found, boxes within 1 px, same scores and top
+    classes. dynamic_int8: all found at IoU >= 0.9. int8 (activations quantized too): on this
+    barely trained model, whose scores are nearly flat, only a sanity bar that catches broken
+    boxes (quantized post-processing gave IoU ~0); its AP on a trained model is measured by
+    ``bench/bench_tflite.py`` and checked by the slow end-to-end test."""
+    paths, serving, _ = exported
+    _, images = coco128
+    for name in sorted(os.listdir(images))[:3]:
+        det, ref = _both(paths[variant], serving, os.path.join(images, name))
+        assert len(ref["scores"]) == 100 and len(det["scores"]) == 100  # score threshold 0
+        ious, box_err, score_err = _match(det, ref, 20)
+        print(variant, name, np.round(ious, 3).tolist(), box_err.max(), score_err.max())
+        if max_box_err is not None:
+            assert box_err.max() <= max_box_err
+            assert score_err.max() <= max_score_err
+            np.testing.assert_array_equal(det["classes"][:5], ref["classes"][:5])
+        assert (ious >= min_iou).mean() >= min_found, ious
+
+
+def test_runner_cli_prints_and_draws(exported, coco128, tmp_path):
+    paths, _, _ = exported
+    _, images = coco128
+    image = os.path.join(images, sorted(os.listdir(images))[0])
+    gray = tmp_path / "gray.png"
+    Image.open(image).convert("L").save(gray)
+    rgba = tmp_path / "rgba.png"
+    Image.open(image).convert("RGBA").save(rgba)
+    out_dir = tmp_path / "drawn"
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    res = subprocess.run([sys.executable, os.path.join(REPO, "tflite", "run.py"),
+                          "--model", paths["float32"], "--image", image, "--image", str(gray),
+                          "--image", str(rgba), "--output_dir", str(out_dir),
+                          "--score_threshold", "0.0"],
+                         capture_output=True, text=True, env=env, timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert "100 detections >= 0.0" in res.stdout
+    results = json.load(open(out_dir / "detections.json"))
+    assert len(results) == 3
+    height, width = np.asarray(Image.open(image)).shape[:2]
+    boxes = np.array(results[0]["boxes_yxyx"])
+    assert boxes.shape == (100, 4) and boxes.min() >= 0
+    assert boxes[:, 2].max() <= height and boxes[:, 3].max() <= width
+    drawn = Image.open(out_dir / (os.path.splitext(os.path.basename(image))[0] + ".png"))
+    assert drawn.size == (width, height)
+    assert not np.array_equal(np.asarray(drawn), np.asarray(Image.open(image).convert("RGB")))
+    # An unreadable file is a clear error naming it, not a traceback.
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"not a jpeg")
+    res = subprocess.run([sys.executable, os.path.join(REPO, "tflite", "run.py"), "--model",
+                          paths["float32"], "--image", str(bad)],
+                         capture_output=True, text=True, env=env, timeout=300)
+    assert res.returncode == 2 and "bad.jpg" in res.stderr
+
+
+def test_bad_input_and_errors(exported, trained_dir, tmp_path):
+    paths, _, _ = exported
+    runner = litert_runner.LiteRTDetector(paths["float32"])
+    with pytest.raises(ValueError, match="RGB image"):
+        runner.detect(np.zeros((0, 4, 3), np.uint8))
+    with pytest.raises(ValueError, match="uint8"):
+        runner.detect(np.zeros((4, 4, 3), np.float32))
+    assert len(runner.detect(np.zeros((30, 20), np.uint8))["scores"]) == 100
+    lone = tmp_path / "lone.tflite"
+    lone.write_bytes(open(paths["float32"], "rb").read())
+    with pytest.raises(FileNotFoundError, match="tflite_model.json"):
+        litert_runner.LiteRTDetector(str(lone))
+    model_dir, _ = trained_dir
+    with pytest.raises(saved_model.ExportError, match="unknown TFLite variant 'int4'"):
+        tflite.export_tflite(model_dir, str(tmp_path / "t"), variants=["int4"], progress=None)

@@ -68,6 +68,33 @@ def _eval(model_dir, trainer=None, overrides=()):
     return report
 
 
+def _draw_examples(model_dir, tflite_path, num_images=4):
+    """Runs the TFLite model on the first val images, draws them, prints where they went
+    and the command that does the same for any image."""
+    import numpy as np
+    from PIL import Image
+
+    from retinamask_tf.data import pipeline
+    from retinamask_tf.export.litert_runner import LiteRTDetector
+    from retinamask_tf.training.trainer import read_config
+    from retinamask_tf.visualize import draw_detections
+    _, val = pipeline.load_splits(read_config(model_dir).data)
+    detector = LiteRTDetector(tflite_path)
+    out_dir = os.path.join(model_dir, "export", "drawn")
+    os.makedirs(out_dir, exist_ok=True)
+    for record in val.records[:num_images]:
+        with Image.open(record.path) as im:
+            image = np.asarray(im.convert("RGB"))
+        det = detector.detect(image)
+        draw_detections(image, det["boxes"], det["classes"], det["scores"], det["names"]).save(
+            os.path.join(out_dir, f"{record.image_id}.png"))
+    print(f"  drawn        {out_dir}/ ({min(num_images, len(val.records))} val images, "
+          "TFLite detections >= 0.3)")
+    if val.records:
+        print(f"  try          python tflite/run.py --model={tflite_path} "
+              f"--image={val.records[0].path} --output_dir={out_dir}")
+
+
 def _export(model_dir):
     """SavedModel (+ TFLite variants) of the run's latest checkpoint; prints where they went.
     Returns False (after printing the error) when the run cannot be exported."""
@@ -84,8 +111,7 @@ def _export(model_dir):
             paths = export_tflite(model_dir, tflite_dir, FLAGS.tflite_variants, progress=None)
             for variant, path in paths.items():
                 print(f"  TFLite       {path} ({os.path.getsize(path) / 1e6:.2f} MB)")
-            print(f"               run: python tflite/run.py --model={paths[FLAGS.tflite_variants[0]]} "
-                  "--image=IMAGE --output_dir=DIR")
+            _draw_examples(model_dir, paths[FLAGS.tflite_variants[0]])
     except (ExportError, FileNotFoundError, ImportError) as e:
         print(f"error: {e}", file=sys.stderr)
         return False

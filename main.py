@@ -101,7 +101,7 @@ def _export(model_dir):
     from retinamask_tf.export.saved_model import ExportError, export_saved_model
     suffix = "_masks" if FLAGS.include_masks else ""
     export_dir = FLAGS.export_dir or os.path.join(model_dir, "export", "saved_model" + suffix)
-    tflite_dir = os.path.join(os.path.dirname(os.path.abspath(export_dir)), "tflite")
+    tflite_dir = os.path.join(os.path.dirname(os.path.normpath(export_dir)), "tflite")
     try:
         export_saved_model(model_dir, export_dir, FLAGS.include_masks)
         print(f"  SavedModel   {export_dir} (signatures serving_default, serve_image_bytes; "

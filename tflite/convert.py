@@ -25,6 +25,8 @@ FLAGS = flags.FLAGS
 
 def main(argv):
     del argv
+    from absl import logging as absl_logging
+    absl_logging.set_verbosity(absl_logging.WARNING)
     from retinamask_tf.export.saved_model import ExportError
     from retinamask_tf.export.tflite import export_tflite
     if not FLAGS.model_dir:

@@ -12,6 +12,7 @@ import numpy as np
 
 from retinamask_tf.export import letterbox
 from retinamask_tf.export.label_map import LABEL_MAP_FILE
+from retinamask_tf.export.quiet import drop_known_native_noise
 
 INFO_FILE = "tflite_model.json"
 
@@ -51,8 +52,11 @@ class LiteRTDetector:
         with open(os.path.join(folder, LABEL_MAP_FILE)) as f:
             self.names = {e["id"]: e["name"] for e in json.load(f)}
         self.model_path = model_path
-        self.interpreter = interpreter_class()(model_path=model_path, num_threads=num_threads)
-        self.runner = self.interpreter.get_signature_runner("serving_default")
+        with drop_known_native_noise():
+            self.interpreter = interpreter_class()(model_path=model_path, num_threads=num_threads)
+            self.runner = self.interpreter.get_signature_runner("serving_default")
+            self.runner(images=np.zeros((1,) + tuple(self.info["image_size"]) + (3,), np.uint8),
+                        true_image_shape=np.ones((1, 2), np.float32))  # allocates (and warms)
         self.image_size = tuple(self.info["image_size"])
 
     def preprocess(self, image):

@@ -31,6 +31,7 @@ from retinamask_tf.export import letterbox
 from retinamask_tf.export.label_map import write_label_map
 from retinamask_tf.export import litert_runner
 from retinamask_tf.export.litert_runner import INFO_FILE
+from retinamask_tf.export.quiet import drop_known_native_noise
 from retinamask_tf.export.saved_model import ExportError, load_for_export
 from retinamask_tf.ops import postprocess
 
@@ -95,6 +96,7 @@ def convert(detector, variant, representative_dataset=None):
     # variables stay TFLite resource variables (VAR_HANDLE) that read back as zeros.
     # The frozen function is wrapped again to keep the output names in the signature.
     frozen = convert_variables_to_constants_v2(detector.detect.get_concrete_function())
+    # The frozen function returns the outputs flat, in tf.nest order: sorted dict keys.
     names = sorted(detector.detect.get_concrete_function().structured_outputs)
 
     @tf.function(input_signature=detector.detect.input_signature)
@@ -167,7 +169,8 @@ def export_tflite(model_dir, output_dir, variants=VARIANTS, num_calibration_imag
     for v in variants:
         if progress:
             progress(f"converting TFLite {v} ...")
-        data = convert(detector, v, representative)
+        with drop_known_native_noise():
+            data = convert(detector, v, representative)
         path = os.path.join(output_dir, f"model_{v}.tflite")
         with open(path + ".tmp", "wb") as f:
             f.write(data)

@@ -132,6 +132,7 @@ def main(argv):
                          + ("null" if FLAGS.backbone_weights == "none" else "imagenet"))
     try:
         if FLAGS.mode == "export":
+            print("Exported:")
             return 0 if _export(FLAGS.model_dir) else 2
         if FLAGS.mode == "eval":
             report = _eval(FLAGS.model_dir, overrides=overrides)

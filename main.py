@@ -37,6 +37,7 @@ FLAGS = flags.FLAGS
 def _train(config, model_dir):
     from retinamask_tf.training.trainer import Trainer
     trainer = Trainer(config, model_dir)
+    print(f"Data: {trainer.train_data.summary()}\n      {trainer.val_data.summary()}", flush=True)
     print(f"Training {trainer.config.train.steps} steps, batch {trainer.config.train.batch_size}, "
           f"{trainer.model.count_params():,} parameters, {trainer.train_data.num_classes} classes; "
           f"model_dir={model_dir}", flush=True)

@@ -20,6 +20,7 @@ import yaml
 BackboneNorm = Literal["frozen", "batch_norm", "sync_batch_norm", "group_norm"]
 DatasetKind = Literal["builtin", "coco"]
 CrowdMode = Literal["drop", "ignore"]
+VerifyImages = Literal["full", "header", "off"]
 BoxLoss = Literal["self_adjusting", "smooth_l1"]
 P6From = Literal["c5", "p5"]
 
@@ -69,6 +70,10 @@ class DataConfig:
     shuffle_buffer: int = 1024
     num_parallel_calls: int = -1  # -1: tf.data.AUTOTUNE
     cache_decoded: bool = False
+    # Start-up check of the image files (data/image_check.py): "full" decodes each once,
+    # "header" reads headers only (for very large datasets), "off" trusts the files.
+    verify_images: VerifyImages = "full"
+    image_check_cache: Optional[str] = "~/.cache/retinamask_tf"  # null: no cache
 
     def __post_init__(self):
         _check(self.short_side > 0 and self.long_side >= self.short_side,

@@ -35,6 +35,7 @@ class ImageRecord:
     is_crowd: np.ndarray  # [n] bool
     ann_ids: np.ndarray  # [n] int64
     segmentations: list  # n COCO segmentations (polygon lists or RLE dicts); None: unusable
+    orientation: int = 1  # EXIF orientation applied at decode time (see data.image_check)
 
 
 @dataclasses.dataclass
@@ -46,6 +47,8 @@ class CocoDataset:
     class_names: List[str]
     skipped: dict  # reason -> count of annotations dropped
     skipped_masks: dict = dataclasses.field(default_factory=dict)  # reason -> count; boxes kept
+    skipped_images: dict = dataclasses.field(default_factory=dict)  # kind -> count (image_check)
+    converted_images: dict = dataclasses.field(default_factory=dict)  # note -> count
 
     @property
     def has_masks(self) -> bool:
@@ -55,6 +58,23 @@ class CocoDataset:
     @property
     def num_classes(self) -> int:
         return len(self.class_ids)
+
+    def summary(self) -> str:
+        """One line on what was used, skipped and converted (printed at the start of training)."""
+        n_skip = sum(self.skipped_images.values())
+        parts = [f"{self.json_path}: {len(self.records)} images, "
+                 f"{sum(len(r.boxes) for r in self.records)} annotations used"]
+        if n_skip:
+            parts.append(f"{n_skip} of {len(self.records) + n_skip} images skipped "
+                         f"{dict(sorted(self.skipped_images.items()))}")
+        if self.converted_images:
+            parts.append(f"converted {dict(sorted(self.converted_images.items()))}")
+        if self.skipped:
+            parts.append(f"{sum(self.skipped.values())} annotations skipped {self.skipped}")
+        if self.skipped_masks:
+            parts.append(f"{sum(self.skipped_masks.values())} masks unusable (boxes kept) "
+                         f"{self.skipped_masks}")
+        return "; ".join(parts)
 
 
 def load_coco(json_path: str, image_dir: str, crowd: str = "drop",

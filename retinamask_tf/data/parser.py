@@ -18,6 +18,22 @@ def decode_image(path):
     return tf.cast(image, tf.float32)
 
 
+def apply_exif_orientation(image, orientation):
+    """Stored pixels [H, W, C] -> the view an EXIF ``orientation`` (1..8) displays, as
+    PIL's ``ImageOps.exif_transpose``; 1 (and anything outside 1..8) leaves the image.
+
+    Every orientation is an optional transpose followed by optional left-right and
+    top-bottom mirrors (6, "rotate 90 clockwise", is transpose + left-right). Written
+    without control flow, so that the input pipeline stays checkpointable.
+    """
+    o = tf.cast(orientation, tf.int32)
+    transposed = (o >= 5) & (o <= 8)
+    flip_lr = tf.reduce_any(tf.equal(o, [2, 3, 6, 7]))
+    flip_ud = tf.reduce_any(tf.equal(o, [3, 4, 7, 8]))
+    image = tf.transpose(image, tf.where(transposed, [1, 0, 2], [0, 1, 2]))
+    return tf.reverse(image, tf.boolean_mask([1, 0], tf.stack([flip_lr, flip_ud])))
+
+
 def resize_scale(height, width, short_side, long_side):
     """Scale factor that maps the short side to ``short_side`` unless the long side
     would exceed ``long_side``. height/width: float32 scalars."""
@@ -75,7 +91,7 @@ def parse_example(example, short_side, long_side, output_size, training, hflip_e
 
     Args:
       example: dict path, image_id, boxes [M, 4] (original frame), classes [M],
-        crowd [M], valid [M], and index (the element's position, for the flip's
+        crowd [M], valid [M], orientation (EXIF, optional: 1 = as stored), and index (the element's position, for the flip's
         stateless random seed); with ``mask_size`` also segmentations, height,
         width, mask_valid (see ``pipeline.records_to_tensors``).
     Returns:
@@ -84,7 +100,11 @@ def parse_example(example, short_side, long_side, output_size, training, hflip_e
         bool, gt_crowd [M] bool; with ``mask_size`` S also gt_masks [M, S, S] uint8
         (box frame, flipped with the image) and gt_mask_valid [M] bool.
     """
-    image, info = resize_and_pad(decode_image(example["path"]), short_side, long_side, output_size)
+    image = decode_image(example["path"])
+    if "orientation" in example:
+        image = apply_exif_orientation(image, example["orientation"])
+        image.set_shape([None, None, 3])
+    image, info = resize_and_pad(image, short_side, long_side, output_size)
     boxes = scale_boxes(example["boxes"], info)
     if training and hflip_enabled:
         flip = tf.random.stateless_uniform([], seed=tf.stack([tf.cast(seed, tf.int64),

@@ -1,12 +1,14 @@
 """tf.data input pipelines from ``CocoDataset`` records."""
 
+import dataclasses
 import json
 import logging
 
 import numpy as np
 import tensorflow as tf
 
-from retinamask_tf.data import coco, parser, synthetic
+from retinamask_tf.data import coco, image_check, parser, synthetic
+from retinamask_tf.training.progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +49,7 @@ def records_to_tensors(records, max_instances, with_masks=False):
             segmentations.append(json.dumps(segs + [None] * (m - k)))
     tensors = {"path": np.array([r.path for r in records]),
                "image_id": np.array([r.image_id for r in records], np.int64),
+               "orientation": np.array([r.orientation for r in records], np.int32),
                "boxes": boxes, "classes": classes, "crowd": crowd, "valid": valid}
     if with_masks:
         tensors.update(height=np.array([r.height for r in records], np.int32),
@@ -83,8 +86,47 @@ def build_dataset(dataset, batch_size, image_size, short_side, long_side, max_in
     ds = ds.map(lambda ex: parser.parse_example(ex, short_side, long_side, image_size, training,
                                                 hflip, seed, mask_size),
                 num_parallel_calls=parallel, deterministic=True)
+    if training:
+        # Files are checked at start-up (verify_images); one that breaks later (changed on
+        # disk, or corrupt past its header with data.verify_images=header) is dropped with
+        # a logged warning instead of ending the run. Evaluation stays strict.
+        ds = ds.ignore_errors(log_warning=True)
     ds = ds.batch(batch_size, drop_remainder=training)
     return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def verify_images(dataset, mode="full", cache_dir=None, progress=False):
+    """``dataset`` without the images ``image_check`` rejects, with EXIF orientations set.
+
+    Each skipped image is logged with its file, image id and reason; counts go to
+    ``skipped_images`` (by kind) and ``converted_images`` (by note).
+    Raises:
+      DatasetError: when no image is usable.
+    """
+    if mode == "off":
+        return dataset
+    records = dataset.records
+    bar = Progress(len(records), unit="image") if progress and len(records) > 1000 else None
+    checks = image_check.check_images(records, mode, cache_dir, bar.update if bar else None)
+    kept, skipped, converted = [], {}, {}
+    for record, check in zip(records, checks):
+        if check.problem:
+            skipped[check.kind] = skipped.get(check.kind, 0) + 1
+            log.warning("%s: skipping image %s (%s): %s", dataset.json_path, record.image_id,
+                        record.path, check.problem)
+            continue
+        if check.note:
+            converted[check.note] = converted.get(check.note, 0) + 1
+        kept.append(dataclasses.replace(record, orientation=check.orientation)
+                    if check.orientation != 1 else record)
+    if not kept:
+        raise coco.DatasetError(f"{dataset.json_path}: no usable images among {len(records)} "
+                                f"(skipped: {skipped}); first: {records[0].path}")
+    if skipped:
+        log.warning("%s: skipped %d of %d images: %s", dataset.json_path, len(records) - len(kept),
+                    len(records), skipped)
+    return dataclasses.replace(dataset, records=kept, skipped_images=skipped,
+                               converted_images=converted)
 
 
 def load_splits(data_config):
@@ -100,4 +142,6 @@ def load_splits(data_config):
     train = coco.load_coco(paths["train_json"], paths["train_images"], data_config.crowd)
     cats = [{"id": i, "name": n} for i, n in zip(train.class_ids, train.class_names)]
     val = coco.load_coco(paths["val_json"], paths["val_images"], data_config.crowd, categories=cats)
-    return train, val
+    cache = data_config.image_check_cache
+    return (verify_images(train, data_config.verify_images, cache, progress=True),
+            verify_images(val, data_config.verify_images, cache, progress=True))

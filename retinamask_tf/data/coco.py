@@ -77,6 +77,18 @@ class CocoDataset:
         return "; ".join(parts)
 
 
+def _require(entry, keys, where):
+    if not isinstance(entry, dict):
+        raise DatasetError(f"{where} is not an object: {str(entry)[:200]}")
+    missing = [k for k in keys if k not in entry]
+    if missing:
+        raise DatasetError(f"{where} (id {entry.get('id')}) lacks {', '.join(map(repr, missing))}")
+
+
+def _positive_int(value):
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
 def load_coco(json_path: str, image_dir: str, crowd: str = "drop",
               categories: Optional[List[dict]] = None) -> CocoDataset:
     """Reads a COCO instances JSON.
@@ -95,8 +107,10 @@ def load_coco(json_path: str, image_dir: str, crowd: str = "drop",
       segmentation is unusable (degenerate polygon, RLE of another size) keeps its
       box; its segmentation becomes None (never a wrong mask), with a warning
       naming the image and annotation id, counted in ``skipped_masks``.
+    Images without annotations are kept (background-only examples, as in COCO).
     Raises:
-      DatasetError: file missing or not COCO, unknown category id, duplicate ids.
+      DatasetError: file missing or not COCO, an entry lacking a required key or with a
+        malformed bbox/size, an unknown category id, duplicate ids, no images.
     """
     if not os.path.isfile(json_path):
         raise DatasetError(f"annotation file not found: {json_path}")
@@ -116,8 +130,19 @@ def load_coco(json_path: str, image_dir: str, crowd: str = "drop",
         raise DatasetError(f"{json_path}: duplicate category ids")
     index_of = {cid: i for i, cid in enumerate(class_ids)}
 
+    for key in ("images", "annotations", "categories"):
+        if not isinstance(data[key], list):
+            raise DatasetError(f"{json_path}: '{key}' must be a list, got {type(data[key]).__name__}")
+    for i, cat in enumerate(cats):
+        if not isinstance(cat, dict) or "id" not in cat:
+            raise DatasetError(f"{json_path}: category entry {i} has no 'id': {str(cat)[:200]}")
     images = {}
-    for img in data["images"]:
+    for i, img in enumerate(data["images"]):
+        _require(img, ("id", "file_name", "height", "width"), f"{json_path}: image entry {i}")
+        if not (_positive_int(img["height"]) and _positive_int(img["width"])):
+            raise DatasetError(f"{json_path}: image {img['id']} ({img['file_name']}) has height "
+                               f"{img['height']!r} and width {img['width']!r}; both must be "
+                               "positive integers")
         if img["id"] in images:
             raise DatasetError(f"{json_path}: duplicate image id {img['id']}")
         images[img["id"]] = img
@@ -131,7 +156,13 @@ def load_coco(json_path: str, image_dir: str, crowd: str = "drop",
         log.warning("%s: skipping annotation %s of image %s: %s", json_path, ann.get("id"),
                     ann.get("image_id"), reason)
 
-    for ann in data["annotations"]:
+    for i, ann in enumerate(data["annotations"]):
+        _require(ann, ("id", "image_id", "category_id", "bbox"), f"{json_path}: annotation entry {i}")
+        bbox = ann["bbox"]
+        if (not isinstance(bbox, (list, tuple)) or len(bbox) != 4
+                or not all(isinstance(v, (int, float)) or v is None for v in bbox)):
+            raise DatasetError(f"{json_path}: annotation {ann['id']} (image {ann['image_id']}) "
+                               f"has bbox {str(bbox)[:100]}; expected [x, y, width, height]")
         if ann["id"] in seen_ann:
             raise DatasetError(f"{json_path}: duplicate annotation id {ann['id']}")
         seen_ann.add(ann["id"])
@@ -145,7 +176,7 @@ def load_coco(json_path: str, image_dir: str, crowd: str = "drop",
         if crowd_flag and crowd == "drop":
             continue
         img = images[ann["image_id"]]
-        x, y, w, h = (float(v) for v in ann["bbox"])
+        x, y, w, h = (float("nan") if v is None else float(v) for v in ann["bbox"])
         if not np.all(np.isfinite([x, y, w, h])):
             skip("non-finite box", ann)
             continue

@@ -4,6 +4,7 @@
   python main.py --mode=eval --model_dir=runs/demo
   python main.py --mode=export --model_dir=runs/demo [--export_dir=DIR] [--include_masks] \
       [--tflite_variants=float32,float16,dynamic_int8,int8]
+  python main.py --mode=inspect_data --config=configs/fruits_nuts.yaml --model_dir=runs/fruits
   python main.py --mode=train --config=configs/coco_r50_fpn.yaml \
       --override data.train_json=/data/coco/annotations/instances_train2017.json ...
 """
@@ -17,8 +18,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app, flags  # noqa: E402
 
-flags.DEFINE_enum("mode", "train_and_eval", ["train", "eval", "train_and_eval", "export"],
-                  "What to run.")
+flags.DEFINE_enum("mode", "train_and_eval",
+                  ["train", "eval", "train_and_eval", "export", "inspect_data"], "What to run.")
 flags.DEFINE_multi_string("config", [], "YAML config file(s); later files win.")
 flags.DEFINE_multi_string("override", [], "key=value overrides, e.g. train.steps=100.")
 flags.DEFINE_string("model_dir", None, "Folder for the config, checkpoints, logs and metrics.")
@@ -96,6 +97,21 @@ def _draw_examples(model_dir, tflite_path, num_images=4):
               f"--image={val.records[0].path} --output_dir={out_dir}")
 
 
+def _inspect(config, model_dir):
+    """--mode=inspect_data: statistics, anchor coverage, plots and drawings of both splits."""
+    from retinamask_tf.data import inspector, pipeline
+    train, val = pipeline.load_splits(config.data)
+    for name, ds in (("train", train), ("val", val)):
+        print(f"Data: {ds.summary()}")
+        out = os.path.join(model_dir, "inspect", name)
+        stats, paths = inspector.write_report(ds, config, out)
+        print(inspector.format_report(stats))
+        print(f"  stats        {paths['stats']}")
+        print(f"  plots        {paths.get('plots', '(install matplotlib for the plots)')}")
+        print(f"  drawn        {os.path.dirname(paths['drawn'][0]) if paths['drawn'] else '-'}/"
+              f" ({len(paths['drawn'])} images with their boxes and masks)\n")
+
+
 def _export(model_dir):
     """SavedModel (+ TFLite variants) of the run's latest checkpoint; prints where they went.
     Returns False (after printing the error) when the run cannot be exported."""
@@ -125,6 +141,7 @@ def main(argv):
     from absl import logging as absl_logging
     absl_logging.set_verbosity(absl_logging.WARNING)
     from retinamask_tf import config as config_lib
+    from retinamask_tf.data.errors import DatasetError
     if not FLAGS.model_dir:
         raise app.UsageError("--model_dir is required")
     overrides = list(FLAGS.override)
@@ -135,13 +152,16 @@ def main(argv):
         if FLAGS.mode == "export":
             print("Exported:")
             return 0 if _export(FLAGS.model_dir) else 2
+        if FLAGS.mode == "inspect_data":
+            _inspect(config_lib.load_config(FLAGS.config, overrides), FLAGS.model_dir)
+            return 0
         if FLAGS.mode == "eval":
             report = _eval(FLAGS.model_dir, overrides=overrides)
         else:
             config = config_lib.load_config(FLAGS.config, overrides)
             trainer = _train(config, FLAGS.model_dir)
             report = _eval(FLAGS.model_dir, trainer) if FLAGS.mode == "train_and_eval" else None
-    except config_lib.ConfigError as e:
+    except (config_lib.ConfigError, DatasetError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print("\nOutputs:")

@@ -19,7 +19,8 @@ def draw_detections(image, boxes, classes, scores, names=None, score_threshold=0
 
     Args:
       image: [H, W, 3] uint8 RGB.
-      boxes: [n, 4] yxyx pixels of ``image``; classes: [n] category ids; scores: [n].
+      boxes: [n, 4] yxyx pixels of ``image``; classes: [n] category ids; scores: [n], or
+        None for ground truth (all drawn, labels without a score).
       names: n class names (default: the ids).
       score_threshold: detections below it are not drawn.
     Returns:
@@ -28,15 +29,26 @@ def draw_detections(image, boxes, classes, scores, names=None, score_threshold=0
     pil = Image.fromarray(np.asarray(image, np.uint8)).convert("RGB")
     draw = ImageDraw.Draw(pil)
     names = names if names is not None else [str(int(c)) for c in classes]
+    scores = [None] * len(boxes) if scores is None else scores
     for box, cls, score, name in zip(boxes, classes, scores, names):
-        if score < score_threshold:
+        if score is not None and score < score_threshold:
             continue
         y0, x0, y1, x1 = (float(v) for v in box)
         color = color_of(cls)
         draw.rectangle([x0, y0, x1, y1], outline=color, width=line_width)
-        label = f"{name} {score:.2f}"
+        label = name if score is None else f"{name} {score:.2f}"
         left, top, right, bottom = draw.textbbox((x0, y0), label)
         ty = max(0.0, y0 - (bottom - top) - 2)
         draw.rectangle([x0, ty, x0 + (right - left) + 4, ty + (bottom - top) + 2], fill=color)
         draw.text((x0 + 2, ty), label, fill=(0, 0, 0))
     return pil
+
+
+def overlay_masks(image, masks, classes, alpha=0.45):
+    """Blends binary masks [H, W] (one per instance) into ``image`` in their class colours;
+    returns a new uint8 array."""
+    out = np.asarray(image, np.float32).copy()
+    for mask, cls in zip(masks, classes):
+        m = np.asarray(mask, bool)
+        out[m] = (1 - alpha) * out[m] + alpha * np.array(color_of(cls), np.float32)
+    return out.round().astype(np.uint8)

@@ -5,6 +5,7 @@
   python main.py --mode=export --model_dir=runs/demo [--export_dir=DIR] [--include_masks] \
       [--tflite_variants=float32,float16,dynamic_int8,int8]
   python main.py --mode=inspect_data --config=configs/fruits_nuts.yaml --model_dir=runs/fruits
+  python main.py --mode=make_tfrecords --config=configs/fruits_nuts.yaml --model_dir=runs/fruits
   python main.py --mode=train --config=configs/coco_r50_fpn.yaml \
       --override data.train_json=/data/coco/annotations/instances_train2017.json ...
 """
@@ -19,7 +20,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from absl import app, flags  # noqa: E402
 
 flags.DEFINE_enum("mode", "train_and_eval",
-                  ["train", "eval", "train_and_eval", "export", "inspect_data"], "What to run.")
+                  ["train", "eval", "train_and_eval", "export", "inspect_data", "make_tfrecords"],
+                  "What to run.")
 flags.DEFINE_multi_string("config", [], "YAML config file(s); later files win.")
 flags.DEFINE_multi_string("override", [], "key=value overrides, e.g. train.steps=100.")
 flags.DEFINE_string("model_dir", None, "Folder for the config, checkpoints, logs and metrics.")
@@ -31,6 +33,7 @@ flags.DEFINE_bool("include_masks", False, "Export the mask head too (detection_m
 flags.DEFINE_list("tflite_variants", ["float32", "float16", "dynamic_int8", "int8"],
                   "TFLite variants written by --mode=export and after train_and_eval "
                   "(empty: no TFLite).")
+flags.DEFINE_integer("num_shards", 8, "--mode=make_tfrecords: TFRecord files per split.")
 flags.DEFINE_bool("export", True, "train_and_eval: export SavedModel + TFLite at the end.")
 FLAGS = flags.FLAGS
 
@@ -103,6 +106,9 @@ def _inspect(config, model_dir):
     train, val = pipeline.load_splits(config.data)
     for name, ds in (("train", train), ("val", val)):
         print(f"Data: {ds.summary()}")
+        if not hasattr(ds, "records"):
+            print("  (TFRecords: inspect the JSON they were written from)\n")
+            continue
         out = os.path.join(model_dir, "inspect", name)
         stats, paths = inspector.write_report(ds, config, out)
         print(inspector.format_report(stats))
@@ -110,6 +116,21 @@ def _inspect(config, model_dir):
         print(f"  plots        {paths.get('plots', '(install matplotlib for the plots)')}")
         print(f"  drawn        {os.path.dirname(paths['drawn'][0]) if paths['drawn'] else '-'}/"
               f" ({len(paths['drawn'])} images with their boxes and masks)\n")
+
+
+def _make_tfrecords(config, model_dir):
+    """--mode=make_tfrecords: both splits (images checked first) as sharded TFRecords."""
+    from retinamask_tf.data import pipeline, tfrecord
+    from retinamask_tf.training.progress import Progress
+    train, val = pipeline.load_splits(config.data)
+    out_dir = os.path.join(model_dir, "tfrecords")
+    for name, ds in (("train", train), ("val", val)):
+        print(f"Data: {ds.summary()}")
+        bar = Progress(len(ds.records), unit="image")
+        meta = tfrecord.write_tfrecords(ds, os.path.join(out_dir, name), FLAGS.num_shards,
+                                        progress=bar.update)
+        print(f"  {name:5s} {meta}")
+    print(f"Train from them with: --override data.train_tfrecord={os.path.join(out_dir, 'train-meta.json')}")
 
 
 def _export(model_dir):
@@ -152,6 +173,9 @@ def main(argv):
         if FLAGS.mode == "export":
             print("Exported:")
             return 0 if _export(FLAGS.model_dir) else 2
+        if FLAGS.mode == "make_tfrecords":
+            _make_tfrecords(config_lib.load_config(FLAGS.config, overrides), FLAGS.model_dir)
+            return 0
         if FLAGS.mode == "inspect_data":
             _inspect(config_lib.load_config(FLAGS.config, overrides), FLAGS.model_dir)
             return 0

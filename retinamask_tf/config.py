@@ -73,6 +73,9 @@ class DataConfig:
     # Start-up check of the image files (data/image_check.py): "full" decodes each once,
     # "header" reads headers only (for very large datasets), "off" trusts the files.
     verify_images: VerifyImages = "full"
+    # A -meta.json written by main.py --mode=make_tfrecords: training reads these TFRecords
+    # instead of train_json/train_images (val stays JSON: COCO evaluation needs it).
+    train_tfrecord: Optional[str] = None
     image_check_cache: Optional[str] = "~/.cache/retinamask_tf"  # null: no cache
 
     def __post_init__(self):

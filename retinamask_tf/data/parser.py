@@ -11,9 +11,11 @@ import tensorflow as tf
 from retinamask_tf.data import instance_masks
 
 
-def decode_image(path):
-    """File path -> [H, W, 3] float32 RGB 0..255 (grayscale/RGBA converted)."""
-    image = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
+def decode_image(path=None, data=None):
+    """File path (or its encoded bytes) -> [H, W, 3] float32 RGB 0..255 (grayscale/RGBA
+    converted)."""
+    data = tf.io.read_file(path) if data is None else data
+    image = tf.io.decode_image(data, channels=3, expand_animations=False)
     image.set_shape([None, None, 3])
     return tf.cast(image, tf.float32)
 
@@ -90,7 +92,7 @@ def parse_example(example, short_side, long_side, output_size, training, hflip_e
     """One ``pipeline`` element -> (features, labels).
 
     Args:
-      example: dict path, image_id, boxes [M, 4] (original frame), classes [M],
+      example: dict path (or image_bytes), image_id, boxes [M, 4] (original frame), classes [M],
         crowd [M], valid [M], orientation (EXIF, optional: 1 = as stored), and index (the element's position, for the flip's
         stateless random seed); with ``mask_size`` also segmentations, height,
         width, mask_valid (see ``pipeline.records_to_tensors``).
@@ -100,7 +102,8 @@ def parse_example(example, short_side, long_side, output_size, training, hflip_e
         bool, gt_crowd [M] bool; with ``mask_size`` S also gt_masks [M, S, S] uint8
         (box frame, flipped with the image) and gt_mask_valid [M] bool.
     """
-    image = decode_image(example["path"])
+    image = (decode_image(data=example["image_bytes"]) if "image_bytes" in example
+             else decode_image(example["path"]))
     if "orientation" in example:
         image = apply_exif_orientation(image, example["orientation"])
         image.set_shape([None, None, 3])

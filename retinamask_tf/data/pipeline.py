@@ -7,7 +7,7 @@ import logging
 import numpy as np
 import tensorflow as tf
 
-from retinamask_tf.data import coco, image_check, parser, synthetic
+from retinamask_tf.data import coco, image_check, parser, synthetic, tfrecord
 from retinamask_tf.training.progress import Progress
 
 log = logging.getLogger(__name__)
@@ -61,7 +61,8 @@ def records_to_tensors(records, max_instances, with_masks=False):
 def build_dataset(dataset, batch_size, image_size, short_side, long_side, max_instances,
                   training, hflip=True, shuffle_buffer=1024, seed=0, num_parallel_calls=-1,
                   mask_size=None):
-    """Batched (features, labels) from a ``CocoDataset``.
+    """Batched (features, labels) from a ``CocoDataset`` (or a ``tfrecord.TFRecordSource``:
+    the same elements, read from TFRecords).
 
     With ``mask_size`` S, labels also hold gt_masks [B, M, S, S] uint8 (box-frame
     masks, see ``ops.masks``) and gt_mask_valid [B, M].
@@ -73,13 +74,18 @@ def build_dataset(dataset, batch_size, image_size, short_side, long_side, max_in
     if mask_size and not dataset.has_masks:
         raise coco.DatasetError(f"{dataset.json_path} has no usable segmentations, but the mask "
                                 "head needs them: set model.mask_head.enabled=false")
-    tensors, truncated = records_to_tensors(dataset.records, max_instances, bool(mask_size))
-    if truncated:
-        log.warning("%s: %d images have more than max_instances=%d annotations; kept the %d "
-                    "largest", dataset.json_path, truncated, max_instances, max_instances)
-    ds = tf.data.Dataset.from_tensor_slices(tensors)
+    if isinstance(dataset, tfrecord.TFRecordSource):
+        ds = tfrecord.read_examples(dataset, max_instances, bool(mask_size))
+        num_examples = dataset.num_examples
+    else:
+        tensors, truncated = records_to_tensors(dataset.records, max_instances, bool(mask_size))
+        if truncated:
+            log.warning("%s: %d images have more than max_instances=%d annotations; kept the %d "
+                        "largest", dataset.json_path, truncated, max_instances, max_instances)
+        ds = tf.data.Dataset.from_tensor_slices(tensors)
+        num_examples = len(dataset.records)
     if training:
-        ds = ds.shuffle(min(shuffle_buffer, len(dataset.records)), seed=seed,
+        ds = ds.shuffle(min(shuffle_buffer, num_examples), seed=seed,
                         reshuffle_each_iteration=True).repeat()
     ds = ds.enumerate().map(lambda i, ex: dict(ex, index=i))
     parallel = tf.data.AUTOTUNE if num_parallel_calls == -1 else num_parallel_calls
@@ -131,7 +137,9 @@ def verify_images(dataset, mode="full", cache_dir=None, progress=False):
 
 def load_splits(data_config):
     """(train CocoDataset, val CocoDataset) for a ``DataConfig``; generates the built-in
-    dataset first when ``kind`` is ``builtin``. Val shares train's class mapping."""
+    dataset first when ``kind`` is ``builtin``. Val shares train's class mapping. With
+    ``train_tfrecord`` set, train is that ``tfrecord.TFRecordSource`` instead (its images
+    were checked when it was written). Image files are checked (``verify_images``)."""
     if data_config.kind == "builtin":
         b = data_config.builtin
         paths = synthetic.ensure_dataset(b.cache_dir, b.num_train, b.num_val, b.image_size,
@@ -139,9 +147,13 @@ def load_splits(data_config):
     else:
         paths = {k: getattr(data_config, k)
                  for k in ("train_json", "train_images", "val_json", "val_images")}
-    train = coco.load_coco(paths["train_json"], paths["train_images"], data_config.crowd)
+    cache = data_config.image_check_cache
+    if data_config.train_tfrecord:
+        train = tfrecord.load_source(data_config.train_tfrecord)  # checked when written
+    else:
+        train = verify_images(coco.load_coco(paths["train_json"], paths["train_images"],
+                                             data_config.crowd),
+                              data_config.verify_images, cache, progress=True)
     cats = [{"id": i, "name": n} for i, n in zip(train.class_ids, train.class_names)]
     val = coco.load_coco(paths["val_json"], paths["val_images"], data_config.crowd, categories=cats)
-    cache = data_config.image_check_cache
-    return (verify_images(train, data_config.verify_images, cache, progress=True),
-            verify_images(val, data_config.verify_images, cache, progress=True))
+    return train, verify_images(val, data_config.verify_images, cache, progress=True)

@@ -26,7 +26,7 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
-from retinamask_tf.data import pipeline
+from retinamask_tf.data import pipeline, tfrecord
 from retinamask_tf.export import letterbox
 from retinamask_tf.export.label_map import write_label_map
 from retinamask_tf.export import litert_runner
@@ -69,17 +69,30 @@ class TFLiteDetector(tf.Module):
                 "detection_classes": classes, "num_detections": det["num_detections"]}
 
 
-def calibration_images(records, config, num_images, seed=0):
+def calibration_images(dataset, config, num_images, seed=0):
     """Representative-dataset generator for int8 calibration: ``num_images`` training
-    images (a fixed random sample), letterboxed exactly as at inference."""
+    images (a fixed random sample of a CocoDataset, or the first ones of a TFRecord
+    source), letterboxed exactly as at inference."""
+    import io
+
     from PIL import Image
 
-    rng = np.random.default_rng(seed)
-    picks = rng.choice(len(records), size=min(num_images, len(records)), replace=False)
+    if isinstance(dataset, tfrecord.TFRecordSource):
+        def encoded():
+            for ex in tfrecord.read_examples(dataset, 1).take(num_images):
+                yield io.BytesIO(ex["image_bytes"].numpy())
+    else:
+        records = dataset.records
+        rng = np.random.default_rng(seed)
+        picks = rng.choice(len(records), size=min(num_images, len(records)), replace=False)
+
+        def encoded():
+            for i in picks:
+                yield records[i].path
 
     def generate():
-        for i in picks:
-            with Image.open(records[i].path) as im:
+        for source in encoded():
+            with Image.open(source) as im:
                 image = np.asarray(im.convert("RGB"))
             padded, shape, _ = letterbox.letterbox(image, config.data.short_side,
                                                    config.data.long_side, config.image_size)
@@ -163,7 +176,7 @@ def export_tflite(model_dir, output_dir, variants=VARIANTS, num_calibration_imag
     representative = None
     if "int8" in variants:
         train, _ = pipeline.load_splits(config.data)
-        representative = calibration_images(train.records, config, num_calibration_images)
+        representative = calibration_images(train, config, num_calibration_images)
     os.makedirs(output_dir, exist_ok=True)
     paths, sizes = {}, {}
     for v in variants:

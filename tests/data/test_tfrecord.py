@@ -1,0 +1,47 @@
+"""TFRecords written from a COCO JSON give exactly the examples the JSON gives."""
+
+import numpy as np
+import pytest
+
+from retinamask_tf.data import coco, pipeline, tfrecord
+
+
+def _assert_same(a, b):
+    for (fa, la), (fb, lb) in zip(a, b, strict=True):
+        for key in fa:
+            np.testing.assert_array_equal(fa[key].numpy(), fb[key].numpy(), err_msg=key)
+        assert sorted(la) == sorted(lb)
+        for key in la:
+            np.testing.assert_array_equal(la[key].numpy(), lb[key].numpy(), err_msg=key)
+
+
+@pytest.mark.parametrize("num_shards", [1, 3])
+def test_tfrecords_equal_json(coco128, tmp_path, num_shards):
+    """coco128 (polygons, crowd RLE, images with more than max_instances objects), with
+    masks, evaluation order and a few shuffled, flipped training batches."""
+    json_path, images = coco128
+    ds = coco.load_coco(json_path, images, crowd="ignore")
+    ds = type(ds)(**{**ds.__dict__, "records": ds.records[:20]})
+    meta = tfrecord.write_tfrecords(ds, str(tmp_path / "coco128"), num_shards)
+    source = tfrecord.load_source(meta)
+    assert source.num_examples == 20 and len(source.files) == num_shards
+    assert source.class_ids == ds.class_ids and source.has_masks
+    kwargs = dict(image_size=(256, 256), short_side=192, long_side=256, max_instances=8,
+                  mask_size=28)
+    _assert_same(pipeline.build_dataset(ds, 4, training=False, **kwargs),
+                 pipeline.build_dataset(source, 4, training=False, **kwargs))
+    train = dict(training=True, shuffle_buffer=16, seed=5, **kwargs)
+    _assert_same(pipeline.build_dataset(ds, 4, **train).take(6),
+                 pipeline.build_dataset(source, 4, **train).take(6))
+
+
+def test_missing_shard_and_meta_are_named(coco128, tmp_path):
+    json_path, images = coco128
+    ds = coco.load_coco(json_path, images)
+    ds = type(ds)(**{**ds.__dict__, "records": ds.records[:4]})
+    meta = tfrecord.write_tfrecords(ds, str(tmp_path / "x"), 2)
+    with pytest.raises(coco.DatasetError, match="not found"):
+        tfrecord.load_source(str(tmp_path / "nope-meta.json"))
+    (tmp_path / "x-00001-of-00002.tfrecord").unlink()
+    with pytest.raises(coco.DatasetError, match="x-00001-of-00002.tfrecord"):
+        tfrecord.load_source(meta)

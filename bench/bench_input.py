@@ -1,0 +1,82 @@
+"""Input-pipeline throughput: training batches per second from COCO JSON and from TFRecords.
+
+  python bench/bench_input.py [--json ../shared/data/coco128/annotations.json
+      --images ../shared/data/coco128/images] [--short_sides 512,800] [--batches 40]
+
+The training pipeline (decode, resize, random flip, pad, and with ``--masks`` the
+box-frame instance masks rasterised from polygons) at batch ``--batch_size``, on this
+machine's cores, images/s after a warm-up. Compare with the training step's consumption
+(bench/bench_model.py: images per second = batch / step time). Writes
+``<out>/input_bench.json`` and ``input_bench.md``.
+"""
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+SHARED = os.path.join(os.path.dirname(REPO), "shared", "data", "coco128")
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--json", default=os.path.join(SHARED, "annotations.json"))
+    p.add_argument("--images", default=os.path.join(SHARED, "images"))
+    p.add_argument("--short_sides", default="512,800")
+    p.add_argument("--long_side_ratio", type=float, default=1333 / 800)
+    p.add_argument("--batch_size", type=int, default=2)
+    p.add_argument("--batches", type=int, default=40)
+    p.add_argument("--out", default=os.path.join(REPO, "bench", "results"))
+    args = p.parse_args()
+
+    import tensorflow as tf
+
+    from retinamask_tf.data import coco, pipeline, tfrecord
+
+    ds = pipeline.verify_images(coco.load_coco(args.json, args.images), "full", None)
+    tmp = tempfile.mkdtemp()
+    source = tfrecord.load_source(tfrecord.write_tfrecords(ds, os.path.join(tmp, "train"), 4))
+    rows = []
+    for short in (int(s) for s in args.short_sides.split(",")):
+        long_side = int(round(short * args.long_side_ratio))
+        side = -(-long_side // 128) * 128
+        for masks in (False, True):
+            for name, data in (("json", ds), ("tfrecord", source)):
+                pipe = pipeline.build_dataset(
+                    data, args.batch_size, (side, side), short, long_side, 100, training=True,
+                    mask_size=112 if masks else None)
+                it = iter(pipe)
+                for _ in range(5):
+                    next(it)
+                start = time.perf_counter()
+                for _ in range(args.batches):
+                    next(it)
+                rate = args.batches * args.batch_size / (time.perf_counter() - start)
+                rows.append({"short_side": short, "long_side": long_side, "padded": side,
+                             "masks": masks, "source": name, "images_per_s": rate})
+                print(rows[-1], flush=True)
+    machine = f"{platform.machine()}, {os.cpu_count()} CPUs, TF {tf.__version__}"
+    result = {"json": args.json, "num_images": len(ds.records), "batch_size": args.batch_size,
+              "batches": args.batches, "machine": machine, "rows": rows}
+    os.makedirs(args.out, exist_ok=True)
+    with open(os.path.join(args.out, "input_bench.json"), "w") as f:
+        json.dump(result, f, indent=2)
+    lines = [f"{args.json} ({len(ds.records)} images), batch {args.batch_size}, {machine}", "",
+             "| short side | padded to | masks | source | images/s |", "|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['short_side']} | {r['padded']} | {'yes' if r['masks'] else 'no'} | "
+                     f"{r['source']} | {r['images_per_s']:.1f} |")
+    text = "\n".join(lines)
+    with open(os.path.join(args.out, "input_bench.md"), "w") as f:
+        f.write(text + "\n")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

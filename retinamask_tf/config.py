@@ -73,6 +73,17 @@ class DataConfig:
     # Start-up check of the image files (data/image_check.py): "full" decodes each once,
     # "header" reads headers only (for very large datasets), "off" trusts the files.
     verify_images: VerifyImages = "full"
+    # Multi-scale training: the short side of each training image is drawn from this list
+    # (long side still capped at long_side); null: always short_side. Evaluation and
+    # export use short_side.
+    train_short_sides: Optional[Tuple[int, ...]] = None
+    # Scale jitter: each training image's resize scale is multiplied by a factor drawn
+    # uniformly from [low, high] (the image still fits the padded size); null: off.
+    scale_jitter: Optional[Tuple[float, float]] = None
+    # Static padded (height, width); null: a square of long_side rounded up to the coarsest
+    # stride. A landscape size such as [896, 1408] for 800x1333 saves the square's unused
+    # rows; images that do not fit are scaled down to fit (aspect kept).
+    padded_size: Optional[Tuple[int, int]] = None
     # A -meta.json written by main.py --mode=make_tfrecords: training reads these TFRecords
     # instead of train_json/train_images (val stays JSON: COCO evaluation needs it).
     train_tfrecord: Optional[str] = None
@@ -82,6 +93,16 @@ class DataConfig:
         _check(self.short_side > 0 and self.long_side >= self.short_side,
                "data.short_side/long_side", "need 0 < short_side <= long_side")
         _check(self.max_instances > 0, "data.max_instances", "must be > 0")
+        if self.train_short_sides is not None:
+            _check(len(self.train_short_sides) > 0
+                   and all(0 < s <= self.long_side for s in self.train_short_sides),
+                   "data.train_short_sides", "need a non-empty list of sizes in (0, long_side]")
+        if self.scale_jitter is not None:
+            _check(len(self.scale_jitter) == 2 and 0 < self.scale_jitter[0] <= self.scale_jitter[1],
+                   "data.scale_jitter", "need [low, high] with 0 < low <= high")
+        if self.padded_size is not None:
+            _check(len(self.padded_size) == 2 and min(self.padded_size) > 0,
+                   "data.padded_size", "need [height, width] > 0")
         if self.kind == "coco":
             for key in ("train_json", "train_images", "val_json", "val_images"):
                 _check(getattr(self, key), f"data.{key}", "is required when data.kind is 'coco'")
@@ -312,6 +333,9 @@ class ExperimentConfig:
         # The image is padded to a multiple of the coarsest stride; short_side must fit it.
         _check(self.data.short_side >= stride, "data.short_side",
                f"must be >= the coarsest stride 2^max_level = {stride}")
+        if self.data.padded_size is not None:
+            _check(all(v % stride == 0 for v in self.data.padded_size), "data.padded_size",
+                   f"height and width must be multiples of 2^max_level = {stride}")
         mh = self.model.mask_head
         _check(self.anchors.min_level <= mh.min_level <= mh.max_level <= self.anchors.max_level,
                "model.mask_head.min_level",
@@ -320,6 +344,8 @@ class ExperimentConfig:
     @property
     def image_size(self) -> Tuple[int, int]:
         """Static (height, width) the parser pads every image to."""
+        if self.data.padded_size is not None:
+            return tuple(int(v) for v in self.data.padded_size)
         stride = 2 ** self.anchors.max_level
         side = int(math.ceil(self.data.long_side / stride) * stride)
         return side, side

@@ -81,3 +81,16 @@ def test_shipped_configs_load():
     assert len(paths) >= 3
     for path in paths:
         C.load_config([path])
+
+
+def test_multi_scale_and_padding_keys():
+    c = C.load_config([], ["data.train_short_sides=[640, 800, 1000]", "data.scale_jitter=[0.8, 1.25]",
+                           "data.padded_size=[896, 1408]"])
+    assert c.data.train_short_sides == (640, 800, 1000) and c.data.scale_jitter == (0.8, 1.25)
+    assert c.image_size == (896, 1408)
+    assert C.load_config([], []).image_size == (1408, 1408)  # square of long_side 1333
+    for bad, key in ((["data.train_short_sides=[2000]"], "data.train_short_sides"),
+                     (["data.padded_size=[900, 1408]"], "data.padded_size"),
+                     (["data.scale_jitter=[1.2, 0.8]"], "data.scale_jitter")):
+        with pytest.raises(C.ConfigError, match=key):
+            C.load_config([], bad)

@@ -18,7 +18,7 @@ import numpy as np
 import tensorflow as tf
 
 from retinamask_tf.data import instance_masks
-from retinamask_tf.export.letterbox import resize_scale
+from retinamask_tf.export.letterbox import fit_scale
 from retinamask_tf.ops import anchors as anchor_ops
 from retinamask_tf.ops import box_ops, matcher
 
@@ -42,7 +42,7 @@ def _hist(values, edges):
 
 def resized_boxes(record, short_side, long_side, image_size):
     """A record's non-crowd boxes [n, 4] yxyx in the model-input frame, and their indices."""
-    scale = resize_scale(record.height, record.width, short_side, long_side)
+    scale = fit_scale(record.height, record.width, short_side, long_side, image_size)
     new_h = min(int(np.round(np.float32(record.height) * scale)), int(image_size[0]))
     new_w = min(int(np.round(np.float32(record.width) * scale)), int(image_size[1]))
     s = np.array([new_h / record.height, new_w / record.width] * 2, np.float32)

@@ -42,15 +42,22 @@ def resize_scale(height, width, short_side, long_side):
     return tf.minimum(short_side / tf.minimum(height, width), long_side / tf.maximum(height, width))
 
 
-def resize_and_pad(image, short_side, long_side, output_size):
+def resize_and_pad(image, short_side, long_side, output_size, jitter=None):
     """Resizes [H, W, 3] and pads to ``output_size`` (static (h, w)).
 
+    ``short_side`` may be a scalar tensor (multi-scale training); ``jitter`` multiplies the
+    scale (the result still fits ``output_size``).
     Returns:
       (padded image [oh, ow, 3] float32, image_info [4] float32 =
       (original height, original width, scale_y, scale_x)).
     """
     shape = tf.cast(tf.shape(image)[:2], tf.float32)
-    scale = resize_scale(shape[0], shape[1], float(short_side), float(long_side))
+    short_side = tf.cast(short_side, tf.float32)
+    scale = resize_scale(shape[0], shape[1], short_side, float(long_side))
+    if jitter is not None:
+        scale = scale * jitter
+    scale = tf.minimum(scale, tf.minimum(float(output_size[0]) / shape[0],
+                                         float(output_size[1]) / shape[1]))
     new_size = tf.cast(tf.round(shape * scale), tf.int32)
     new_size = tf.minimum(new_size, tf.constant(output_size, tf.int32))
     resized = tf.image.resize(image, new_size, method="bilinear")
@@ -87,15 +94,30 @@ def instance_masks_of(example, mask_size):
     return tf.ensure_shape(masks, [example["boxes"].shape[0], mask_size, mask_size])
 
 
+def training_scale(index, seed, short_side, train_short_sides=None, scale_jitter=None):
+    """(short side, jitter factor or None) of one training image: drawn from
+    ``train_short_sides`` and ``scale_jitter`` with stateless seeds from (seed, index)."""
+    seed_pair = tf.stack([tf.cast(seed, tf.int64) + 7919, tf.cast(index, tf.int64)])
+    if train_short_sides:
+        i = tf.random.stateless_uniform([], seed=seed_pair, maxval=len(train_short_sides),
+                                        dtype=tf.int32)
+        short_side = tf.gather(tf.constant(train_short_sides, tf.float32), i)
+    jitter = None
+    if scale_jitter:
+        jitter = tf.random.stateless_uniform([], seed=seed_pair + [1, 0],
+                                             minval=scale_jitter[0], maxval=scale_jitter[1])
+    return short_side, jitter
+
+
 def parse_example(example, short_side, long_side, output_size, training, hflip_enabled, seed,
-                  mask_size=None):
+                  mask_size=None, train_short_sides=None, scale_jitter=None):
     """One ``pipeline`` element -> (features, labels).
 
     Args:
       example: dict path (or image_bytes), image_id, boxes [M, 4] (original frame), classes [M],
-        crowd [M], valid [M], orientation (EXIF, optional: 1 = as stored), and index (the element's position, for the flip's
-        stateless random seed); with ``mask_size`` also segmentations, height,
-        width, mask_valid (see ``pipeline.records_to_tensors``).
+        crowd [M], valid [M], orientation (EXIF, optional: 1 = as stored), and index
+        (the element's position: seeds the flip and the multi-scale draws); with
+        ``mask_size`` also segmentations, height, width, mask_valid (see ``pipeline.records_to_tensors``).
     Returns:
       features: images [oh, ow, 3] float32, image_info [4], image_id int64.
       labels: gt_boxes [M, 4] (resized frame), gt_classes [M] int32, gt_valid [M]
@@ -107,7 +129,11 @@ def parse_example(example, short_side, long_side, output_size, training, hflip_e
     if "orientation" in example:
         image = apply_exif_orientation(image, example["orientation"])
         image.set_shape([None, None, 3])
-    image, info = resize_and_pad(image, short_side, long_side, output_size)
+    jitter = None
+    if training and (train_short_sides or scale_jitter):
+        short_side, jitter = training_scale(example["index"], seed, short_side,
+                                            train_short_sides, scale_jitter)
+    image, info = resize_and_pad(image, short_side, long_side, output_size, jitter)
     boxes = scale_boxes(example["boxes"], info)
     if training and hflip_enabled:
         flip = tf.random.stateless_uniform([], seed=tf.stack([tf.cast(seed, tf.int64),

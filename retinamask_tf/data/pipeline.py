@@ -60,11 +60,12 @@ def records_to_tensors(records, max_instances, with_masks=False):
 
 def build_dataset(dataset, batch_size, image_size, short_side, long_side, max_instances,
                   training, hflip=True, shuffle_buffer=1024, seed=0, num_parallel_calls=-1,
-                  mask_size=None):
+                  mask_size=None, train_short_sides=None, scale_jitter=None):
     """Batched (features, labels) from a ``CocoDataset`` (or a ``tfrecord.TFRecordSource``:
     the same elements, read from TFRecords).
 
-    With ``mask_size`` S, labels also hold gt_masks [B, M, S, S] uint8 (box-frame
+    Training with ``train_short_sides`` / ``scale_jitter``: multi-scale (see
+    ``parser.training_scale``). With ``mask_size`` S, labels also hold gt_masks [B, M, S, S] uint8 (box-frame
     masks, see ``ops.masks``) and gt_mask_valid [B, M].
     Training: shuffled (seeded) and repeated forever, flipped at random, last
     partial batch dropped. Evaluation: in file order, once, partial batch kept.
@@ -90,7 +91,8 @@ def build_dataset(dataset, batch_size, image_size, short_side, long_side, max_in
     ds = ds.enumerate().map(lambda i, ex: dict(ex, index=i))
     parallel = tf.data.AUTOTUNE if num_parallel_calls == -1 else num_parallel_calls
     ds = ds.map(lambda ex: parser.parse_example(ex, short_side, long_side, image_size, training,
-                                                hflip, seed, mask_size),
+                                                hflip, seed, mask_size, train_short_sides,
+                                                scale_jitter),
                 num_parallel_calls=parallel, deterministic=True)
     if training:
         # Files are checked at start-up (verify_images); one that breaks later (changed on

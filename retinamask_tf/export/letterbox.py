@@ -17,6 +17,14 @@ def resize_scale(height, width, short_side, long_side):
     return np.minimum(np.float32(short_side) / min(h, w), np.float32(long_side) / max(h, w))
 
 
+def fit_scale(height, width, short_side, long_side, output_size):
+    """``resize_scale``, reduced if needed so that the image fits ``output_size`` (as
+    ``parser.resize_and_pad``: only a non-square ``data.padded_size`` makes it matter)."""
+    scale = resize_scale(height, width, short_side, long_side)
+    return np.minimum(scale, np.minimum(np.float32(output_size[0]) / np.float32(height),
+                                        np.float32(output_size[1]) / np.float32(width)))
+
+
 def _axis_weights(in_size, out_size):
     """(lower index, upper index, fraction) per output position, as TF's ResizeBilinear."""
     scale = np.float32(in_size) / np.float32(out_size)
@@ -54,7 +62,7 @@ def letterbox(image, short_side, long_side, output_size):
     if image.ndim != 3 or image.shape[2] != 3 or image.shape[0] == 0 or image.shape[1] == 0:
         raise ValueError(f"expected an RGB image [H>0, W>0, 3], got shape {image.shape}")
     h, w = image.shape[:2]
-    scale = resize_scale(h, w, short_side, long_side)
+    scale = fit_scale(h, w, short_side, long_side, output_size)
     new_h = min(int(np.round(np.float32(h) * scale)), int(output_size[0]))
     new_w = min(int(np.round(np.float32(w) * scale)), int(output_size[1]))
     resized = resize_bilinear(image, new_h, new_w)

@@ -101,7 +101,8 @@ class Trainer:
             c.data.long_side, c.data.max_instances, training=True, hflip=c.data.hflip,
             shuffle_buffer=c.data.shuffle_buffer, seed=c.train.seed,
             num_parallel_calls=c.data.num_parallel_calls,
-            mask_size=c.model.mask_head.gt_mask_size if c.model.mask_head.enabled else None)
+            mask_size=c.model.mask_head.gt_mask_size if c.model.mask_head.enabled else None,
+            train_short_sides=c.data.train_short_sides, scale_jitter=c.data.scale_jitter)
         self.dataset = self.strategy.experimental_distribute_dataset(dataset)
         self.iterator = iter(self.dataset)
         items = {"model": self.model, "optimizer": self.optimizer}

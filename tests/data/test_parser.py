@@ -62,3 +62,27 @@ def test_truncation_keeps_largest_boxes():
     tensors, truncated = pipeline.records_to_tensors([rec], 2)
     assert truncated == 1
     np.testing.assert_array_equal(tensors["classes"][0], [1, 2])
+
+
+def test_multi_scale_and_jitter_are_seeded_and_fit(tiny_shapes):
+    """Training short sides are drawn from the list (per image, from the seed and position),
+    jitter scales within its range, and every image fits the (landscape) padded size."""
+    from retinamask_tf.data import coco, pipeline
+
+    ds = coco.load_coco(tiny_shapes["train_json"], tiny_shapes["train_images"])
+
+    def sizes(**kwargs):
+        data = pipeline.build_dataset(ds, 8, (128, 256), 96, 256, 6, training=True, seed=1,
+                                      shuffle_buffer=4, **kwargs)
+        infos = np.concatenate([f["image_info"].numpy() for f, _ in data.take(6)])
+        return np.round(infos[:, 0] * infos[:, 2]), infos[:, 2]
+
+    heights, _ = sizes(train_short_sides=(64, 96, 128))
+    assert set(heights) == {64.0, 96.0, 128.0}  # 128x128 images: the short side decides
+    again, _ = sizes(train_short_sides=(64, 96, 128))
+    np.testing.assert_array_equal(heights, again)
+    _, scales = sizes(scale_jitter=(0.5, 0.75))
+    assert 96 / 128 * 0.5 - 1e-3 <= scales.min() and scales.max() <= 96 / 128 * 0.75 + 1e-3
+    assert scales.std() > 0.01
+    heights, _ = sizes(train_short_sides=(256,))  # would be 256 tall: fitted to 128
+    assert set(heights) == {128.0}

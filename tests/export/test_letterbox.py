@@ -14,6 +14,7 @@ from retinamask_tf.export import letterbox
     ((37, 53), 256, 256, (256, 256)),     # upscale
     ((256, 170), 256, 256, (256, 256)),   # scale exactly 1: identity
     ((301, 97), 800, 1333, (1408, 1408)),
+    ((600, 400), 800, 1333, (896, 1408)),  # portrait into landscape padding: scaled to fit
 ])
 def test_letterbox_equals_resize_and_pad(shape, short, long, size):
     rng = np.random.default_rng(sum(shape))

@@ -65,8 +65,8 @@ def build_dataset(dataset, batch_size, image_size, short_side, long_side, max_in
     the same elements, read from TFRecords).
 
     Training with ``train_short_sides`` / ``scale_jitter``: multi-scale (see
-    ``parser.training_scale``). With ``mask_size`` S, labels also hold gt_masks [B, M, S, S] uint8 (box-frame
-    masks, see ``ops.masks``) and gt_mask_valid [B, M].
+    ``parser.training_scale``). With ``mask_size`` S, labels also hold gt_masks
+    [B, M, S, S] uint8 (box-frame masks, see ``ops.masks``) and gt_mask_valid [B, M].
     Training: shuffled (seeded) and repeated forever, flipped at random, last
     partial batch dropped. Evaluation: in file order, once, partial batch kept.
     Shapes: images [B, H, W, 3] float32 0..255 with (H, W) = image_size,

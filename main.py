@@ -73,17 +73,14 @@ def _eval(model_dir, trainer=None, overrides=()):
     return report
 
 
-def _draw_examples(model_dir, tflite_path, num_images=4):
+def _draw_examples(model_dir, val, tflite_path, num_images=4):
     """Runs the TFLite model on the first val images, draws them, prints where they went
     and the command that does the same for any image."""
     import numpy as np
     from PIL import Image
 
-    from retinamask_tf.data import pipeline
     from retinamask_tf.export.litert_runner import LiteRTDetector
-    from retinamask_tf.training.trainer import read_config
     from retinamask_tf.visualize import draw_detections
-    _, val = pipeline.load_splits(read_config(model_dir).data)
     detector = LiteRTDetector(tflite_path)
     out_dir = os.path.join(model_dir, "export", "drawn")
     os.makedirs(out_dir, exist_ok=True)
@@ -133,9 +130,11 @@ def _make_tfrecords(config, model_dir):
     print(f"Train from them with: --override data.train_tfrecord={os.path.join(out_dir, 'train-meta.json')}")
 
 
-def _export(model_dir):
+def _export(model_dir, datasets=None):
     """SavedModel (+ TFLite variants) of the run's latest checkpoint; prints where they went.
-    Returns False (after printing the error) when the run cannot be exported."""
+    ``datasets``: the run's (train, val) splits if already loaded (TFLite calibration and
+    the drawings read them). Returns False (after printing the error) when the run cannot
+    be exported."""
     from retinamask_tf.export.saved_model import ExportError, export_saved_model
     suffix = "_masks" if FLAGS.include_masks else ""
     export_dir = FLAGS.export_dir or os.path.join(model_dir, "export", "saved_model" + suffix)
@@ -145,11 +144,15 @@ def _export(model_dir):
         print(f"  SavedModel   {export_dir} (signatures serving_default, serve_image_bytes; "
               f"inspect: saved_model_cli show --dir {export_dir} --all)", flush=True)
         if FLAGS.tflite_variants:
+            from retinamask_tf.data import pipeline
             from retinamask_tf.export.tflite import export_tflite
-            paths = export_tflite(model_dir, tflite_dir, FLAGS.tflite_variants, progress=None)
+            from retinamask_tf.training.trainer import read_config
+            train, val = datasets or pipeline.load_splits(read_config(model_dir).data)
+            paths = export_tflite(model_dir, tflite_dir, FLAGS.tflite_variants, progress=None,
+                                  train_data=train)
             for variant, path in paths.items():
                 print(f"  TFLite       {path} ({os.path.getsize(path) / 1e6:.2f} MB)")
-            _draw_examples(model_dir, paths[FLAGS.tflite_variants[0]])
+            _draw_examples(model_dir, val, paths[FLAGS.tflite_variants[0]])
     except (ExportError, FileNotFoundError, ImportError) as e:
         print(f"error: {e}", file=sys.stderr)
         return False
@@ -195,7 +198,7 @@ def main(argv):
     if report:
         print(f"  metrics      {report['metrics_path']}")
     if FLAGS.mode == "train_and_eval" and FLAGS.export:
-        return 0 if _export(FLAGS.model_dir) else 2
+        return 0 if _export(FLAGS.model_dir, (trainer.train_data, trainer.val_data)) else 2
     return 0
 
 

@@ -24,12 +24,13 @@ import warnings
 
 import numpy as np
 import tensorflow as tf
-from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
+from tensorflow.python.framework.convert_to_constants import (
+    convert_variables_to_constants_v2,
+)
 
 from retinamask_tf.data import pipeline, tfrecord
-from retinamask_tf.export import letterbox
+from retinamask_tf.export import letterbox, litert_runner
 from retinamask_tf.export.label_map import write_label_map
-from retinamask_tf.export import litert_runner
 from retinamask_tf.export.litert_runner import INFO_FILE
 from retinamask_tf.export.quiet import drop_known_native_noise
 from retinamask_tf.export.saved_model import ExportError, load_for_export
@@ -100,9 +101,11 @@ def calibration_images(dataset, config, num_images, seed=0):
     return generate
 
 
-def convert(detector, variant, representative_dataset=None):
+def convert(detector, variant, representative_dataset=None, float_model=None):
     """TFLite flatbuffer bytes of ``detector`` for one of ``VARIANTS`` (builtin ops only;
-    the converter fails, naming the op, if something would need Flex or a custom op)."""
+    the converter fails, naming the op, if something would need Flex or a custom op).
+    ``float_model``: the float32 variant's bytes, if already converted (int8 reads its
+    tensor names instead of converting it again)."""
     if variant not in VARIANTS:
         raise ValueError(f"unknown TFLite variant {variant!r}; choose from {VARIANTS}")
     # Variables are frozen into constants first: left to the converter, Keras 3's
@@ -118,10 +121,10 @@ def convert(detector, variant, representative_dataset=None):
 
     converter = tf.lite.TFLiteConverter.from_concrete_functions(
         [serve.get_concrete_function()], tf.Module())
-    return _convert(converter, variant, representative_dataset)
+    return _convert(converter, variant, representative_dataset, float_model)
 
 
-def _convert(converter, variant, representative_dataset):
+def _convert(converter, variant, representative_dataset, float_model=None):
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
     if variant == "float16":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
@@ -131,11 +134,11 @@ def _convert(converter, variant, representative_dataset):
     elif variant == "int8":
         if representative_dataset is None:
             raise ValueError("the int8 variant needs a representative dataset")
-        return _convert_int8(converter, representative_dataset)
+        return _convert_int8(converter, representative_dataset, float_model)
     return converter.convert()
 
 
-def _convert_int8(converter, representative_dataset):
+def _convert_int8(converter, representative_dataset, float_model=None):
     """Integer network, float post-processing.
 
     Left to itself the converter also quantizes box decoding, the class offsets of the
@@ -143,7 +146,7 @@ def _convert_int8(converter, representative_dataset):
     Every op under ``POSTPROCESS_SCOPE`` is therefore denylisted (kept float) through
     TF's selective quantization (``QuantizationDebugger``).
     """
-    float_model = converter.convert()
+    float_model = float_model or converter.convert()
     interpreter = litert_runner.interpreter_class()(model_content=float_model)
     keep_float = [t["name"] for t in interpreter.get_tensor_details()
                   if t["name"].startswith(POSTPROCESS_SCOPE + "/")]
@@ -160,10 +163,11 @@ def _convert_int8(converter, representative_dataset):
 
 
 def export_tflite(model_dir, output_dir, variants=VARIANTS, num_calibration_images=100,
-                  checkpoint=None, progress=print):
+                  checkpoint=None, progress=print, train_data=None):
     """Converts a training directory's latest checkpoint to each TFLite variant.
 
-    Writes ``output_dir/model_<variant>.tflite``, ``label_map.json`` and ``tflite_model.json``
+    ``train_data``: the run's training split, if the caller has it loaded (int8
+    calibration reads it; otherwise it is loaded from the config). Writes ``output_dir/model_<variant>.tflite``, ``label_map.json`` and ``tflite_model.json``
     (input size, letterbox settings, variants and file sizes: what the runner needs).
     Returns {variant: path}.
     """
@@ -175,15 +179,17 @@ def export_tflite(model_dir, output_dir, variants=VARIANTS, num_calibration_imag
     detector = TFLiteDetector(model, class_ids)
     representative = None
     if "int8" in variants:
-        train, _ = pipeline.load_splits(config.data)
+        train = train_data if train_data is not None else pipeline.load_splits(config.data)[0]
         representative = calibration_images(train, config, num_calibration_images)
     os.makedirs(output_dir, exist_ok=True)
-    paths, sizes = {}, {}
+    paths, sizes, float_model = {}, {}, None
     for v in variants:
         if progress:
             progress(f"converting TFLite {v} ...")
         with drop_known_native_noise():
-            data = convert(detector, v, representative)
+            data = convert(detector, v, representative, float_model)
+        if v == "float32":
+            float_model = data
         path = os.path.join(output_dir, f"model_{v}.tflite")
         with open(path + ".tmp", "wb") as f:
             f.write(data)

@@ -11,7 +11,6 @@ machine's cores, images/s after a warm-up. Compare with the training step's cons
 """
 
 import argparse
-import json
 import os
 import platform
 import sys
@@ -20,6 +19,9 @@ import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
+
+from bench.report import write_results  # noqa: E402
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 SHARED = os.path.join(os.path.dirname(REPO), "shared", "data", "coco128")
 
@@ -64,18 +66,12 @@ def main():
     machine = f"{platform.machine()}, {os.cpu_count()} CPUs, TF {tf.__version__}"
     result = {"json": args.json, "num_images": len(ds.records), "batch_size": args.batch_size,
               "batches": args.batches, "machine": machine, "rows": rows}
-    os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, "input_bench.json"), "w") as f:
-        json.dump(result, f, indent=2)
     lines = [f"{args.json} ({len(ds.records)} images), batch {args.batch_size}, {machine}", "",
              "| short side | padded to | masks | source | images/s |", "|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['short_side']} | {r['padded']} | {'yes' if r['masks'] else 'no'} | "
                      f"{r['source']} | {r['images_per_s']:.1f} |")
-    text = "\n".join(lines)
-    with open(os.path.join(args.out, "input_bench.md"), "w") as f:
-        f.write(text + "\n")
-    print(text)
+    write_results(args.out, "input_bench", result, lines)
 
 
 if __name__ == "__main__":

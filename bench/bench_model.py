@@ -30,6 +30,8 @@ import time
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
+from bench.report import write_results  # noqa: E402
+
 R50 = ["model.backbone.depth=50", "model.backbone.norm=frozen", "model.backbone.weights=null",
        "model.num_classes=80"]
 
@@ -134,21 +136,15 @@ def main():
                "cpus": os.cpu_count(), "threads": args.threads, "python": platform.python_version()}
     import tensorflow as tf  # for the version only, after the workers ran
     machine["tensorflow"] = tf.__version__
-    os.makedirs(args.out, exist_ok=True)
     result = {"machine": machine, "config": args.config or ["ResNet-50-FPN defaults"],
               "overrides": args.override, "rows": rows}
-    with open(os.path.join(args.out, "model_bench.json"), "w") as f:
-        json.dump(result, f, indent=2)
     lines = [f"Machine: {machine['cpus']} CPUs, {machine['platform']}, TF {machine['tensorflow']}",
              "", "| mode | input (padded) | batch | median s | min s | peak RSS MB |",
              "|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['mode']} | {r['size']} ({r['padded']}) | {r['batch']} | "
                      f"{r['median_s']:.3f} | {r['min_s']:.3f} | {r['peak_rss_mb']:.0f} |")
-    table = "\n".join(lines)
-    with open(os.path.join(args.out, "model_bench.md"), "w") as f:
-        f.write(table + "\n")
-    print(table)
+    write_results(args.out, "model_bench", result, lines)
 
 
 if __name__ == "__main__":

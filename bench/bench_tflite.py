@@ -15,7 +15,6 @@ Writes ``<out>/tflite_bench.json`` and ``tflite_bench.md``.
 """
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -24,6 +23,9 @@ import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
+
+from bench.report import write_results  # noqa: E402
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
@@ -57,13 +59,15 @@ def main():
     import tensorflow as tf
     from PIL import Image
 
-    from retinamask_tf.data import parser
-    from retinamask_tf.evaluation.coco_evaluator import (coco_metrics, detections_to_coco,
-                                                         evaluate)
+    from retinamask_tf.data import parser, pipeline
+    from retinamask_tf.evaluation.coco_evaluator import (
+        coco_metrics,
+        detections_to_coco,
+        evaluate,
+    )
     from retinamask_tf.evaluation.litert_eval import evaluate_litert
     from retinamask_tf.export import letterbox, saved_model, tflite
     from retinamask_tf.export.litert_runner import LiteRTDetector
-    from retinamask_tf.data import pipeline
 
     tf.config.threading.set_intra_op_parallelism_threads(args.threads)
     tf.config.threading.set_inter_op_parallelism_threads(args.threads)
@@ -128,9 +132,6 @@ def main():
               "val_images": len(records), "threads": args.threads, "repeats": args.repeats,
               "letterbox_ms": lb_s * 1000, "tensorflow": tf.__version__, "machine": machine,
               "rows": rows}
-    os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, "tflite_bench.json"), "w") as f:
-        json.dump(result, f, indent=2)
     lines = [f"{args.model_dir}: input {model.image_size[0]}x{model.image_size[1]}, batch 1, "
              f"{args.threads} threads, {len(records)} val images; {machine}; TF {tf.__version__}",
              "", "| model | latency ms (median) | size MB | AP | AP50 | AP75 |", "|---|---|---|---|---|---|"]
@@ -139,10 +140,7 @@ def main():
         lines.append(f"| {r['model']} | {r['latency_ms']:.1f} | {size} | {r['AP']:.3f} | "
                      f"{r['AP50']:.3f} | {r['AP75']:.3f} |")
     lines.append(f"\nNumPy letterbox (TFLite preprocessing): {lb_s * 1000:.1f} ms")
-    text = "\n".join(lines)
-    with open(os.path.join(args.out, "tflite_bench.md"), "w") as f:
-        f.write(text + "\n")
-    print(text)
+    write_results(args.out, "tflite_bench", result, lines)
 
 
 if __name__ == "__main__":

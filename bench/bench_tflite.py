@@ -40,6 +40,21 @@ def _median_seconds(fn, repeats, warmup=2):
     return statistics.median(times)
 
 
+class _SavedModelDetector:
+    """``serving_default`` with the ``detect(image)`` interface ``evaluate_litert`` runs."""
+
+    def __init__(self, serving):
+        self.serving = serving
+
+    def detect(self, image):
+        import tensorflow as tf
+
+        out = {k: v.numpy()[0] for k, v in self.serving(images=tf.constant(image[None])).items()}
+        n = int(out["num_detections"])
+        return {"boxes": out["detection_boxes"][:n], "scores": out["detection_scores"][:n],
+                "classes": out["detection_classes"][:n]}
+
+
 def _dir_size(path):
     return sum(os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(path) for f in files)
 
@@ -60,11 +75,7 @@ def main():
     from PIL import Image
 
     from retinamask_tf.data import parser, pipeline
-    from retinamask_tf.evaluation.coco_evaluator import (
-        coco_metrics,
-        detections_to_coco,
-        evaluate,
-    )
+    from retinamask_tf.evaluation.coco_evaluator import evaluate
     from retinamask_tf.evaluation.litert_eval import evaluate_litert
     from retinamask_tf.export import letterbox, saved_model, tflite
     from retinamask_tf.export.litert_runner import LiteRTDetector
@@ -100,14 +111,7 @@ def main():
     # SavedModel
     serving = tf.saved_model.load(sm_dir).signatures["serving_default"]
     sm_s = _median_seconds(lambda: serving(images=tf.constant(image[None])), args.repeats)
-    results = []
-    for r in records:
-        x = np.asarray(Image.open(r.path).convert("RGB"))
-        out = {k: v.numpy() for k, v in serving(images=tf.constant(x[None])).items()}
-        det = {"boxes": out["detection_boxes"], "scores": out["detection_scores"],
-               "classes": out["detection_classes"], "num_detections": out["num_detections"]}
-        results.extend(detections_to_coco(det, [r.image_id], None))
-    metrics, _, _ = coco_metrics(val.json_path, results, [r.image_id for r in records])
+    metrics = evaluate_litert(_SavedModelDetector(serving), val, progress=False)["bbox"]
     rows.append({"model": "SavedModel serving_default", "latency_ms": sm_s * 1000,
                  "size_mb": _dir_size(sm_dir) / 1e6,
                  **{k: metrics[k] for k in ("AP", "AP50", "AP75")}})

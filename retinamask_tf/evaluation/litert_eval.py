@@ -1,4 +1,5 @@
-"""COCO bbox AP of an exported TFLite model (LiteRT interpreter) on a split."""
+"""COCO bbox AP of an exported model (a TFLite model in LiteRT, or any detector with the
+same ``detect(image)``) on a split."""
 
 import numpy as np
 from PIL import Image
@@ -8,7 +9,9 @@ from retinamask_tf.training.progress import Progress
 
 
 def evaluate_litert(detector, dataset, max_images=None, progress=True):
-    """Runs a ``LiteRTDetector`` over a CocoDataset's images, one at a time, and scores them.
+    """Runs a ``LiteRTDetector`` (or anything whose ``detect(image [H, W, 3] uint8)`` returns
+    boxes [n, 4] yxyx original pixels, scores [n], classes [n] category ids) over a
+    CocoDataset's images, one at a time, and scores them.
 
     Returns:
       dict: ``bbox`` metrics (AP, AP50, ...), ``per_class``, ``num_images``,

@@ -117,8 +117,12 @@ def _inspect(config, model_dir):
 
 def _make_tfrecords(config, model_dir):
     """--mode=make_tfrecords: both splits (images checked first) as sharded TFRecords."""
+    from retinamask_tf import config as config_lib
     from retinamask_tf.data import pipeline, tfrecord
     from retinamask_tf.training.progress import Progress
+    # Always from the JSON (a data.train_tfrecord in the config would make train a
+    # TFRecord source, which has no records to write).
+    config = config_lib.replace(config, **{"data.train_tfrecord": None})
     train, val = pipeline.load_splits(config.data)
     out_dir = os.path.join(model_dir, "tfrecords")
     for name, ds in (("train", train), ("val", val)):

@@ -280,6 +280,7 @@ class PostprocessConfig:
         _check(self.pre_nms_top_k > 0 and self.max_detections > 0,
                "postprocess.pre_nms_top_k/max_detections", "must be > 0")
         _check(0.0 < self.nms_iou_threshold <= 1.0, "postprocess.nms_iou_threshold", "must be in (0, 1]")
+        _check(0.0 <= self.score_threshold < 1.0, "postprocess.score_threshold", "must be in [0, 1)")
 
 
 @dataclasses.dataclass(frozen=True)

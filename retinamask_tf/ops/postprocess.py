@@ -2,6 +2,14 @@
 
 score > threshold; per level the top-k (anchor, class) pairs; decode; clip to
 the image; per-class NMS; top detections per image.
+
+One deliberate difference from the released code: a candidate whose box has no area
+after clipping (it lay wholly outside the valid image) is dropped before NMS. The released
+code's legacy "+1" box widths give such boxes an area of 1 and keep them; they can only be
+false positives (IoU 0 with every ground truth). Dropping them also keeps TFLite's
+NON_MAX_SUPPRESSION_V5 correct: it suppresses the box it selects by the box's IoU with
+itself, which is 0 for an empty box, so one empty box was selected again and again and
+filled every remaining detection slot.
 """
 
 import tensorflow as tf
@@ -42,13 +50,15 @@ def select_top_candidates(cls_logits, box_deltas, anchors, level_counts, pre_nms
 
 def _decoded_candidates(cls_logits, box_deltas, anchors, level_counts, image_shape,
                         pre_nms_top_k, coder_weights, scale_clip):
-    """Top candidates, decoded and clipped: (boxes [B, C, 4], scores [B, C], classes [B, C])."""
+    """Top candidates, decoded and clipped: (boxes [B, C, 4], scores [B, C], classes [B, C]).
+    Candidates whose clipped box is empty get score -1, below any score threshold."""
     scores, classes, deltas, cand_anchors = select_top_candidates(
         cls_logits, box_deltas, anchors, level_counts, pre_nms_top_k)
     boxes = box_coder.decode(deltas, cand_anchors, coder_weights, scale_clip)
     image_shape = tf.cast(image_shape, tf.float32)
     boxes = box_ops.clip_boxes(boxes, image_shape[:, None, 0], image_shape[:, None, 1])
-    return boxes, scores, classes
+    non_empty = (boxes[..., 2] > boxes[..., 0]) & (boxes[..., 3] > boxes[..., 1])
+    return boxes, tf.where(non_empty, scores, -1.0), classes
 
 
 def generate_detections(cls_logits, box_deltas, anchors, level_counts, image_shape,

@@ -107,27 +107,25 @@ def test_builtin_ops_only_and_signature(exported):
 def test_variant_matches_saved_model(exported, coco128, variant, max_box_err, max_score_err,
                                      min_iou):
     """Each of the SavedModel's top-20 detections is looked up in the TFLite output (same
-    class, best IoU). float32/float16: the top 10 found with boxes within 1 px and the same
-    scores, 85% of the top 20, the same top-5 classes. The int8 variants on this barely trained model, whose scores are nearly flat,
-    get median-IoU bars: dynamic_int8 >= 0.85 (measured ~0.96), int8 (activations quantized
-    too) >= 0.3 (measured ~0.6), which catches broken boxes (quantized post-processing gave
-    IoU ~0). Their AP on a trained model is measured by ``bench/bench_tflite.py`` and
-    checked by the slow end-to-end test."""
+    class, best IoU). float32/float16: all 20 found with boxes within 1 px and the same
+    scores, and the same top-5 classes. (This caught TFLite's NMS repeating an empty box,
+    see ``ops.postprocess``: on some images every detection after the first empty box was
+    that box.) The int8 variants on this barely trained model, whose scores are nearly
+    flat, get median-IoU bars: dynamic_int8 >= 0.85 (measured ~0.96), int8 (activations
+    quantized too) >= 0.3 (measured ~0.6), which catches broken boxes (quantized
+    post-processing gave IoU ~0). Their AP on a trained model is measured by
+    ``bench/bench_tflite.py`` and checked by the slow end-to-end test."""
     paths, serving, _ = exported
     _, images = coco128
-    for name in sorted(os.listdir(images))[:3]:
+    for name in sorted(os.listdir(images))[:12]:
         det, ref = _both(paths[variant], serving, os.path.join(images, name))
         assert len(ref["scores"]) == 100 and len(det["scores"]) == 100  # score threshold 0
         ious, box_err, score_err = _match(det, ref, 20)
         print(variant, name, np.round(ious, 3).tolist(), box_err.max(), score_err.max())
         if max_box_err is not None:
-            # The top 10 exactly; below, near-tied scores (~1e-7 apart: this model's logits
-            # are still dominated by the prior bias) may let NMS keep the other of two
-            # overlapping boxes, so 85% of the top 20 must match.
-            assert box_err[:10].max() <= max_box_err, box_err
-            assert score_err[:10].max() <= max_score_err, score_err
-            assert (ious[:10] >= min_iou).all(), ious
-            assert (ious >= min_iou).mean() >= 0.85, ious
+            assert box_err.max() <= max_box_err, (name, box_err)
+            assert score_err.max() <= max_score_err, (name, score_err)
+            assert (ious >= min_iou).all(), (name, ious)
             np.testing.assert_array_equal(det["classes"][:5], ref["classes"][:5])
         else:
             assert np.median(ious) >= min_iou, ious

@@ -104,7 +104,8 @@ def _inspect(config, model_dir):
     for name, ds in (("train", train), ("val", val)):
         print(f"Data: {ds.summary()}")
         if not hasattr(ds, "records"):
-            print("  (TFRecords: inspect the JSON they were written from)\n")
+            print("  (streamed from TFRecords or TFDS: not inspected here; inspect the COCO "
+                  "JSON the TFRecords were written from)\n")
             continue
         out = os.path.join(model_dir, "inspect", name)
         stats, paths = inspector.write_report(ds, config, out)
@@ -123,6 +124,9 @@ def _make_tfrecords(config, model_dir):
     # Always from the JSON (a data.train_tfrecord in the config would make train a
     # TFRecord source, which has no records to write).
     config = config_lib.replace(config, **{"data.train_tfrecord": None})
+    if config.data.kind == "tfds":
+        raise config_lib.ConfigError("config key 'data.kind': make_tfrecords writes a COCO "
+                                     "JSON dataset; a TFDS dataset is already stored as records")
     train, val = pipeline.load_splits(config.data)
     out_dir = os.path.join(model_dir, "tfrecords")
     for name, ds in (("train", train), ("val", val)):

@@ -25,8 +25,11 @@ setup(
         "ai-edge-litert>=2.0",  # the TFLite runtime (tflite/run.py, int8 export)
     ],
     extras_require={
-        "tfds": ["tensorflow-datasets>=4.9.9"],
+        # tensorflow-datasets imports importlib_resources for builders defined in packages
+        # without declaring it.
+        "tfds": ["tensorflow-datasets>=4.9.9", "importlib_resources>=6.0"],
         "plots": ["matplotlib>=3.8"],
-        "test": ["pytest>=8.0"],
+        # The TFDS tests build a small TFDS dataset, so the tests install the tfds extra.
+        "test": ["pytest>=8.0", "tensorflow-datasets>=4.9.9", "importlib_resources>=6.0"],
     },
 )

@@ -18,7 +18,7 @@ from typing import Any, Literal, Optional, Tuple
 import yaml
 
 BackboneNorm = Literal["frozen", "batch_norm", "sync_batch_norm", "group_norm"]
-DatasetKind = Literal["builtin", "coco"]
+DatasetKind = Literal["builtin", "coco", "tfds"]
 CrowdMode = Literal["drop", "ignore"]
 VerifyImages = Literal["full", "header", "off"]
 BoxLoss = Literal["self_adjusting", "smooth_l1"]
@@ -88,6 +88,16 @@ class DataConfig:
     # instead of train_json/train_images (val stays JSON: COCO evaluation needs it).
     train_tfrecord: Optional[str] = None
     image_check_cache: Optional[str] = "~/.cache/retinamask_tf"  # null: no cache
+    # data.kind=tfds: a TFDS detection builder (coco/2017 or one with its features: image,
+    # objects/bbox, objects/label), read from tfds_data_dir (null: TFDS's default). Boxes
+    # only: the mask head must be off. Val: val_json/val_images when given (TFDS labels are
+    # joined to its categories by name), else tfds_val_split written once as a COCO JSON
+    # + images into tfds_val_dir (null: <image_check_cache>/tfds/<name>/<split>).
+    tfds_name: Optional[str] = None
+    tfds_data_dir: Optional[str] = None
+    tfds_train_split: str = "train"
+    tfds_val_split: str = "validation"
+    tfds_val_dir: Optional[str] = None
 
     def __post_init__(self):
         _check(self.short_side > 0 and self.long_side >= self.short_side,
@@ -106,6 +116,13 @@ class DataConfig:
         if self.kind == "coco":
             for key in ("train_json", "train_images", "val_json", "val_images"):
                 _check(getattr(self, key), f"data.{key}", "is required when data.kind is 'coco'")
+        if self.kind == "tfds":
+            _check(self.tfds_name, "data.tfds_name", "is required when data.kind is 'tfds' "
+                   "(e.g. coco/2017)")
+            _check(bool(self.val_json) == bool(self.val_images), "data.val_json/val_images",
+                   "give both (val from a COCO JSON) or neither (val from data.tfds_val_split)")
+            _check(not self.train_tfrecord, "data.train_tfrecord",
+                   "must be null when data.kind is 'tfds' (training reads the TFDS builder)")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -338,6 +355,13 @@ class ExperimentConfig:
             _check(all(v % stride == 0 for v in self.data.padded_size), "data.padded_size",
                    f"height and width must be multiples of 2^max_level = {stride}")
         mh = self.model.mask_head
+        _check(not (self.data.kind == "tfds" and mh.enabled), "model.mask_head.enabled",
+               "TFDS detection datasets (data.kind=tfds, e.g. coco/2017) have boxes only, no "
+               "instance masks, and the mask head trains on masks. Set "
+               "model.mask_head.enabled=false (RetinaNet with best matching and the "
+               "self-adjusting loss), or train RetinaMask from the COCO JSON with polygons "
+               "(data.kind=coco with instances_train2017.json), or from TFRecords written from "
+               "it (main.py --mode=make_tfrecords)")
         _check(self.anchors.min_level <= mh.min_level <= mh.max_level <= self.anchors.max_level,
                "model.mask_head.min_level",
                "mask levels must lie within [anchors.min_level, anchors.max_level]")

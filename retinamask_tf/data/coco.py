@@ -74,6 +74,8 @@ class CocoDataset:
         if self.skipped_masks:
             parts.append(f"{sum(self.skipped_masks.values())} masks unusable (boxes kept) "
                          f"{self.skipped_masks}")
+        elif not self.has_masks:
+            parts.append("boxes only (no segmentations)")
         return "; ".join(parts)
 
 
@@ -213,6 +215,9 @@ def load_coco(json_path: str, image_dir: str, crowd: str = "drop",
         raise DatasetError(f"{json_path} has no images")
     if skipped:
         log.warning("%s: skipped %d annotations: %s", json_path, sum(skipped.values()), skipped)
+    if set(skipped_masks) == {"no segmentation"} and not any(
+            a[4] is not None for anns in per_image.values() for a in anns):
+        skipped_masks = {}  # a boxes-only dataset: nothing is missing (summary: "boxes only")
     if skipped_masks:
         log.warning("%s: %d annotations have no usable mask (boxes kept): %s", json_path,
                     sum(skipped_masks.values()), skipped_masks)

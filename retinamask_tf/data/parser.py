@@ -114,7 +114,8 @@ def parse_example(example, short_side, long_side, output_size, training, hflip_e
     """One ``pipeline`` element -> (features, labels).
 
     Args:
-      example: dict path (or image_bytes), image_id, boxes [M, 4] (original frame), classes [M],
+      example: dict path (or image_bytes), image_id, boxes [M, 4] (original frame; or
+        normalized_boxes [M, 4] in [0, 1] of the decoded image), classes [M],
         crowd [M], valid [M], orientation (EXIF, optional: 1 = as stored), and index
         (the element's position: seeds the flip and the multi-scale draws); with
         ``mask_size`` also segmentations, height, width, mask_valid (see ``pipeline.records_to_tensors``).
@@ -129,6 +130,9 @@ def parse_example(example, short_side, long_side, output_size, training, hflip_e
     if "orientation" in example:
         image = apply_exif_orientation(image, example["orientation"])
         image.set_shape([None, None, 3])
+    if "normalized_boxes" in example:  # TFDS: yxyx in [0, 1] of the decoded image
+        size = tf.cast(tf.shape(image)[:2], tf.float32)
+        example = dict(example, boxes=example["normalized_boxes"] * tf.tile(size, [2]))
     jitter = None
     if training and (train_short_sides or scale_jitter):
         short_side, jitter = training_scale(example["index"], seed, short_side,

@@ -3,11 +3,12 @@
 import dataclasses
 import json
 import logging
+import os
 
 import numpy as np
 import tensorflow as tf
 
-from retinamask_tf.data import coco, image_check, parser, synthetic, tfrecord
+from retinamask_tf.data import coco, image_check, parser, synthetic, tfds_source, tfrecord
 from retinamask_tf.training.progress import Progress
 
 log = logging.getLogger(__name__)
@@ -61,8 +62,8 @@ def records_to_tensors(records, max_instances, with_masks=False):
 def build_dataset(dataset, batch_size, image_size, short_side, long_side, max_instances,
                   training, hflip=True, shuffle_buffer=1024, seed=0, num_parallel_calls=-1,
                   mask_size=None, train_short_sides=None, scale_jitter=None):
-    """Batched (features, labels) from a ``CocoDataset`` (or a ``tfrecord.TFRecordSource``:
-    the same elements, read from TFRecords).
+    """Batched (features, labels) from a ``CocoDataset`` (or a streamed source,
+    ``tfrecord.TFRecordSource`` or ``tfds_source.TFDSSource``: the same elements).
 
     Training with ``train_short_sides`` / ``scale_jitter``: multi-scale (see
     ``parser.training_scale``). With ``mask_size`` S, labels also hold gt_masks
@@ -75,8 +76,8 @@ def build_dataset(dataset, batch_size, image_size, short_side, long_side, max_in
     if mask_size and not dataset.has_masks:
         raise coco.DatasetError(f"{dataset.json_path} has no usable segmentations, but the mask "
                                 "head needs them: set model.mask_head.enabled=false")
-    if isinstance(dataset, tfrecord.TFRecordSource):
-        ds = tfrecord.read_examples(dataset, max_instances, bool(mask_size))
+    if hasattr(dataset, "read_examples"):  # a streamed source: TFRecords or TFDS
+        ds = dataset.read_examples(max_instances, bool(mask_size))
         num_examples = dataset.num_examples
     else:
         tensors, truncated = records_to_tensors(dataset.records, max_instances, bool(mask_size))
@@ -141,7 +142,11 @@ def load_splits(data_config):
     """(train CocoDataset, val CocoDataset) for a ``DataConfig``; generates the built-in
     dataset first when ``kind`` is ``builtin``. Val shares train's class mapping. With
     ``train_tfrecord`` set, train is that ``tfrecord.TFRecordSource`` instead (its images
-    were checked when it was written). Image files are checked (``verify_images``)."""
+    were checked when it was written). With ``kind`` tfds, train is a
+    ``tfds_source.TFDSSource`` (see ``load_tfds_splits``). Image files are checked
+    (``verify_images``)."""
+    if data_config.kind == "tfds":
+        return load_tfds_splits(data_config)
     if data_config.kind == "builtin":
         b = data_config.builtin
         paths = synthetic.ensure_dataset(b.cache_dir, b.num_train, b.num_val, b.image_size,
@@ -159,3 +164,28 @@ def load_splits(data_config):
     cats = [{"id": i, "name": n} for i, n in zip(train.class_ids, train.class_names)]
     val = coco.load_coco(paths["val_json"], paths["val_images"], data_config.crowd, categories=cats)
     return train, verify_images(val, data_config.verify_images, cache, progress=True)
+
+
+def load_tfds_splits(data_config):
+    """(train ``TFDSSource``, val CocoDataset) for ``data.kind=tfds``. Val is
+    ``data.val_json`` when given (TFDS labels joined to its categories by name), else the
+    TFDS val split written once as COCO JSON + images (``tfds_source.write_coco_split``)."""
+    d = data_config
+    cache = d.image_check_cache
+    if d.val_json:
+        val = coco.load_coco(d.val_json, d.val_images, d.crowd)
+        cats = [{"id": i, "name": n} for i, n in zip(val.class_ids, val.class_names)]
+        train = tfds_source.load_source(d.tfds_name, d.tfds_train_split, d.tfds_data_dir,
+                                        d.crowd, categories=cats)
+    else:
+        train = tfds_source.load_source(d.tfds_name, d.tfds_train_split, d.tfds_data_dir, d.crowd)
+        val_source = tfds_source.load_source(d.tfds_name, d.tfds_val_split, d.tfds_data_dir)
+        out = d.tfds_val_dir or os.path.join(os.path.expanduser(cache or "~/.cache/retinamask_tf"),
+                                             "tfds", d.tfds_name.replace("/", "_").replace(":", "_"),
+                                             d.tfds_val_split)
+        bar = Progress(val_source.num_examples, unit="image") if val_source.num_examples > 1000 else None
+        json_path, image_dir = tfds_source.write_coco_split(val_source, out,
+                                                            bar.update if bar else None)
+        cats = [{"id": i, "name": n} for i, n in zip(train.class_ids, train.class_names)]
+        val = coco.load_coco(json_path, image_dir, d.crowd, categories=cats)
+    return train, verify_images(val, d.verify_images, cache, progress=True)

@@ -20,6 +20,7 @@ from typing import List
 
 import tensorflow as tf
 
+from retinamask_tf.data import padding
 from retinamask_tf.data.errors import DatasetError
 
 
@@ -42,6 +43,9 @@ class TFRecordSource:
     def summary(self) -> str:
         return (f"{self.json_path}: {self.num_examples} images in {len(self.files)} TFRecord "
                 f"files (written from {self.source_json})")
+
+    def read_examples(self, max_instances, with_masks=False):
+        return read_examples(self, max_instances, with_masks)
 
 
 def _bytes(values):
@@ -148,30 +152,19 @@ def parse_serialized(serialized, max_instances, with_masks=False):
     classes = tf.cast(tf.sparse.to_dense(ex["object/class"]), tf.int32)
     crowd = tf.sparse.to_dense(ex["object/crowd"]) > 0
     segs = tf.sparse.to_dense(ex["object/segmentation"], default_value="null")
-    n = tf.shape(boxes)[0]
-    area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-    keep = tf.sort(tf.math.top_k(area, k=tf.minimum(n, max_instances)).indices)
-    k = tf.shape(keep)[0]
-    pad = max_instances - k
-
-    def take(t, value):
-        t = tf.gather(t, keep)
-        paddings = tf.concat([[[0, pad]], tf.zeros([tf.rank(t) - 1, 2], tf.int32)], 0)
-        return tf.pad(t, paddings, constant_values=value)
-
+    columns = {"classes": (classes, 0), "crowd": (crowd, False)}
+    if with_masks:
+        columns.update(segs=(segs, "null"), mask_valid=(tf.not_equal(segs, "null"), False))
+    boxes, kept, valid = padding.keep_largest_padded(boxes, max_instances, columns)
     out = {"image_bytes": ex["image/encoded"], "image_id": ex["image/id"],
            "orientation": tf.cast(ex["image/orientation"], tf.int32),
-           "boxes": tf.ensure_shape(take(boxes, 0.0), [max_instances, 4]),
-           "classes": tf.ensure_shape(take(classes, 0), [max_instances]),
-           "crowd": tf.ensure_shape(take(crowd, False), [max_instances]),
-           "valid": tf.range(max_instances) < k}
+           "boxes": boxes, "classes": kept["classes"], "crowd": kept["crowd"], "valid": valid}
     if with_masks:
-        kept = tf.gather(segs, keep)
         out.update(
             height=tf.cast(ex["image/height"], tf.int32), width=tf.cast(ex["image/width"], tf.int32),
-            mask_valid=tf.ensure_shape(take(tf.not_equal(segs, "null"), False), [max_instances]),
-            segmentations=tf.strings.join(["[", tf.strings.reduce_join(
-                tf.concat([kept, tf.fill([pad], "null")], 0), separator=","), "]"]))
+            mask_valid=kept["mask_valid"],
+            segmentations=tf.strings.join(["[", tf.strings.reduce_join(kept["segs"], separator=","),
+                                           "]"]))
     return out
 
 

@@ -28,7 +28,7 @@ from tensorflow.python.framework.convert_to_constants import (
     convert_variables_to_constants_v2,
 )
 
-from retinamask_tf.data import pipeline, tfrecord
+from retinamask_tf.data import pipeline
 from retinamask_tf.export import letterbox, litert_runner
 from retinamask_tf.export.label_map import write_label_map
 from retinamask_tf.export.litert_runner import INFO_FILE
@@ -72,15 +72,15 @@ class TFLiteDetector(tf.Module):
 
 def calibration_images(dataset, config, num_images, seed=0):
     """Representative-dataset generator for int8 calibration: ``num_images`` training
-    images (a fixed random sample of a CocoDataset, or the first ones of a TFRecord
-    source), letterboxed exactly as at inference."""
+    images (a fixed random sample of a CocoDataset, or the first ones of a streamed
+    source: TFRecords or TFDS), letterboxed exactly as at inference."""
     import io
 
     from PIL import Image
 
-    if isinstance(dataset, tfrecord.TFRecordSource):
+    if hasattr(dataset, "read_examples"):  # streamed: TFRecords or TFDS
         def encoded():
-            for ex in tfrecord.read_examples(dataset, 1).take(num_images):
+            for ex in dataset.read_examples(1).take(num_images):
                 yield io.BytesIO(ex["image_bytes"].numpy())
     else:
         records = dataset.records

@@ -70,6 +70,9 @@ def _eval(model_dir, trainer=None, overrides=()):
               f"AP {m['AP']:.3f}  AP50 {m['AP50']:.3f}  AP75 {m['AP75']:.3f}  "
               f"APs {m['APs']:.3f}  APm {m['APm']:.3f}  APl {m['APl']:.3f}")
         print(format_table(report[table]))
+    if report["skipped_images"]:
+        print(f"({report['skipped_images']} val images were skipped at start-up (see the Data: "
+              "line) and are not in these AP figures)")
     return report
 
 

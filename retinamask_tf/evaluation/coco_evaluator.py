@@ -132,7 +132,7 @@ def evaluate(model, dataset, config, out_dir=None, step=None, max_images=None, p
 
     Returns:
       dict: ``bbox`` metrics, ``per_class`` table, (``segm``, ``per_class_segm``),
-      ``num_images``, ``step``; also written to ``out_dir/metrics[_step].json``
+      ``num_images``, ``skipped_images`` (left out of AP), ``step``; also written to ``out_dir/metrics[_step].json``
       with the detections (and segmentations) beside it.
     """
     records = dataset.records[:max_images] if max_images else dataset.records
@@ -158,7 +158,10 @@ def evaluate(model, dataset, config, out_dir=None, step=None, max_images=None, p
             bar.update(done)
     image_ids = [r.image_id for r in records]
     metrics, per_class, summary = coco_metrics(dataset.json_path, results, image_ids, "bbox")
+    # Images the start-up check skipped (unreadable, wrong size) are not in AP: their
+    # ground truth is left out with them (``coco_metrics`` scores ``image_ids`` only).
     report = {"step": step, "num_images": len(records), "num_detections": len(results),
+              "skipped_images": int(sum(getattr(dataset, "skipped_images", {}).values())),
               "bbox": metrics, "per_class": per_class}
     if with_masks:
         segm, per_class_segm, segm_summary = coco_metrics(dataset.json_path, segm_results,

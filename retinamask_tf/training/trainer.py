@@ -25,9 +25,14 @@ from retinamask_tf.training.progress import Progress
 CONFIG_FILE = "config.yaml"
 COORDS = ("dy", "dx", "dh", "dw")
 # Keys a resumed run may change without invalidating its checkpoints.
+# Keys a resumed run may change: schedule length, logging, evaluation, and where (not
+# what) data and caches live. Switching data.train_tfrecord on or off is refused: the input
+# pipeline (and a checkpointed data iterator) would not be the same.
 RESUMABLE_CHANGES = ("train.steps", "train.checkpoint_every", "train.summary_every",
                      "train.keep_checkpoints", "eval.", "model.mask_head.num_masks",
-                     "model.mask_head.mask_threshold")
+                     "model.mask_head.mask_threshold", "data.verify_images",
+                     "data.image_check_cache", "data.num_parallel_calls", "data.tfds_data_dir",
+                     "data.tfds_val_dir")
 
 
 def _flatten(d, prefix=""):

@@ -49,6 +49,7 @@ def test_evaluate_runs_a_model_over_a_split(tiny_shapes, tmp_path):
     model = factory.build_model(cfg, val.num_classes)
     report = ev.evaluate(model, val, cfg, out_dir=str(tmp_path), step=7, progress=False)
     assert report["num_images"] == 12 and report["num_detections"] == 12 * 100
+    assert report["skipped_images"] == 0
     saved = json.load(open(tmp_path / "metrics_7.json"))
     assert set(saved["bbox"]) == set(ev.STAT_NAMES)
     dets = json.load(open(tmp_path / "detections_7.json"))

@@ -103,10 +103,14 @@ def test_resume_continues_exactly(tiny_shapes, tmp_path):
 
 
 def test_changed_config_refuses_to_resume(tiny_shapes, tmp_path):
-    Trainer(_config(tiny_shapes), str(tmp_path))
+    first = Trainer(_config(tiny_shapes), str(tmp_path))
     with pytest.raises(C.ConfigError, match=r"model\.head\.channels"):
         Trainer(_config(tiny_shapes, **{"model.head.channels": 16}), str(tmp_path))
     Trainer(_config(tiny_shapes, **{"train.steps": 99}), str(tmp_path))  # allowed
+    Trainer(_config(tiny_shapes, **{"data.verify_images": "header"}), str(tmp_path))  # allowed
+    with pytest.raises(C.ConfigError, match=r"data\.train_tfrecord"):  # another input pipeline
+        Trainer(_config(tiny_shapes, **{"data.train_tfrecord": "x-meta.json"}), str(tmp_path),
+                datasets=(first.train_data, first.val_data))
 
 
 def test_non_finite_loss_stops_with_the_step(tiny_shapes, tmp_path):

@@ -132,7 +132,8 @@ def check_images(records, mode="full", cache_dir=None, progress=None, num_worker
         for i in todo:
             cache[keys[i]] = dataclasses.asdict(results[i])
         os.makedirs(os.path.dirname(cache_path), exist_ok=True)
-        with open(cache_path + ".tmp", "w") as f:
+        tmp = f"{cache_path}.{os.getpid()}.tmp"  # several processes may write at once
+        with open(tmp, "w") as f:
             json.dump(cache, f)
-        os.replace(cache_path + ".tmp", cache_path)
+        os.replace(tmp, cache_path)
     return results

@@ -264,9 +264,15 @@ def ensure_dataset(cache_dir="~/.cache/retinamask_tf", num_train=1600, num_val=2
         _write_split(tmp, "val", num_val, image_size, max_objects, min_object_size, seed, 1)
         with open(os.path.join(tmp, "DONE"), "w") as f:
             f.write("ok\n")
+        if os.path.exists(os.path.join(root, "DONE")):  # another process finished first
+            return paths
         if os.path.exists(root):  # an earlier, interrupted run
-            shutil.rmtree(root)
-        os.replace(tmp, root)
+            shutil.rmtree(root, ignore_errors=True)
+        try:
+            os.replace(tmp, root)
+        except OSError:
+            if not os.path.exists(os.path.join(root, "DONE")):
+                raise
     finally:
         if os.path.exists(tmp):
             shutil.rmtree(tmp, ignore_errors=True)

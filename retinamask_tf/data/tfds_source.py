@@ -234,7 +234,7 @@ def write_coco_split(source, out_dir, progress=None):
         if progress:
             progress(i + 1)
     cats = [{"id": int(c), "name": n} for c, n in zip(source.class_ids, source.class_names)]
-    tmp = json_path + ".tmp"
+    tmp = f"{json_path}.{os.getpid()}.tmp"  # every worker of a multi-worker run writes it
     with open(tmp, "w") as f:
         json.dump({"info": stamp, "images": images, "annotations": annotations,
                    "categories": cats}, f)

@@ -35,19 +35,27 @@ flags.DEFINE_list("tflite_variants", ["float32", "float16", "dynamic_int8", "int
                   "(empty: no TFLite).")
 flags.DEFINE_integer("num_shards", 8, "--mode=make_tfrecords: TFRecord files per split.")
 flags.DEFINE_bool("export", True, "train_and_eval: export SavedModel + TFLite at the end.")
+flags.DEFINE_enum("strategy", "default", ["default", "mirrored", "multi_worker_mirrored", "tpu"],
+                  "tf.distribute strategy for training (multi_worker_mirrored reads TF_CONFIG).")
+flags.DEFINE_string("tpu", None, "--strategy=tpu: TPU name or address ('' = local TPU VM).")
 FLAGS = flags.FLAGS
 
 
 def _train(config, model_dir):
+    from retinamask_tf.training import distribute
     from retinamask_tf.training.trainer import Trainer
-    trainer = Trainer(config, model_dir)
-    print(f"Data: {trainer.train_data.summary()}\n      {trainer.val_data.summary()}", flush=True)
-    print(f"Training {trainer.config.train.steps} steps, batch {trainer.config.train.batch_size}, "
-          f"{trainer.model.count_params():,} parameters, {trainer.train_data.num_classes} classes; "
-          f"model_dir={model_dir}", flush=True)
+    strategy = distribute.build_strategy(FLAGS.strategy, tpu=FLAGS.tpu)
+    trainer = Trainer(config, model_dir, strategy=strategy)
+    say = print if trainer.is_chief else (lambda *a, **k: None)
+    say(f"Data: {trainer.train_data.summary()}\n      {trainer.val_data.summary()}", flush=True)
+    c, replicas = trainer.config, strategy.num_replicas_in_sync
+    split = f" ({replicas} replicas x {c.train.batch_size // replicas})" if replicas > 1 else ""
+    say(f"Training {c.train.steps} steps, batch {c.train.batch_size}{split}, "
+        f"{trainer.model.count_params():,} parameters, {trainer.train_data.num_classes} classes; "
+        f"model_dir={model_dir}", flush=True)
     result = trainer.train()
-    print(f"Training done at step {trainer.step}: loss {result['total_loss']:.4f}, "
-          f"{result['steps_per_sec']:.2f} steps/s", flush=True)
+    say(f"Training done at step {trainer.step}: loss {result['total_loss']:.4f}, "
+        f"{result['steps_per_sec']:.2f} steps/s", flush=True)
     return trainer
 
 
@@ -198,6 +206,8 @@ def main(argv):
         else:
             config = config_lib.load_config(FLAGS.config, overrides)
             trainer = _train(config, FLAGS.model_dir)
+            if not trainer.is_chief:  # multi-worker: the chief evaluates and exports
+                return 0
             report = _eval(FLAGS.model_dir, trainer) if FLAGS.mode == "train_and_eval" else None
     except (config_lib.ConfigError, DatasetError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -23,6 +23,7 @@ CrowdMode = Literal["drop", "ignore"]
 VerifyImages = Literal["full", "header", "off"]
 BoxLoss = Literal["self_adjusting", "smooth_l1"]
 P6From = Literal["c5", "p5"]
+Precision = Literal["float32", "mixed_float16", "mixed_bfloat16"]
 
 
 class ConfigError(ValueError):
@@ -317,6 +318,10 @@ class TrainConfig:
     summary_every: int = 50
     checkpoint_data_iterator: bool = False
     seed: int = 0
+    # Keras dtype policy of the training model: mixed_float16 (with dynamic loss scaling)
+    # or mixed_bfloat16 compute in 16 bits with float32 weights; the head outputs, losses,
+    # beta statistics and post-processing stay float32. --mode=eval and export build float32.
+    precision: Precision = "float32"
 
     def __post_init__(self):
         _check(self.batch_size > 0, "train.batch_size", "must be > 0")

@@ -18,6 +18,7 @@ class DetectionGenerator(keras.layers.Layer):
     def __init__(self, score_threshold=0.05, pre_nms_top_k=1000, nms_iou_threshold=0.4,
                  max_detections=100, coder_weights=(10.0, 10.0, 5.0, 5.0),
                  scale_clip=box_coder.DEFAULT_SCALE_CLIP, **kwargs):
+        kwargs.setdefault("dtype", "float32")  # boxes and scores stay float32 under mixed precision
         super().__init__(**kwargs)
         self.score_threshold = float(score_threshold)
         self.pre_nms_top_k = int(pre_nms_top_k)

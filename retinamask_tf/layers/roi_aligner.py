@@ -12,6 +12,7 @@ class RoIAligner(keras.layers.Layer):
 
     def __init__(self, output_size=14, sampling_ratio=2, aligned=False, min_level=3, max_level=5,
                  canonical_level=4, canonical_size=224.0, **kwargs):
+        kwargs.setdefault("dtype", "float32")  # boxes and scores stay float32 under mixed precision
         super().__init__(**kwargs)
         self.output_size = int(output_size)
         self.sampling_ratio = int(sampling_ratio)

@@ -60,6 +60,7 @@ class SelfAdjustingSmoothL1(keras.layers.Layer):
     """
 
     def __init__(self, beta_hat=0.11, momentum=0.9, beta_min=1e-3, **kwargs):
+        kwargs.setdefault("dtype", "float32")  # statistics stay float32 under mixed precision
         super().__init__(**kwargs)
         self.beta_hat = float(beta_hat)
         self.momentum = float(momentum)

@@ -51,9 +51,11 @@ class RetinaNetHead(keras.layers.Layer):
         self.cls_pred = keras.layers.Conv2D(self.num_anchors * self.num_classes, 3, padding="same",
                                             kernel_initializer=init,
                                             bias_initializer=keras.initializers.Constant(bias),
-                                            name="cls_pred")
+                                            name="cls_pred", dtype="float32")
+        # float32 outputs under a mixed policy: the losses and post-processing need them.
         self.box_pred = keras.layers.Conv2D(self.num_anchors * 4, 3, padding="same",
-                                            kernel_initializer=init, name="box_pred")
+                                            kernel_initializer=init, name="box_pred",
+                                            dtype="float32")
 
     @staticmethod
     def _run_tower(x, convs, norms):

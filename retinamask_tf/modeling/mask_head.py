@@ -33,7 +33,7 @@ class MaskHead(keras.layers.Layer):
         self.upsample = keras.layers.Conv2DTranspose(self.channels, 2, strides=2,
                                                      kernel_initializer=init, name="mask_deconv")
         self.predictor = keras.layers.Conv2D(self.num_classes, 1, kernel_initializer=init,
-                                             name="mask_pred")
+                                             name="mask_pred", dtype="float32")  # float32 logits
 
     def call(self, roi_features):
         x = roi_features

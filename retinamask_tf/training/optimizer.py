@@ -18,4 +18,6 @@ def build_optimizer(train_config):
                                weight_decay=t.weight_decay or None)
     if t.weight_decay:
         opt.exclude_from_weight_decay(var_names=["bias", "gamma", "beta", "running_"])
+    if t.precision == "mixed_float16":  # float16 gradients underflow without loss scaling
+        opt = keras.optimizers.LossScaleOptimizer(opt)
     return opt

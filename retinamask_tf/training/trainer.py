@@ -19,6 +19,7 @@ from retinamask_tf.data import pipeline
 from retinamask_tf.export.label_map import write_label_map
 from retinamask_tf.modeling import factory
 from retinamask_tf.modeling.retinamask import NonFiniteLossError
+from retinamask_tf.training import distribute
 from retinamask_tf.training.optimizer import build_optimizer
 from retinamask_tf.training.progress import Progress
 
@@ -89,14 +90,24 @@ class Trainer:
 
     def __init__(self, config, model_dir, strategy=None, datasets=None):
         self.strategy = strategy or tf.distribute.get_strategy()
+        distribute.check_global_batch(config.train.batch_size, self.strategy)
+        self.is_chief = distribute.is_chief(self.strategy)
         self.train_data, self.val_data = datasets or pipeline.load_splits(config.data)
         self.config = resolve_num_classes(config, self.train_data)
         self.model_dir = model_dir
-        write_or_check_config(self.config, model_dir)
-        write_label_map(model_dir, self.train_data.class_ids, self.train_data.class_names)
+        if self.is_chief:  # other workers of a multi-worker run write nothing here
+            write_or_check_config(self.config, model_dir)
+            write_label_map(model_dir, self.train_data.class_ids, self.train_data.class_names)
         keras.utils.set_random_seed(self.config.train.seed)
         with self.strategy.scope():
-            self.model = factory.build_model(self.config)
+            # The policy is set while the model is built only: its layers keep it, and
+            # models built later in this process (evaluation, export) stay float32.
+            previous = keras.config.dtype_policy()
+            keras.config.set_dtype_policy(self.config.train.precision)
+            try:
+                self.model = factory.build_model(self.config)
+            finally:
+                keras.config.set_dtype_policy(previous)
             self.optimizer = build_optimizer(self.config.train)
             self.model.compile(optimizer=self.optimizer)
             self.optimizer.build(self.model.trainable_variables)
@@ -114,10 +125,15 @@ class Trainer:
         if c.train.checkpoint_data_iterator:
             items["data_iterator"] = self.iterator
         self.checkpoint = tf.train.Checkpoint(**items)
+        # Every worker saves (a collective); only the chief's checkpoints are kept and read.
+        self.chief_checkpoints = os.path.join(model_dir, "checkpoints")
         self.manager = tf.train.CheckpointManager(
-            self.checkpoint, os.path.join(model_dir, "checkpoints"),
-            max_to_keep=c.train.keep_checkpoints, step_counter=self.optimizer.iterations)
-        self.writer = tf.summary.create_file_writer(os.path.join(model_dir, "train"))
+            self.checkpoint, os.path.join(distribute.worker_dir(model_dir, self.strategy),
+                                          "checkpoints"),
+            max_to_keep=c.train.keep_checkpoints if self.is_chief else 1,
+            step_counter=self.optimizer.iterations)
+        self.writer = (tf.summary.create_file_writer(os.path.join(model_dir, "train"))
+                       if self.is_chief else tf.summary.create_noop_writer())
         self._step_fn = None
 
     @property
@@ -126,10 +142,11 @@ class Trainer:
 
     def restore(self):
         """Restores the latest checkpoint if there is one; returns its step (0 if none)."""
-        latest = self.manager.latest_checkpoint
+        latest = tf.train.latest_checkpoint(self.chief_checkpoints)
         if latest:
             self.checkpoint.restore(latest).assert_existing_objects_matched()
-            print(f"Resumed from {latest} at step {self.step}", flush=True)
+            if self.is_chief:
+                print(f"Resumed from {latest} at step {self.step}", flush=True)
         return self.step
 
     def _make_step_fn(self):
@@ -176,7 +193,7 @@ class Trainer:
         start = self.restore()
         if self._step_fn is None:
             self._step_fn = self._make_step_fn()
-        bar = Progress(total, initial=start) if progress else None
+        bar = Progress(total, initial=start) if progress and self.is_chief else None
         every_ckpt = self.config.train.checkpoint_every
         every_summary = self.config.train.summary_every
         values = {}

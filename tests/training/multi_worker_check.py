@@ -26,8 +26,8 @@ def main(shapes_dir, model_dir, out_dir, steps, checkpoint_every):
         "model.fpn.channels": 16, "model.head.channels": 16, "model.head.num_convs": 1,
         "model.mask_head.channels": 8, "model.mask_head.num_convs": 1,
         "model.mask_head.gt_mask_size": 32, "train.batch_size": 4, "train.steps": steps,
-        "train.warmup_steps": 1, "train.lr_drop_steps": [],
-        "train.checkpoint_every": checkpoint_every}
+        "train.warmup_steps": 1, "train.lr_drop_steps": [], "train.base_lr": 0.005,
+        "train.clip_grad_norm": 10.0, "train.checkpoint_every": checkpoint_every}
     cfg = C.load_config([], [f"{k}={v}" for k, v in overrides.items()])
     trainer = Trainer(cfg, model_dir, strategy=strategy)
     start = trainer.restore()

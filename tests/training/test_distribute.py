@@ -133,3 +133,39 @@ def test_multi_worker_two_processes_train_and_resume(tiny_shapes, tmp_path):
     assert [r["start"] for r in results] == [3, 3] and [r["step"] for r in results] == [5, 5]
     assert results[0]["weights"] == results[1]["weights"]
     assert results[0]["loss"] == results[1]["loss"]
+
+
+@pytest.mark.slow
+def test_multi_worker_killed_worker_resumes_from_last_checkpoint(tiny_shapes, tmp_path):
+    """A worker killed (-9) mid-run: the cluster is restarted with the same command and
+    resumes from the chief's last checkpoint, losing at most the steps since it."""
+    import time
+
+    model_dir, out = str(tmp_path / "run"), str(tmp_path)
+    ckpts = os.path.join(model_dir, "checkpoints")
+
+    def saved():
+        if not os.path.isdir(ckpts):
+            return []
+        return sorted(int(n[5:-6]) for n in os.listdir(ckpts)
+                      if n.startswith("ckpt-") and n.endswith(".index"))
+
+    procs = _start_workers(tiny_shapes["root"], model_dir, out, 60, 5)
+    deadline = time.time() + 300
+    while not saved() or saved()[-1] < 10:
+        assert time.time() < deadline and procs[0].poll() is None, "no checkpoint 10"
+        time.sleep(0.2)
+    procs[1].kill()
+    last_at_kill = saved()[-1]
+    try:  # the chief's next collective fails; a cluster manager would stop it anyway
+        procs[0].wait(timeout=120)
+    except subprocess.TimeoutExpired:
+        procs[0].kill()
+        procs[0].wait()
+    assert procs[0].returncode != 0 and procs[1].wait() != 0
+    last = saved()[-1]
+    assert last >= last_at_kill and last < 60
+    results = _wait(_start_workers(tiny_shapes["root"], model_dir, out, 60, 5), out)
+    assert [r["start"] for r in results] == [last, last]
+    assert [r["step"] for r in results] == [60, 60]
+    assert results[0]["weights"] == results[1]["weights"]

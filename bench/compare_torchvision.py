@@ -1,0 +1,259 @@
+"""Side by side with torchvision's RetinaNet on this machine, in one process tree.
+
+  pip install torch==2.14.1 torchvision==0.29.1      # benchmark-only, not a dependency
+  python bench/compare_torchvision.py [--sizes 512x512,800x1333] [--repeats 5] [--threads 2]
+  python bench/compare_torchvision.py --torch_python /path/to/venv/bin/python   # torch elsewhere
+
+Every measurement runs in its own process (its peak RSS is its own), batch 1 for inference,
+random weights, full post-processing on both sides, ``--threads`` intra-op threads:
+  torchvision  ``retinanet_resnet50_fpn`` (91 COCO classes, its own resize/normalise
+               transform set to keep the input size, eval mode, ``inference_mode``);
+               train step: batch 2 at 512x512 with 10 random boxes per image, SGD.
+  ours         SavedModel ``serving_default`` (what TF Serving runs: uint8 image in,
+               preprocessing, ResNet-50-FPN, decode, NMS, boxes out), exported from a
+               random-weight ResNet-50-FPN at that size; TFLite float32 and int8 of the
+               same model through LiteRT; train step: ``bench_model.py``'s ``train``
+               (with the mask branch) and ``train_retinanet`` modes at batch 2, 512x512.
+Times are medians of ``--repeats`` runs after one warm-up. Writes
+``<out>/compare_torchvision.json`` and ``.md`` with the ratios ours / torchvision.
+"""
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+
+from bench.report import write_results  # noqa: E402
+
+
+def _timed(call, repeats):
+    t = time.perf_counter()
+    call()
+    warmup = time.perf_counter() - t
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - t)
+    return {"median_s": statistics.median(times), "min_s": min(times), "warmup_s": warmup,
+            "repeats": repeats,
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def torch_worker(args):
+    import torch
+    import torchvision
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    h, w = (int(v) for v in args.size.split("x"))
+    model = torchvision.models.detection.retinanet_resnet50_fpn(
+        weights=None, weights_backbone=None, num_classes=91, min_size=min(h, w),
+        max_size=max(h, w))
+    if args.mode == "infer":
+        model.eval()
+        image = torch.rand(3, h, w)
+        with torch.inference_mode():
+            call = lambda: model([image])  # noqa: E731
+            row = _timed(call, args.repeats)
+        row["batch"] = 1
+    else:
+        model.train()
+        opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
+        gen = torch.Generator().manual_seed(0)
+        images = [torch.rand(3, h, w, generator=gen) for _ in range(args.train_batch)]
+        targets = []
+        for _ in images:
+            yx = torch.rand(10, 2, generator=gen) * min(h, w) * 0.6
+            hw = 16 + torch.rand(10, 2, generator=gen) * min(h, w) * 0.4
+            boxes = torch.cat([yx, yx + hw], 1)[:, [1, 0, 3, 2]]  # xyxy
+            targets.append({"boxes": boxes, "labels": torch.randint(1, 91, (10,), generator=gen)})
+
+        def call():
+            losses = model(images, targets)
+            opt.zero_grad()
+            sum(losses.values()).backward()
+            opt.step()
+
+        row = _timed(call, args.repeats)
+        row["batch"] = args.train_batch
+    row.update(side="torchvision", mode=args.mode, size=args.size,
+               params=sum(p.numel() for p in model.parameters()),
+               version=f"torch {torch.__version__}, torchvision {torchvision.__version__}")
+    print(json.dumps(row))
+
+
+def _random_model_dir(size, out_dir, coco128):
+    """A training directory with a random-weight ResNet-50-FPN (80 classes) configured for
+    ``size`` (short/long side = the size, so the serving resize is an identity); its data
+    keys point at coco128 for the int8 calibration images."""
+    import keras
+    import tensorflow as tf
+
+    from retinamask_tf import config as C
+    from retinamask_tf.export.label_map import write_label_map
+    from retinamask_tf.modeling import factory
+
+    h, w = (int(v) for v in size.split("x"))
+    json_path, images = coco128
+    cfg = C.load_config([], [
+        "model.backbone.depth=50", "model.backbone.norm=frozen", "model.num_classes=80",
+        "model.mask_head.enabled=false", f"data.short_side={min(h, w)}",
+        f"data.long_side={max(h, w)}", "data.kind=coco", f"data.train_json={json_path}",
+        f"data.train_images={images}", f"data.val_json={json_path}", f"data.val_images={images}"])
+    os.makedirs(out_dir, exist_ok=True)
+    with open(os.path.join(out_dir, "config.yaml"), "w") as f:
+        f.write(C.to_yaml(cfg))
+    write_label_map(out_dir, list(range(1, 81)), [f"class_{i}" for i in range(1, 81)])
+    keras.utils.set_random_seed(0)
+    model = factory.build_model(cfg)
+    tf.train.Checkpoint(model=model).save(os.path.join(out_dir, "checkpoints", "ckpt"))
+    return cfg
+
+
+def ours_prepare(args):
+    """Exports the SavedModel and the TFLite variants of a random ResNet-50-FPN."""
+    from retinamask_tf.export import saved_model, tflite
+
+    model_dir = os.path.join(args.work, args.size)
+    _random_model_dir(args.size, model_dir, (args.coco_json, args.coco_images))
+    saved_model.export_saved_model(model_dir, os.path.join(model_dir, "saved_model"))
+    if args.tflite_variants:
+        tflite.export_tflite(model_dir, os.path.join(model_dir, "tflite"),
+                             args.tflite_variants.split(","),
+                             num_calibration_images=args.calibration_images, progress=None)
+    print(json.dumps({"model_dir": model_dir}))
+
+
+def ours_worker(args):
+    import numpy as np
+
+    h, w = (int(v) for v in args.size.split("x"))
+    model_dir = os.path.join(args.work, args.size)
+    image = np.random.default_rng(0).integers(0, 256, (h, w, 3), dtype=np.uint8)
+    if args.mode == "savedmodel":
+        import tensorflow as tf
+        tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+        tf.config.threading.set_inter_op_parallelism_threads(args.threads)
+        serving = tf.saved_model.load(os.path.join(model_dir, "saved_model")).signatures[
+            "serving_default"]
+        batch = tf.constant(image[None])
+        row = _timed(lambda: serving(images=batch)["num_detections"].numpy(), args.repeats)
+        row["version"] = f"tensorflow {tf.__version__}"
+    else:  # tflite_<variant>
+        from retinamask_tf.export.litert_runner import LiteRTDetector
+        path = os.path.join(model_dir, "tflite", f"model_{args.mode[len('tflite_'):]}.tflite")
+        detector = LiteRTDetector(path, num_threads=args.threads)
+        padded, shape, _ = detector.preprocess(image)  # letterbox (an identity here) untimed
+        row = _timed(lambda: detector.run_letterboxed(padded, shape), args.repeats)
+        row.update(file_mb=os.path.getsize(path) / 2 ** 20, version="ai-edge-litert")
+    row.update(side="ours", mode=args.mode, size=args.size, batch=1)
+    print(json.dumps(row))
+
+
+def _run(cmd, env, what):
+    print(f"[compare] {what} ...", flush=True)
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if out.returncode != 0:
+        print(out.stderr[-3000:], file=sys.stderr)
+        raise SystemExit(f"{what} failed")
+    row = json.loads(out.stdout.strip().splitlines()[-1])
+    if "median_s" in row:
+        print(f"[compare]   median {row['median_s']:.3f} s, peak RSS {row['peak_rss_mb']:.0f} MB",
+              flush=True)
+    return row
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--sizes", default="512x512,800x1333")
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--train_repeats", type=int, default=3)
+    p.add_argument("--train_batch", type=int, default=2)
+    p.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    p.add_argument("--tflite_variants", default="float32,int8")
+    p.add_argument("--calibration_images", type=int, default=8,
+                   help="int8 calibration images (latency does not depend on them)")
+    p.add_argument("--torch_python", default=sys.executable,
+                   help="a python with torch + torchvision (default: this one)")
+    p.add_argument("--shared_data", default=os.environ.get(
+        "RETINAMASK_SHARED_DATA", os.path.join(os.path.dirname(REPO), "shared", "data")))
+    p.add_argument("--out", default=os.path.join(REPO, "bench", "results"))
+    p.add_argument("--work", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--worker", choices=["torch", "prepare", "ours"], help=argparse.SUPPRESS)
+    p.add_argument("--mode", help=argparse.SUPPRESS)
+    p.add_argument("--size", help=argparse.SUPPRESS)
+    p.add_argument("--coco_json", help=argparse.SUPPRESS)
+    p.add_argument("--coco_images", help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.worker == "torch":
+        return torch_worker(args)
+    if args.worker == "prepare":
+        return ours_prepare(args)
+    if args.worker == "ours":
+        return ours_worker(args)
+
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=REPO)
+    work = args.work or tempfile.mkdtemp(prefix="compare_torchvision_")
+    coco = [os.path.join(args.shared_data, "coco128", "annotations.json"),
+            os.path.join(args.shared_data, "coco128", "images")]
+    common = ["--threads", str(args.threads), "--work", work]
+    rows = []
+    for size in args.sizes.split(","):
+        rows.append(_run([args.torch_python, __file__, "--worker", "torch", "--mode", "infer",
+                          "--size", size, "--repeats", str(args.repeats)] + common, env,
+                         f"torchvision infer {size}"))
+        _run([sys.executable, __file__, "--worker", "prepare", "--size", size,
+              "--tflite_variants", args.tflite_variants, "--calibration_images",
+              str(args.calibration_images), "--coco_json", coco[0], "--coco_images", coco[1]]
+             + common, env, f"export ours {size}")
+        modes = ["savedmodel"] + [f"tflite_{v}" for v in args.tflite_variants.split(",") if v]
+        for mode in modes:
+            rows.append(_run([sys.executable, __file__, "--worker", "ours", "--mode", mode,
+                              "--size", size, "--repeats", str(args.repeats)] + common, env,
+                             f"ours {mode} {size}"))
+    train_size = "512x512"
+    rows.append(_run([args.torch_python, __file__, "--worker", "torch", "--mode", "train",
+                      "--size", train_size, "--repeats", str(args.train_repeats),
+                      "--train_batch", str(args.train_batch)] + common, env,
+                     f"torchvision train {train_size}"))
+    for mode in ("train_retinanet", "train"):
+        row = _run([sys.executable, os.path.join(REPO, "bench", "bench_model.py"), "--worker",
+                    "--mode", mode, "--size", train_size, "--repeats", str(args.train_repeats),
+                    "--train_batch", str(args.train_batch), "--threads", str(args.threads)],
+                   env, f"ours {mode} {train_size}")
+        row["side"] = "ours"
+        rows.append(row)
+
+    def ref(size, mode):
+        return next(r for r in rows if r["side"] == "torchvision" and r["size"] == size
+                    and r["mode"] == mode)
+
+    for r in rows:
+        if r["side"] == "ours":
+            base = ref(r["size"], "train" if r["mode"].startswith("train") else "infer")
+            r["ratio_to_torchvision"] = r["median_s"] / base["median_s"]
+    machine = {"platform": platform.platform(), "cpus": os.cpu_count(), "threads": args.threads,
+               "python": platform.python_version()}
+    result = {"machine": machine, "rows": rows}
+    lines = [f"Machine: {machine['cpus']} CPUs, {machine['platform']}, {args.threads} threads",
+             "", "| side | mode | input | batch | median s | ours / torchvision | peak RSS MB |",
+             "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        ratio = f"{r['ratio_to_torchvision']:.2f}" if "ratio_to_torchvision" in r else "1"
+        lines.append(f"| {r['side']} | {r['mode']} | {r['size']} | {r['batch']} | "
+                     f"{r['median_s']:.3f} | {ratio} | {r['peak_rss_mb']:.0f} |")
+    write_results(args.out, "compare_torchvision", result, lines)
+
+
+if __name__ == "__main__":
+    main()

@@ -94,8 +94,10 @@ def torch_worker(args):
 
 def _random_model_dir(size, out_dir, coco128):
     """A training directory with a random-weight ResNet-50-FPN (80 classes) configured for
-    ``size`` (short/long side = the size, so the serving resize is an identity); its data
-    keys point at coco128 for the int8 calibration images."""
+    ``size`` (short/long side = the size, so the serving resize is an identity; padded to
+    the nearest multiples of 128, e.g. 896x1408 for 800x1333, with ``data.padded_size``, as
+    the README recommends for landscape data; the default square would be 1408x1408); its
+    data keys point at coco128 for the int8 calibration images."""
     import keras
     import tensorflow as tf
 
@@ -108,7 +110,8 @@ def _random_model_dir(size, out_dir, coco128):
     cfg = C.load_config([], [
         "model.backbone.depth=50", "model.backbone.norm=frozen", "model.num_classes=80",
         "model.mask_head.enabled=false", f"data.short_side={min(h, w)}",
-        f"data.long_side={max(h, w)}", "data.kind=coco", f"data.train_json={json_path}",
+        f"data.long_side={max(h, w)}", f"data.padded_size=[{-(-h // 128) * 128}, {-(-w // 128) * 128}]",
+        "data.kind=coco", f"data.train_json={json_path}",
         f"data.train_images={images}", f"data.val_json={json_path}", f"data.val_images={images}"])
     os.makedirs(out_dir, exist_ok=True)
     with open(os.path.join(out_dir, "config.yaml"), "w") as f:

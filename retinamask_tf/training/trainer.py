@@ -25,7 +25,6 @@ from retinamask_tf.training.progress import Progress
 
 CONFIG_FILE = "config.yaml"
 COORDS = ("dy", "dx", "dh", "dw")
-# Keys a resumed run may change without invalidating its checkpoints.
 # Keys a resumed run may change: schedule length, logging, evaluation, and where (not
 # what) data and caches live. Switching data.train_tfrecord on or off is refused: the input
 # pipeline (and a checkpointed data iterator) would not be the same.

@@ -7,7 +7,6 @@ import os
 import sys
 
 import numpy as np
-import tensorflow as tf
 
 from retinamask_tf import config as C
 from retinamask_tf.training import distribute

@@ -79,6 +79,13 @@ class CocoDataset:
         return "; ".join(parts)
 
 
+def categories(dataset) -> List[dict]:
+    """``[{"id", "name"}]`` of a dataset's classes in contiguous-index order (any source
+    with ``class_ids`` and ``class_names``): the ``categories`` argument of ``load_coco``
+    that makes another split share its class mapping, or a COCO file's section."""
+    return [{"id": int(i), "name": n} for i, n in zip(dataset.class_ids, dataset.class_names)]
+
+
 def _require(entry, keys, where):
     if not isinstance(entry, dict):
         raise DatasetError(f"{where} is not an object: {str(entry)[:200]}")

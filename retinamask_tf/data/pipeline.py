@@ -161,8 +161,8 @@ def load_splits(data_config):
         train = verify_images(coco.load_coco(paths["train_json"], paths["train_images"],
                                              data_config.crowd),
                               data_config.verify_images, cache, progress=True)
-    cats = [{"id": i, "name": n} for i, n in zip(train.class_ids, train.class_names)]
-    val = coco.load_coco(paths["val_json"], paths["val_images"], data_config.crowd, categories=cats)
+    val = coco.load_coco(paths["val_json"], paths["val_images"], data_config.crowd,
+                         categories=coco.categories(train))
     return train, verify_images(val, data_config.verify_images, cache, progress=True)
 
 
@@ -174,9 +174,8 @@ def load_tfds_splits(data_config):
     cache = d.image_check_cache
     if d.val_json:
         val = coco.load_coco(d.val_json, d.val_images, d.crowd)
-        cats = [{"id": i, "name": n} for i, n in zip(val.class_ids, val.class_names)]
         train = tfds_source.load_source(d.tfds_name, d.tfds_train_split, d.tfds_data_dir,
-                                        d.crowd, categories=cats)
+                                        d.crowd, categories=coco.categories(val))
     else:
         train = tfds_source.load_source(d.tfds_name, d.tfds_train_split, d.tfds_data_dir, d.crowd)
         val_source = tfds_source.load_source(d.tfds_name, d.tfds_val_split, d.tfds_data_dir)
@@ -186,6 +185,5 @@ def load_tfds_splits(data_config):
         bar = Progress(val_source.num_examples, unit="image") if val_source.num_examples > 1000 else None
         json_path, image_dir = tfds_source.write_coco_split(val_source, out,
                                                             bar.update if bar else None)
-        cats = [{"id": i, "name": n} for i, n in zip(train.class_ids, train.class_names)]
-        val = coco.load_coco(json_path, image_dir, d.crowd, categories=cats)
+        val = coco.load_coco(json_path, image_dir, d.crowd, categories=coco.categories(train))
     return train, verify_images(val, d.verify_images, cache, progress=True)

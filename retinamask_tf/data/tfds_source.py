@@ -17,16 +17,13 @@ outside the label list, are dropped; crowd objects follow ``data.crowd`` as for 
 import dataclasses
 import io
 import json
-import logging
 import os
 from typing import List, Optional
 
 import tensorflow as tf
 
-from retinamask_tf.data import padding
+from retinamask_tf.data import coco, padding
 from retinamask_tf.data.errors import DatasetError
-
-log = logging.getLogger(__name__)
 
 INSTALL_HINT = "pip install 'retinamask-tf[tfds]' (or: pip install tensorflow-datasets)"
 
@@ -206,17 +203,17 @@ def write_coco_split(source, out_dir, progress=None):
                 return json_path, image_dir
     os.makedirs(image_dir, exist_ok=True)
     images, annotations = [], []
-    for i, ex in enumerate(_as_dataset(source).enumerate()):
-        index, ex = ex
+    for index, ex in _as_dataset(source).enumerate():
+        index = int(index)
         data = ex["image"].numpy()
         try:
             with Image.open(io.BytesIO(data)) as im:
                 width, height = im.size
                 ext = {"JPEG": ".jpg", "PNG": ".png"}.get(im.format, ".img")
         except Exception as e:
-            raise DatasetError(f"{source.json_path}: example {int(index)} has an unreadable "
+            raise DatasetError(f"{source.json_path}: example {index} has an unreadable "
                                f"image: {e}") from e
-        image_id = int(ex["image/id"]) if "image/id" in ex else int(index) + 1
+        image_id = int(ex["image/id"]) if "image/id" in ex else index + 1
         stem = (os.path.splitext(os.path.basename(ex["image/filename"].numpy().decode()))[0]
                 if "image/filename" in ex else f"{image_id:012d}")
         file_name = stem + ext
@@ -232,12 +229,11 @@ def write_coco_split(source, out_dir, progress=None):
                                 "bbox": [x0, y0, x1 - x0, y1 - y0],
                                 "area": (x1 - x0) * (y1 - y0), "iscrowd": int(is_crowd)})
         if progress:
-            progress(i + 1)
-    cats = [{"id": int(c), "name": n} for c, n in zip(source.class_ids, source.class_names)]
+            progress(index + 1)
     tmp = f"{json_path}.{os.getpid()}.tmp"  # every worker of a multi-worker run writes it
     with open(tmp, "w") as f:
         json.dump({"info": stamp, "images": images, "annotations": annotations,
-                   "categories": cats}, f)
+                   "categories": coco.categories(source)}, f)
     os.replace(tmp, json_path)
     return json_path, image_dir
 

@@ -258,8 +258,7 @@ class RetinaMask(keras.Model):
         n = ctx.num_replicas_in_sync if ctx is not None else 1
         present = [i for i, g in enumerate(grads) if g is not None]
         values = [grads[i] for i in present]
-        if n > 1:
-            values = ctx.all_reduce(tf.distribute.ReduceOp.SUM, values)
+        values = cross_replica_sum(values)
         sq = tf.add_n([tf.reduce_sum(tf.square(tf.cast(g, tf.float32))) for g in values])
         loss_scale = getattr(self.optimizer, "dynamic_scale", None)
         if loss_scale is not None:

@@ -21,16 +21,12 @@ import argparse
 import json
 import os
 import platform
-import resource
-import statistics
-import subprocess
 import sys
-import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-from bench.report import write_results  # noqa: E402
+from bench.report import run_worker, timed, write_results  # noqa: E402
 
 R50 = ["model.backbone.depth=50", "model.backbone.norm=frozen", "model.backbone.weights=null",
        "model.num_classes=80"]
@@ -80,20 +76,11 @@ def worker(args):
                           gt_mask_valid=tf.ones((b, g), tf.bool))
         fn = tf.function(model.train_step)
         call = lambda: fn((features, labels))["total_loss"].numpy()  # noqa: E731
-    t = time.perf_counter()
-    call()
-    warmup = time.perf_counter() - t
-    times = []
-    for _ in range(args.repeats):
-        t = time.perf_counter()
-        call()
-        times.append(time.perf_counter() - t)
-    print(json.dumps({
-        "mode": args.mode, "size": args.size, "padded": f"{ph}x{pw}",
-        "batch": 1 if args.mode.startswith("infer") else args.train_batch,
-        "median_s": statistics.median(times), "min_s": min(times), "warmup_s": warmup,
-        "repeats": args.repeats, "params": model.count_params(),
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+    row = timed(call, args.repeats)
+    row.update(mode=args.mode, size=args.size, padded=f"{ph}x{pw}",
+               batch=1 if args.mode.startswith("infer") else args.train_batch,
+               params=model.count_params())
+    print(json.dumps(row))
 
 
 def main():
@@ -123,15 +110,7 @@ def main():
                 cmd += ["--config", c]
             for o in args.override:
                 cmd += ["--override", o]
-            print(f"[bench] {mode} {size} ...", flush=True)
-            out = subprocess.run(cmd, capture_output=True, text=True, env=env)
-            if out.returncode != 0:
-                print(out.stderr[-3000:], file=sys.stderr)
-                raise SystemExit(f"benchmark {mode} {size} failed")
-            row = json.loads(out.stdout.strip().splitlines()[-1])
-            print(f"[bench]   median {row['median_s']:.3f} s, peak RSS {row['peak_rss_mb']:.0f} MB",
-                  flush=True)
-            rows.append(row)
+            rows.append(run_worker(cmd, env, f"{mode} {size}"))
     machine = {"platform": platform.platform(), "processor": platform.processor(),
                "cpus": os.cpu_count(), "threads": args.threads, "python": platform.python_version()}
     import tensorflow as tf  # for the version only, after the workers ran

@@ -22,31 +22,13 @@ import argparse
 import json
 import os
 import platform
-import resource
-import statistics
-import subprocess
 import sys
 import tempfile
-import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-from bench.report import write_results  # noqa: E402
-
-
-def _timed(call, repeats):
-    t = time.perf_counter()
-    call()
-    warmup = time.perf_counter() - t
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        call()
-        times.append(time.perf_counter() - t)
-    return {"median_s": statistics.median(times), "min_s": min(times), "warmup_s": warmup,
-            "repeats": repeats,
-            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+from bench.report import run_worker, timed, write_results  # noqa: E402
 
 
 def torch_worker(args):
@@ -64,7 +46,7 @@ def torch_worker(args):
         image = torch.rand(3, h, w)
         with torch.inference_mode():
             call = lambda: model([image])  # noqa: E731
-            row = _timed(call, args.repeats)
+            row = timed(call, args.repeats)
         row["batch"] = 1
     else:
         model.train()
@@ -84,7 +66,7 @@ def torch_worker(args):
             sum(losses.values()).backward()
             opt.step()
 
-        row = _timed(call, args.repeats)
+        row = timed(call, args.repeats)
         row["batch"] = args.train_batch
     row.update(side="torchvision", mode=args.mode, size=args.size,
                params=sum(p.numel() for p in model.parameters()),
@@ -150,30 +132,17 @@ def ours_worker(args):
         serving = tf.saved_model.load(os.path.join(model_dir, "saved_model")).signatures[
             "serving_default"]
         batch = tf.constant(image[None])
-        row = _timed(lambda: serving(images=batch)["num_detections"].numpy(), args.repeats)
+        row = timed(lambda: serving(images=batch)["num_detections"].numpy(), args.repeats)
         row["version"] = f"tensorflow {tf.__version__}"
     else:  # tflite_<variant>
         from retinamask_tf.export.litert_runner import LiteRTDetector
         path = os.path.join(model_dir, "tflite", f"model_{args.mode[len('tflite_'):]}.tflite")
         detector = LiteRTDetector(path, num_threads=args.threads)
         padded, shape, _ = detector.preprocess(image)  # letterbox (an identity here) untimed
-        row = _timed(lambda: detector.run_letterboxed(padded, shape), args.repeats)
+        row = timed(lambda: detector.run_letterboxed(padded, shape), args.repeats)
         row.update(file_mb=os.path.getsize(path) / 2 ** 20, version="ai-edge-litert")
     row.update(side="ours", mode=args.mode, size=args.size, batch=1)
     print(json.dumps(row))
-
-
-def _run(cmd, env, what):
-    print(f"[compare] {what} ...", flush=True)
-    out = subprocess.run(cmd, capture_output=True, text=True, env=env)
-    if out.returncode != 0:
-        print(out.stderr[-3000:], file=sys.stderr)
-        raise SystemExit(f"{what} failed")
-    row = json.loads(out.stdout.strip().splitlines()[-1])
-    if "median_s" in row:
-        print(f"[compare]   median {row['median_s']:.3f} s, peak RSS {row['peak_rss_mb']:.0f} MB",
-              flush=True)
-    return row
 
 
 def main():
@@ -212,25 +181,25 @@ def main():
     common = ["--threads", str(args.threads), "--work", work]
     rows = []
     for size in args.sizes.split(","):
-        rows.append(_run([args.torch_python, __file__, "--worker", "torch", "--mode", "infer",
+        rows.append(run_worker([args.torch_python, __file__, "--worker", "torch", "--mode", "infer",
                           "--size", size, "--repeats", str(args.repeats)] + common, env,
                          f"torchvision infer {size}"))
-        _run([sys.executable, __file__, "--worker", "prepare", "--size", size,
+        run_worker([sys.executable, __file__, "--worker", "prepare", "--size", size,
               "--tflite_variants", args.tflite_variants, "--calibration_images",
               str(args.calibration_images), "--coco_json", coco[0], "--coco_images", coco[1]]
              + common, env, f"export ours {size}")
         modes = ["savedmodel"] + [f"tflite_{v}" for v in args.tflite_variants.split(",") if v]
         for mode in modes:
-            rows.append(_run([sys.executable, __file__, "--worker", "ours", "--mode", mode,
+            rows.append(run_worker([sys.executable, __file__, "--worker", "ours", "--mode", mode,
                               "--size", size, "--repeats", str(args.repeats)] + common, env,
                              f"ours {mode} {size}"))
     train_size = "512x512"
-    rows.append(_run([args.torch_python, __file__, "--worker", "torch", "--mode", "train",
+    rows.append(run_worker([args.torch_python, __file__, "--worker", "torch", "--mode", "train",
                       "--size", train_size, "--repeats", str(args.train_repeats),
                       "--train_batch", str(args.train_batch)] + common, env,
                      f"torchvision train {train_size}"))
     for mode in ("train_retinanet", "train"):
-        row = _run([sys.executable, os.path.join(REPO, "bench", "bench_model.py"), "--worker",
+        row = run_worker([sys.executable, os.path.join(REPO, "bench", "bench_model.py"), "--worker",
                     "--mode", mode, "--size", train_size, "--repeats", str(args.train_repeats),
                     "--train_batch", str(args.train_batch), "--threads", str(args.threads)],
                    env, f"ours {mode} {train_size}")

@@ -1,7 +1,44 @@
-"""Writing a benchmark's results: ``<name>.json`` (everything) and ``<name>.md`` (a table)."""
+"""Shared by the benchmarks: timing a call, running a measurement in its own process, and
+writing the results (``<name>.json``, everything, and ``<name>.md``, a table)."""
 
 import json
 import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+
+def timed(call, repeats):
+    """Median/min seconds of ``repeats`` calls after one warm-up, and this process's peak
+    RSS: {median_s, min_s, warmup_s, repeats, peak_rss_mb}."""
+    t = time.perf_counter()
+    call()
+    warmup = time.perf_counter() - t
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - t)
+    return {"median_s": statistics.median(times), "min_s": min(times), "warmup_s": warmup,
+            "repeats": repeats,
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def run_worker(cmd, env, what, tag="bench"):
+    """Runs one measurement process; returns the JSON row it printed last (exits naming
+    ``what`` with its stderr if it failed)."""
+    print(f"[{tag}] {what} ...", flush=True)
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if out.returncode != 0:
+        print(out.stderr[-3000:], file=sys.stderr)
+        raise SystemExit(f"{what} failed")
+    row = json.loads(out.stdout.strip().splitlines()[-1])
+    if "median_s" in row:
+        print(f"[{tag}]   median {row['median_s']:.3f} s, peak RSS {row['peak_rss_mb']:.0f} MB",
+              flush=True)
+    return row
 
 
 def write_results(out_dir, name, result, lines):

@@ -10,9 +10,11 @@ class DetectionGenerator(keras.layers.Layer):
     """Raw outputs -> padded per-class-NMS detections (model-input pixels, yxyx).
 
     Call with ``(cls_logits [B, N, K], box_deltas [B, N, 4], anchors [N, 4],
-    image_shape [B, 2], level_counts=list, max_detections=None)``; returns the dict
-    of ``postprocess.generate_detections``. ``max_detections`` overrides the
-    layer's for one call (the mask branch's training RoIs).
+    image_shape [B, 2], level_counts=list, max_detections=None, padded_nms=False)``;
+    returns the dict of ``postprocess.generate_detections``. ``max_detections`` overrides
+    the layer's for one call (the mask branch's training RoIs); ``padded_nms`` selects the
+    XLA-compilable NMS (``nms.padded_per_class_nms``, same result) for a call inside a
+    ``jit_compile`` function.
     """
 
     def __init__(self, score_threshold=0.05, pre_nms_top_k=1000, nms_iou_threshold=0.4,
@@ -28,13 +30,13 @@ class DetectionGenerator(keras.layers.Layer):
         self.scale_clip = float(scale_clip)
 
     def call(self, cls_logits, box_deltas, anchors, image_shape, level_counts=(),
-             max_detections=None):
+             max_detections=None, padded_nms=False):
         return postprocess.generate_detections(
             cls_logits, box_deltas, anchors, level_counts, image_shape,
             score_threshold=self.score_threshold, pre_nms_top_k=self.pre_nms_top_k,
             nms_iou_threshold=self.nms_iou_threshold,
             max_detections=int(self.max_detections if max_detections is None else max_detections),
-            coder_weights=self.coder_weights, scale_clip=self.scale_clip)
+            coder_weights=self.coder_weights, scale_clip=self.scale_clip, padded_nms=padded_nms)
 
     def get_config(self):
         config = super().get_config()

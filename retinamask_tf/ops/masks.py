@@ -13,6 +13,8 @@ one zero cell), then threshold: the convention of the reference paste.
 
 import tensorflow as tf
 
+from retinamask_tf.ops.crop import gather_crop_and_resize
+
 
 def select_class(mask_logits, classes):
     """Each RoI's channel of class-specific masks.
@@ -48,7 +50,7 @@ def _grid_to_normalized(start, end, src_start, src_size, src_cells, out_cells):
     return to_norm(first), to_norm(last)
 
 
-def mask_targets(gt_masks, gt_boxes, rois, matched_gt, output_size=28):
+def mask_targets(gt_masks, gt_boxes, rois, matched_gt, output_size=28, xla_compatible=False):
     """Binary mask targets of RoIs: each matched GT mask cropped to the RoI and resized.
 
     Args:
@@ -56,6 +58,8 @@ def mask_targets(gt_masks, gt_boxes, rois, matched_gt, output_size=28):
       gt_boxes: [B, M, 4] yxyx, any frame (the one ``rois`` are in).
       rois: [B, R, 4] yxyx, same frame.
       matched_gt: [B, R] int32 index into M of each RoI's GT.
+      xla_compatible: crop with ``crop.gather_crop_and_resize`` (same values; for
+        ``jit_compile``).
     Returns:
       [B, R, output_size, output_size] float32 in {0, 1}.
     """
@@ -72,8 +76,8 @@ def mask_targets(gt_masks, gt_boxes, rois, matched_gt, output_size=28):
                                           gt[..., 3] - gt[..., 1], cells, output_size)
     boxes = tf.reshape(tf.stack([y_first, x_first, y_last, x_last], -1), [-1, 4])
     index = tf.reshape(tf.range(batch)[:, None] * num_gt + matched_gt, [-1])
-    crops = tf.image.crop_and_resize(masks, boxes, index, [output_size, output_size],
-                                     method="bilinear", extrapolation_value=0.0)
+    crop = gather_crop_and_resize if xla_compatible else tf.image.crop_and_resize
+    crops = crop(masks, boxes, index, [output_size, output_size], extrapolation_value=0.0)
     crops = tf.reshape(crops, [batch, num_rois, output_size, output_size])
     return tf.cast(crops >= 0.5, tf.float32)
 

@@ -64,13 +64,15 @@ def _decoded_candidates(cls_logits, box_deltas, anchors, level_counts, image_sha
 def generate_detections(cls_logits, box_deltas, anchors, level_counts, image_shape,
                         score_threshold=0.05, pre_nms_top_k=1000, nms_iou_threshold=0.4,
                         max_detections=100, coder_weights=(10.0, 10.0, 5.0, 5.0),
-                        scale_clip=box_coder.DEFAULT_SCALE_CLIP):
+                        scale_clip=box_coder.DEFAULT_SCALE_CLIP, padded_nms=False):
     """Raw head outputs -> final detections in the model-input frame.
 
     Args:
       cls_logits: [B, N, K]; box_deltas: [B, N, 4]; anchors: [N, 4] yxyx.
       image_shape: [B, 2] float32 (height, width) of the valid (unpadded) image
         in the model input; boxes are clipped to it.
+      padded_nms: use ``nms.padded_per_class_nms`` (XLA-compilable, same result) instead
+        of ``combined_non_max_suppression`` (no XLA kernel; faster outside XLA on CPU).
     Returns:
       dict: boxes [B, D, 4] yxyx model-input pixels, scores [B, D],
       classes [B, D] int32 (contiguous index), num_detections [B] int32.
@@ -79,6 +81,9 @@ def generate_detections(cls_logits, box_deltas, anchors, level_counts, image_sha
     boxes, scores, classes = _decoded_candidates(cls_logits, box_deltas, anchors, level_counts,
                                                  image_shape, pre_nms_top_k, coder_weights,
                                                  scale_clip)
+    if padded_nms:
+        return nms.padded_per_class_nms(boxes, scores, classes, max_detections,
+                                        nms_iou_threshold, score_threshold)
     return nms.per_class_nms(boxes, scores, classes, num_classes, max_detections,
                              nms_iou_threshold, score_threshold)
 

@@ -21,6 +21,8 @@ Two kernels (REFERENCE.md section 4):
 
 import tensorflow as tf
 
+from retinamask_tf.ops.crop import gather_crop_and_resize
+
 
 def assign_levels(boxes, min_level=3, max_level=5, canonical_level=4, canonical_size=224.0):
     """FPN level of each box: floor(k0 + log2(sqrt(w h) / s0 + 1e-6)) clamped.
@@ -86,7 +88,8 @@ def roi_align_single_level(features, boxes, spatial_scale, output_size=14, sampl
 
 
 def multilevel_roi_align(features, boxes, output_size=14, sampling_ratio=2, aligned=False,
-                         min_level=3, max_level=5, canonical_level=4, canonical_size=224.0):
+                         min_level=3, max_level=5, canonical_level=4, canonical_size=224.0,
+                         xla_compatible=False):
     """RoIAlign with each box read from its FPN level (``assign_levels``).
 
     One ``crop_and_resize`` for all boxes: the levels, each padded by one
@@ -99,6 +102,8 @@ def multilevel_roi_align(features, boxes, output_size=14, sampling_ratio=2, alig
     Args:
       features: dict "P{l}" -> [B, H_l, W_l, C], stride 2^l.
       boxes: [B, R, 4] yxyx input-image pixels.
+      xla_compatible: crop with ``gather_crop_and_resize`` (same values; XLA compiles it,
+        where ``CropAndResize`` has no XLA kernel).
     Returns:
       [B, R, output_size, output_size, C], dtype of the features. A box with a
       non-finite coordinate (a diverged model) reads the empty box at 0 instead
@@ -131,9 +136,9 @@ def multilevel_roi_align(features, boxes, output_size=14, sampling_ratio=2, alig
 
     n = output_size * sampling_ratio
     batch, num_rois = tf.shape(boxes)[0], tf.shape(boxes)[1]
-    crops = tf.image.crop_and_resize(stacked, tf.reshape(norm_boxes, [-1, 4]),
-                                     tf.repeat(tf.range(batch), num_rois), [n, n],
-                                     method="bilinear", extrapolation_value=0.0)
+    crop = gather_crop_and_resize if xla_compatible else tf.image.crop_and_resize
+    crops = crop(stacked, tf.reshape(norm_boxes, [-1, 4]), tf.repeat(tf.range(batch), num_rois),
+                 [n, n], extrapolation_value=0.0)
     # The reference returns 0 for samples outside [-1, H_l] x [-1, W_l] of their level.
     steps = tf.range(n, dtype=tf.float32) / float(n - 1) if n > 1 else tf.zeros([1])
     coords = first[..., None, :] + steps[:, None] * (last - first)[..., None, :]  # [B, R, n, 2]

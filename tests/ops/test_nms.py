@@ -1,4 +1,6 @@
 import numpy as np
+import pytest
+import tensorflow as tf
 
 from retinamask_tf.ops import nms
 
@@ -90,3 +92,46 @@ def test_class_offset_nms_equals_per_class_nms():
         np.testing.assert_array_equal(out["classes"].numpy()[:num], classes[ref])
         batched = nms.per_class_nms(boxes[None], scores[None], classes[None], 80, 100, 0.5, 0.05)
         np.testing.assert_array_equal(batched["boxes"].numpy()[0], out["boxes"].numpy())
+
+
+def _rows(out, b):
+    n = int(out["num_detections"][b])
+    return sorted(zip(-out["scores"].numpy()[b, :n], out["classes"].numpy()[b, :n],
+                      map(tuple, out["boxes"].numpy()[b, :n])))
+
+
+_padded_xla = tf.function(nms.padded_per_class_nms, jit_compile=True, reduce_retracing=False)
+
+
+@pytest.mark.parametrize("n,num_classes,max_det,block,low_scores", [
+    (600, 80, 100, 256, False),  # three blocks, stops once 100 are kept
+    (600, 3, 100, 64, False),  # few classes: much suppression, many blocks
+    (37, 2, 100, 256, False),  # fewer candidates than detection slots
+    (900, 5, 50, 128, True),  # few candidates above the score threshold
+])
+def test_padded_nms_equals_combined_nms_under_xla(n, num_classes, max_det, block, low_scores):
+    """The XLA-compilable NMS keeps exactly what combined_non_max_suppression keeps (and the
+    plain-Python greedy reference), compiled with jit_compile, on a batch of two. Equal
+    scores may come out in another order (combined NMS's own order among ties is neither
+    index nor class order), so rows are compared sorted by (score, class, box)."""
+    rng = np.random.default_rng(n + num_classes)
+    yx = rng.uniform(0, 300, (2, n, 2))
+    hw = rng.uniform(2, 120, (2, n, 2))
+    boxes = np.concatenate([yx, yx + hw], -1).astype(np.float32)
+    boxes[:, :5, 2:] = boxes[:, :5, :2]  # empty boxes: never suppress nor get suppressed
+    scores = rng.uniform(0, 1, (2, n)).astype(np.float32)
+    if low_scores:
+        scores *= 0.07
+    scores[:, 10:14] = scores[:, 10:11]  # exact ties
+    classes = rng.integers(0, num_classes, (2, n)).astype(np.int32)
+    want = nms.per_class_nms(boxes, scores, classes, num_classes, max_det, 0.4, 0.05)
+    got = _padded_xla(tf.constant(boxes), tf.constant(scores), tf.constant(classes), max_det,
+                      0.4, 0.05, block)
+    np.testing.assert_array_equal(got["num_detections"].numpy(), want["num_detections"].numpy())
+    np.testing.assert_array_equal(got["scores"].numpy(), want["scores"].numpy())
+    for b in range(2):
+        assert _rows(got, b) == _rows(want, b)
+        ref = _reference(boxes[b], scores[b], classes[b], max_det, 0.4, 0.05)
+        num = int(got["num_detections"][b])
+        assert num == len(ref)
+        np.testing.assert_array_equal(got["scores"].numpy()[b, :num], scores[b, ref])

@@ -108,10 +108,11 @@ def test_assign_levels_golden():
     assert int(roi_align.assign_levels(tf.constant([[0.0, 0.0, 56.0, 896.0]]))[0]) == 4
 
 
-@pytest.mark.parametrize("aligned", [False, True])
-def test_multilevel_reads_each_box_from_its_level(aligned):
+@pytest.mark.parametrize("aligned,xla", [(False, False), (True, False), (False, True)])
+def test_multilevel_reads_each_box_from_its_level(aligned, xla):
     """The stacked single-crop implementation equals the reference on each box's level,
-    including boxes outside the image (samples zeroed as the reference does)."""
+    including boxes outside the image (samples zeroed as the reference does); ``xla``: its
+    gather form, compiled with jit_compile."""
     rng = np.random.default_rng(3)
     h, w = 384, 512  # non-square: levels differ in both sides
     feats = {f"P{l}": tf.constant(rng.normal(size=(2, h // 2 ** l, w // 2 ** l, 3)),
@@ -119,7 +120,12 @@ def test_multilevel_reads_each_box_from_its_level(aligned):
     fixed = np.array([[10, 10, 40, 50], [0, 0, 230, 220], [-100, -50, 420, 520],
                       [-60, 450, 30, 560], [300, -40, 420, 100]], np.float32)
     boxes = np.stack([np.concatenate([fixed, _random_boxes(rng, 15, h, w)]) for _ in range(2)])
-    got = roi_align.multilevel_roi_align(feats, tf.constant(boxes), 5, 2, aligned=aligned).numpy()
+    fn = roi_align.multilevel_roi_align
+    if xla:
+        fn = tf.function(lambda f, b: roi_align.multilevel_roi_align(f, b, 5, 2, aligned,
+                                                                      xla_compatible=True),
+                         jit_compile=True)
+    got = fn(feats, tf.constant(boxes), *(() if xla else (5, 2, aligned))).numpy()
     levels = roi_align.assign_levels(tf.constant(boxes)).numpy()
     assert list(levels[0, :3]) == [3, 4, 5] and set(levels.ravel()) == {3, 4, 5}
     for b in range(2):

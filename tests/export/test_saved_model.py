@@ -124,3 +124,31 @@ def test_export_errors_name_what_does_not_match(trained_dir, tmp_path):
     (no_mask / "config.yaml").write_text(text.replace("enabled: true", "enabled: false"))
     with pytest.raises(saved_model.ExportError, match="no mask head"):
         saved_model.export_saved_model(str(no_mask), str(tmp_path / "z"), include_masks=True)
+
+
+def test_frozen_export_matches_variable_export(trained_dir, coco128, tmp_path):
+    """The default export freezes the weights into one function both signatures call; it
+    serves the same detections as an export that keeps variables, and stores no variables."""
+    model_dir, _ = trained_dir
+    frozen = saved_model.export_saved_model(model_dir, str(tmp_path / "frozen"))
+    plain = saved_model.export_saved_model(model_dir, str(tmp_path / "plain"), freeze=False)
+    names = lambda d: {n for n, _ in tf.train.list_variables(os.path.join(d, "variables", "variables"))  # noqa: E731
+                       if not n.startswith("_CHECKPOINTABLE")}
+    assert not names(frozen)
+    assert len(names(plain)) > 50
+    _, images = coco128
+    paths = [os.path.join(images, n) for n in sorted(os.listdir(images))[:2]]
+    data = tf.constant([open(p, "rb").read() for p in paths[:1]])
+    image = tf.constant(np.asarray(Image.open(paths[1]).convert("RGB"))[None])
+    a, b = tf.saved_model.load(frozen), tf.saved_model.load(plain)
+    for sig, arg in (("serving_default", {"images": image}),
+                     ("serve_image_bytes", {"image_bytes": data})):
+        ra, rb = a.signatures[sig](**arg), b.signatures[sig](**arg)
+        assert int(ra["num_detections"][0]) == int(rb["num_detections"][0]) == 100
+        sa = _sorted(ra["detection_boxes"][0].numpy(), ra["detection_scores"][0].numpy())
+        sb = _sorted(rb["detection_boxes"][0].numpy(), rb["detection_scores"][0].numpy())
+        np.testing.assert_allclose(sa[1], sb[1], atol=1e-5)
+        np.testing.assert_allclose(sa[0], sb[0], atol=1e-3)
+    frozen_bytes = sum(os.path.getsize(os.path.join(r, f)) for r, _, fs in os.walk(frozen) for f in fs)
+    plain_bytes = sum(os.path.getsize(os.path.join(r, f)) for r, _, fs in os.walk(plain) for f in fs)
+    assert frozen_bytes < 1.5 * plain_bytes  # the weights are stored once, not per signature

@@ -13,7 +13,9 @@ Modes:
   train         one ``train_step`` (forward, matching, losses, mask branch on
                 "100 + GT" RoIs, backward, SGD) at ``--train_batch``;
   train_retinanet  the same without the mask branch (the overhead is the difference).
-Times are medians over ``--repeats`` runs after one warm-up. Writes
+With ``--jit_compile`` the timed function is compiled with XLA (``model.xla_compatible``:
+the XLA-compilable NMS and crops). Times are medians over ``--repeats`` runs after one
+warm-up (which includes the compilation). Writes
 ``<out>/model_bench.json`` and ``model_bench.md``.
 """
 
@@ -52,12 +54,14 @@ def worker(args):
     h, w = (int(v) for v in args.size.split("x"))
     ph, pw = _padded(h, w, 2 ** cfg.anchors.max_level)
     model = factory.build_model(cfg, cfg.model.num_classes or 80, image_size=(ph, pw))
+    model.xla_compatible = args.jit_compile
     rng = np.random.default_rng(0)
     if args.mode.startswith("infer"):
         images = tf.constant(rng.uniform(0, 255, (1, ph, pw, 3)).astype(np.float32))
         info = tf.constant([[h, w, 1.0, 1.0]], tf.float32)
         with_masks = args.mode == "infer_masks"
-        fn = tf.function(lambda a, b: model.detect(a, b, with_masks=with_masks))
+        fn = tf.function(lambda a, b: model.detect(a, b, with_masks=with_masks),
+                         jit_compile=args.jit_compile)
         call = lambda: fn(images, info)["num_detections"].numpy()  # noqa: E731
     else:
         model.compile(optimizer=build_optimizer(cfg.train))
@@ -74,10 +78,11 @@ def worker(args):
             s = cfg.model.mask_head.gt_mask_size
             labels.update(gt_masks=tf.ones((b, g, s, s), tf.uint8),
                           gt_mask_valid=tf.ones((b, g), tf.bool))
-        fn = tf.function(model.train_step)
+        fn = tf.function(model.train_step, jit_compile=args.jit_compile)
         call = lambda: fn((features, labels))["total_loss"].numpy()  # noqa: E731
     row = timed(call, args.repeats)
-    row.update(mode=args.mode, size=args.size, padded=f"{ph}x{pw}",
+    row.update(mode=args.mode + (" xla" if args.jit_compile else ""), size=args.size,
+               padded=f"{ph}x{pw}",
                batch=1 if args.mode.startswith("infer") else args.train_batch,
                params=model.count_params())
     print(json.dumps(row))
@@ -92,6 +97,7 @@ def main():
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--train_batch", type=int, default=2)
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    p.add_argument("--jit_compile", action="store_true", help="compile with XLA")
     p.add_argument("--out", default=os.path.join(REPO, "bench", "results"))
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--mode", help=argparse.SUPPRESS)
@@ -105,7 +111,7 @@ def main():
         for mode in args.modes.split(","):
             cmd = [sys.executable, __file__, "--worker", "--mode", mode, "--size", size,
                    "--repeats", str(args.repeats), "--train_batch", str(args.train_batch),
-                   "--threads", str(args.threads)]
+                   "--threads", str(args.threads)] + (["--jit_compile"] if args.jit_compile else [])
             for c in args.config:
                 cmd += ["--config", c]
             for o in args.override:

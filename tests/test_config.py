@@ -94,3 +94,15 @@ def test_multi_scale_and_padding_keys():
                      (["data.scale_jitter=[1.2, 0.8]"], "data.scale_jitter")):
         with pytest.raises(C.ConfigError, match=key):
             C.load_config([], bad)
+
+
+def test_pad_stride():
+    """Padded sizes are multiples of data.pad_stride: 128 (the released code's) by default,
+    any multiple of 32 on request."""
+    assert C.load_config([], ["data.pad_stride=32"]).image_size == (1344, 1344)
+    c = C.load_config([], ["data.pad_stride=32", "data.padded_size=[800, 1344]"])
+    assert c.image_size == (800, 1344)
+    with pytest.raises(C.ConfigError, match="data.padded_size.*data.pad_stride = 128"):
+        C.load_config([], ["data.padded_size=[800, 1344]"])
+    with pytest.raises(C.ConfigError, match="data.pad_stride"):
+        C.load_config([], ["data.pad_stride=48"])

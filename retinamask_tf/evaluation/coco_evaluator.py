@@ -141,7 +141,9 @@ def evaluate(model, dataset, config, out_dir=None, step=None, max_images=None, p
                                 config.data.short_side, config.data.long_side,
                                 config.data.max_instances, training=False)
     with_masks = model.has_masks
-    detect = tf.function(model.detect)
+    if config.eval.jit_compile:
+        model.xla_compatible = True  # the same detections, in ops XLA compiles
+    detect = tf.function(model.detect, jit_compile=config.eval.jit_compile)
     threshold = config.model.mask_head.mask_threshold
     results, segm_results = [], []
     bar = Progress(len(records), unit="image") if progress else None

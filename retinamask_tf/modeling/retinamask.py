@@ -90,6 +90,9 @@ class RetinaMask(keras.Model):
                                                     name="self_adjusting_smooth_l1")
         anchors, self.level_counts = anchor_ops.generate_anchors(self.image_size, **self.anchor_params)
         self.anchors = anchors.numpy()
+        # Set (before tracing) for functions compiled with jit_compile: the detection
+        # post-processing then uses the XLA-compilable NMS. Not part of the config.
+        self.xla_compatible = False
 
     # ------------------------------------------------------------------ forward
     @property
@@ -118,7 +121,7 @@ class RetinaMask(keras.Model):
 
     def mask_logits(self, pyramid, boxes, training=False):
         """Mask head on boxes [B, R, 4] (model-input pixels) -> [B, R, m, m, K] logits."""
-        rois = self.roi_aligner(pyramid, boxes)
+        rois = self.roi_aligner(pyramid, boxes, xla_compatible=self.xla_compatible)
         shape = tf.shape(rois)
         flat = tf.reshape(rois, tf.concat([[-1], shape[2:]], 0))
         logits = self.mask_head(flat, training=training)
@@ -136,7 +139,8 @@ class RetinaMask(keras.Model):
         return self.detection_generator(outputs["cls_logits"], outputs["box_deltas"],
                                         tf.constant(self.anchors), self._valid_shape(image_info),
                                         level_counts=self.level_counts,
-                                        max_detections=max_detections)
+                                        max_detections=max_detections,
+                                        padded_nms=self.xla_compatible)
 
     # ------------------------------------------------------------------ losses
     def compute_losses(self, outputs, labels, training=False):
@@ -206,7 +210,8 @@ class RetinaMask(keras.Model):
             dropped = cross_replica_sum(tf.reduce_sum(tf.cast(lost, tf.float32)))
         logits = self.mask_logits(pyramid, rois, training=training)  # [B, R, m, m, K]
         size = logits.shape[2]
-        target = mask_ops.mask_targets(labels["gt_masks"], labels["gt_boxes"], rois, matched, size)
+        target = mask_ops.mask_targets(labels["gt_masks"], labels["gt_boxes"], rois, matched, size,
+                                       self.xla_compatible)
         classes = tf.gather(labels["gt_classes"], matched, batch_dims=1)
 
         def flat(t):  # [B, R, ...] -> [B * R, ...]

@@ -63,6 +63,22 @@ def check_global_batch(batch_size, strategy):
     return batch_size // n
 
 
+def check_jit_compile(jit_compile, strategy):
+    """Raises ConfigError for ``train.jit_compile`` with more than one replica in sync.
+
+    An XLA cluster runs on exactly one device and cannot touch another device's variables
+    (TF's XLA known issues), and the train step's cross-replica sums (the global positive
+    count, the self-adjusting L1 statistics, the optimizer's gradient all-reduce) sit inside
+    the step, so the step cannot be compiled per replica either.
+    """
+    n = strategy.num_replicas_in_sync
+    if jit_compile and n > 1:
+        raise config_lib.ConfigError(
+            f"config key 'train.jit_compile' needs one replica, but the strategy has {n}: an "
+            "XLA cluster runs on a single device and the train step sums over replicas inside "
+            "it. Set train.jit_compile=false to train on several devices or workers")
+
+
 def task():
     """(task type, task id) of this process from ``TF_CONFIG``; (None, None) without."""
     spec = json.loads(os.environ.get("TF_CONFIG", "{}") or "{}").get("task", {})

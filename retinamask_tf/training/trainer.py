@@ -32,7 +32,7 @@ RESUMABLE_CHANGES = ("train.steps", "train.checkpoint_every", "train.summary_eve
                      "train.keep_checkpoints", "eval.", "model.mask_head.num_masks",
                      "model.mask_head.mask_threshold", "data.verify_images",
                      "data.image_check_cache", "data.num_parallel_calls", "data.tfds_data_dir",
-                     "data.tfds_val_dir")
+                     "data.tfds_val_dir", "train.jit_compile")
 
 
 def _flatten(d, prefix=""):
@@ -90,6 +90,7 @@ class Trainer:
     def __init__(self, config, model_dir, strategy=None, datasets=None):
         self.strategy = strategy or tf.distribute.get_strategy()
         distribute.check_global_batch(config.train.batch_size, self.strategy)
+        distribute.check_jit_compile(config.train.jit_compile, self.strategy)
         self.is_chief = distribute.is_chief(self.strategy)
         self.train_data, self.val_data = datasets or pipeline.load_splits(config.data)
         self.config = resolve_num_classes(config, self.train_data)
@@ -151,15 +152,24 @@ class Trainer:
     def _make_step_fn(self):
         strategy, model = self.strategy, self.model
         summed = ("total_loss", "cls_loss", "box_loss", "mask_loss")
+        jit = bool(self.config.train.jit_compile)
+        model.xla_compatible = model.xla_compatible or jit
 
-        @tf.function
-        def step_fn(iterator):
-            out = strategy.run(model.train_step, args=(next(iterator),))
+        # With train.jit_compile (one replica: see distribute.check_jit_compile) XLA compiles
+        # this function, as Keras' own fit() does. Reading the input cannot be compiled, so
+        # it stays in step_fn below.
+        @tf.function(jit_compile=jit)
+        def step_on_data(data):
+            out = strategy.run(model.train_step, args=(data,))
             reduced = {}
             for k, v in out.items():
                 op = tf.distribute.ReduceOp.SUM if k in summed else tf.distribute.ReduceOp.MEAN
                 reduced[k] = strategy.reduce(op, v, axis=None)
             return reduced
+
+        @tf.function
+        def step_fn(iterator):
+            return step_on_data(next(iterator))
 
         return step_fn
 

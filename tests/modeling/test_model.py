@@ -16,6 +16,7 @@ from retinamask_tf.modeling.fpn import FPN
 from retinamask_tf.modeling.heads import RetinaNetHead
 from retinamask_tf.modeling.mask_head import MaskHead
 from retinamask_tf.modeling.retinamask import RetinaMask
+from retinamask_tf.ops import anchors
 from retinamask_tf.training.schedule import WarmupStepSchedule
 
 SMALL = ["data.short_side=128", "data.long_side=128", "model.backbone.depth=18",
@@ -93,6 +94,31 @@ def test_detect_returns_padded_boxes_in_original_pixels():
     assert b[:, 2].max() <= 64 + 1e-4 and b[:, 3].max() <= 32 + 1e-4 and b.min() >= 0
     s = det["scores"].numpy()[0]
     assert (np.diff(s) <= 1e-7).all()
+
+
+def test_pad_stride_32_gives_ceil_grids_on_p6_p7():
+    """96x160 is a multiple of 32, not of 128: P6 and P7 (stride-2 convs) and their anchor
+    grids take ceil(size / stride) cells, and the anchors line up with the head outputs."""
+    cfg = C.load_config([], SMALL + ["data.pad_stride=32", "data.padded_size=[96, 160]",
+                                     "model.backbone.width=16"])
+    model = factory.build_model(cfg, num_classes=3)
+    x = np.random.default_rng(0).uniform(0, 255, (2, 96, 160, 3)).astype(np.float32)
+    pyramid = model.features(x)
+    want = {3: (12, 20), 4: (6, 10), 5: (3, 5), 6: (2, 3), 7: (1, 2)}
+    for level, hw in want.items():
+        assert tuple(pyramid[f"P{level}"].shape[1:3]) == hw == anchors.feature_size((96, 160), level)
+    n = sum(h * w for h, w in want.values()) * 9
+    assert sum(model.level_counts) == n and model.anchors.shape == (n, 4)
+    assert model.head(pyramid)["cls_logits"].shape == (2, n, 3)
+    labels = {"gt_boxes": tf.constant([[[10.0, 20, 60, 90], [50, 100, 96, 160]]] * 2),
+              "gt_classes": tf.constant([[0, 2]] * 2), "gt_valid": tf.ones((2, 2), tf.bool),
+              "gt_crowd": tf.zeros((2, 2), tf.bool), "gt_masks": tf.ones((2, 2, 32, 32), tf.uint8),
+              "gt_mask_valid": tf.ones((2, 2), tf.bool)}
+    losses = model.all_losses(x, labels, tf.constant([[96.0, 160, 1, 1]] * 2), training=True)
+    assert all(np.isfinite(float(losses[k])) for k in ("cls_loss", "box_loss", "mask_loss"))
+    assert float(losses["num_positives"]) > 0
+    det = model.detect(x, tf.constant([[96.0, 160, 1, 1]] * 2))
+    assert det["boxes"].shape == (2, 100, 4)
 
 
 def test_num_classes_is_never_hard_coded():

@@ -58,6 +58,11 @@ def test_strategies_by_name_and_batch_split():
     assert distribute.check_global_batch(16, Four()) == 4
     with pytest.raises(C.ConfigError, match=r"train\.batch_size.*4 replicas \(e\.g\. 8 or 12\)"):
         distribute.check_global_batch(10, Four())
+    # XLA: one replica only (a cluster runs on one device; the step sums over replicas).
+    distribute.check_jit_compile(True, mirrored)
+    distribute.check_jit_compile(False, Four())
+    with pytest.raises(C.ConfigError, match=r"train\.jit_compile.*has 4"):
+        distribute.check_jit_compile(True, Four())
 
 
 def test_chief_and_worker_dirs(monkeypatch, tmp_path):

@@ -4,6 +4,8 @@
   python main.py --mode=eval --model_dir=runs/demo
   python main.py --mode=export --model_dir=runs/demo [--export_dir=DIR] [--include_masks] \
       [--tflite_variants=float32,float16,dynamic_int8,int8]
+  python main.py --mode=predict --model_dir=runs/demo --images='photos/*.jpg' [--output_dir=DIR]
+  python main.py --mode=predict --saved_model=runs/demo/export/saved_model --images=a.jpg,b.png
   python main.py --mode=inspect_data --config=configs/fruits_nuts.yaml --model_dir=runs/fruits
   python main.py --mode=make_tfrecords --config=configs/fruits_nuts.yaml --model_dir=runs/fruits
   python main.py --mode=train --config=configs/coco_r50_fpn.yaml \
@@ -20,7 +22,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from absl import app, flags  # noqa: E402
 
 flags.DEFINE_enum("mode", "train_and_eval",
-                  ["train", "eval", "train_and_eval", "export", "inspect_data", "make_tfrecords"],
+                  ["train", "eval", "train_and_eval", "export", "predict", "inspect_data",
+                   "make_tfrecords"],
                   "What to run.")
 flags.DEFINE_multi_string("config", [], "YAML config file(s); later files win.")
 flags.DEFINE_multi_string("override", [], "key=value overrides, e.g. train.steps=100.")
@@ -30,9 +33,20 @@ flags.DEFINE_enum("backbone_weights", None, ["none", "imagenet"],
 flags.DEFINE_string("export_dir", None, "SavedModel folder for --mode=export "
                     "(default: MODEL_DIR/export/saved_model[_masks]).")
 flags.DEFINE_bool("include_masks", False, "Export the mask head too (detection_masks output).")
+flags.DEFINE_bool("freeze_saved_model", True,
+                  "SavedModel weights as graph constants: faster on CPU (oneDNN keeps each conv "
+                  "filter in its own layout), more memory once loaded; --nofreeze_saved_model "
+                  "keeps variables (see README, Export).")
 flags.DEFINE_list("tflite_variants", ["float32", "float16", "dynamic_int8", "int8"],
                   "TFLite variants written by --mode=export and after train_and_eval "
                   "(empty: no TFLite).")
+flags.DEFINE_list("images", [], "--mode=predict: image files, globs or directories.")
+flags.DEFINE_string("saved_model", None, "--mode=predict: an exported SavedModel to run instead "
+                    "of --model_dir's latest checkpoint (masks only if exported with them).")
+flags.DEFINE_string("output_dir", None, "--mode=predict: where the drawings and results.json go "
+                    "(default: MODEL_DIR/predict, or SAVED_MODEL/../predict).")
+flags.DEFINE_float("score_threshold", 0.3, "--mode=predict: detections drawn (results.json "
+                   "has them all).")
 flags.DEFINE_integer("num_shards", 8, "--mode=make_tfrecords: TFRecord files per split.")
 flags.DEFINE_bool("export", True, "train_and_eval: export SavedModel + TFLite at the end.")
 flags.DEFINE_enum("strategy", "default", ["default", "mirrored", "multi_worker_mirrored", "tpu"],
@@ -108,6 +122,38 @@ def _draw_examples(model_dir, val, tflite_path, num_images=4):
               f"--image={val.records[0].path} --output_dir={out_dir}")
 
 
+def _predict():
+    """--mode=predict: detections drawn on each image plus a COCO results JSON."""
+    from retinamask_tf import predict
+    from retinamask_tf.export.saved_model import ExportError
+    from retinamask_tf.training.progress import Progress
+    if not FLAGS.images:
+        raise app.UsageError("--mode=predict needs --images (files, globs or directories)")
+    paths = predict.expand_images(FLAGS.images)
+    if FLAGS.saved_model:
+        predictor = predict.SavedModelPredictor(FLAGS.saved_model)
+        source = FLAGS.saved_model
+        default_out = os.path.join(os.path.dirname(os.path.normpath(FLAGS.saved_model)), "predict")
+    else:
+        try:
+            predictor = predict.CheckpointPredictor(FLAGS.model_dir)
+        except ExportError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        source = f"{FLAGS.model_dir} (latest checkpoint)"
+        default_out = os.path.join(FLAGS.model_dir, "predict")
+    out_dir = FLAGS.output_dir or default_out
+    print(f"Predicting {len(paths)} images with {source}", flush=True)
+    out = predict.predict_files(predictor, paths, out_dir, FLAGS.score_threshold,
+                                Progress(len(paths), unit="image"))
+    for path, reason in out["failed"]:
+        print(f"error: {path}: unreadable image ({reason}); skipped", file=sys.stderr)
+    print(f"\nOutputs:\n  drawn        {out_dir}/ ({len(out['drawn'])} images, detections "
+          f">= {FLAGS.score_threshold})\n  results      {out['results_json']} "
+          f"({out['num_detections']} detections, COCO format with file_name)")
+    return 0 if out["drawn"] else 2
+
+
 def _inspect(config, model_dir):
     """--mode=inspect_data: statistics, anchor coverage, plots and drawings of both splits."""
     from retinamask_tf.data import inspector, pipeline
@@ -159,7 +205,8 @@ def _export(model_dir, datasets=None):
     export_dir = FLAGS.export_dir or os.path.join(model_dir, "export", "saved_model" + suffix)
     tflite_dir = os.path.join(os.path.dirname(os.path.normpath(export_dir)), "tflite")
     try:
-        export_saved_model(model_dir, export_dir, FLAGS.include_masks)
+        export_saved_model(model_dir, export_dir, FLAGS.include_masks,
+                           freeze=FLAGS.freeze_saved_model)
         print(f"  SavedModel   {export_dir} (signatures serving_default, serve_image_bytes; "
               f"inspect: saved_model_cli show --dir {export_dir} --all)", flush=True)
         if FLAGS.tflite_variants:
@@ -185,7 +232,9 @@ def main(argv):
     absl_logging.set_verbosity(absl_logging.WARNING)
     from retinamask_tf import config as config_lib
     from retinamask_tf.data.errors import DatasetError
-    if not FLAGS.model_dir:
+    if FLAGS.mode == "predict" and FLAGS.saved_model:
+        pass  # runs an exported model; no training directory needed
+    elif not FLAGS.model_dir:
         raise app.UsageError("--model_dir is required")
     overrides = list(FLAGS.override)
     if FLAGS.backbone_weights:
@@ -195,6 +244,8 @@ def main(argv):
         if FLAGS.mode == "export":
             print("Exported:")
             return 0 if _export(FLAGS.model_dir) else 2
+        if FLAGS.mode == "predict":
+            return _predict()
         if FLAGS.mode == "make_tfrecords":
             _make_tfrecords(config_lib.load_config(FLAGS.config, overrides), FLAGS.model_dir)
             return 0
@@ -209,7 +260,7 @@ def main(argv):
             if not trainer.is_chief:  # multi-worker: the chief evaluates and exports
                 return 0
             report = _eval(FLAGS.model_dir, trainer) if FLAGS.mode == "train_and_eval" else None
-    except (config_lib.ConfigError, DatasetError) as e:
+    except (config_lib.ConfigError, DatasetError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print("\nOutputs:")

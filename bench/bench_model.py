@@ -2,6 +2,9 @@
 
   python bench/bench_model.py                       # ResNet-50-FPN, 512x512 and 800x1333
   python bench/bench_model.py --config configs/demo.yaml --sizes 256x256
+  python bench/bench_model.py --override data.pad_stride=32     # 800x1333 -> 800x1344
+
+The input is padded to multiples of ``data.pad_stride`` (default 128: 896x1408).
 
 Each (size, mode) runs in its own process so that its peak RSS is its own.
 Modes:
@@ -52,7 +55,7 @@ def worker(args):
     cfg = C.load_config(args.config, (R50 if not args.config else []) + args.override
                         + (["model.mask_head.enabled=false"] if retinanet else []))
     h, w = (int(v) for v in args.size.split("x"))
-    ph, pw = _padded(h, w, 2 ** cfg.anchors.max_level)
+    ph, pw = _padded(h, w, cfg.data.pad_stride)
     model = factory.build_model(cfg, cfg.model.num_classes or 80, image_size=(ph, pw))
     model.xla_compatible = args.jit_compile
     rng = np.random.default_rng(0)

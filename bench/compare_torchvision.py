@@ -11,17 +11,25 @@ random weights, full post-processing on both sides, ``--threads`` intra-op threa
                train step: batch 2 at 512x512 with 10 random boxes per image, SGD.
   ours         SavedModel ``serving_default`` (what TF Serving runs: uint8 image in,
                preprocessing, ResNet-50-FPN, decode, NMS, boxes out), exported from a
-               random-weight ResNet-50-FPN at that size; TFLite float32 and int8 of the
-               same model through LiteRT; train step: ``bench_model.py``'s ``train``
-               (with the mask branch) and ``train_retinanet`` modes at batch 2, 512x512.
-Times are medians of ``--repeats`` runs after one warm-up. Writes
-``<out>/compare_torchvision.json`` and ``.md`` with the ratios ours / torchvision.
+               random-weight ResNet-50-FPN at that size, frozen (the default export), with
+               variables (``freeze=False``), and with variables in a process started with
+               ``TF_ONEDNN_ASSUME_FROZEN_WEIGHTS=1`` (oneDNN then caches the reordered
+               filters of variables too); TFLite float32 and int8 of the same model
+               through LiteRT; train step: ``bench_model.py``'s ``train`` (with the mask
+               branch) and ``train_retinanet`` modes at batch 2, 512x512.
+Both sides compute on the same pixels: torchvision pads to multiples of 32, and ours is
+configured with ``data.pad_stride: 32`` (``--pad_stride``; 800x1333 -> 800x1344).
+The machine's speed drifts by tens of percent over minutes, so the inference measurements
+run in ``--rounds`` interleaved rounds (torchvision, then each of ours, then again); a
+ratio is taken within each round and the table gives the median ratio and its range, and
+the median time over all rounds. Writes ``<out>/compare_torchvision.json`` and ``.md``.
 """
 
 import argparse
 import json
 import os
 import platform
+import statistics
 import sys
 import tempfile
 
@@ -74,12 +82,12 @@ def torch_worker(args):
     print(json.dumps(row))
 
 
-def _random_model_dir(size, out_dir, coco128):
+def _random_model_dir(size, out_dir, coco128, pad_stride):
     """A training directory with a random-weight ResNet-50-FPN (80 classes) configured for
     ``size`` (short/long side = the size, so the serving resize is an identity; padded to
-    the nearest multiples of 128, e.g. 896x1408 for 800x1333, with ``data.padded_size``, as
-    the README recommends for landscape data; the default square would be 1408x1408); its
-    data keys point at coco128 for the int8 calibration images."""
+    the nearest multiples of ``pad_stride`` with ``data.padded_size``, as the README
+    recommends for landscape data: 800x1344 for 800x1333 at 32; the default square would
+    be 1344x1344); its data keys point at coco128 for the int8 calibration images."""
     import keras
     import tensorflow as tf
 
@@ -92,7 +100,8 @@ def _random_model_dir(size, out_dir, coco128):
     cfg = C.load_config([], [
         "model.backbone.depth=50", "model.backbone.norm=frozen", "model.num_classes=80",
         "model.mask_head.enabled=false", f"data.short_side={min(h, w)}",
-        f"data.long_side={max(h, w)}", f"data.padded_size=[{-(-h // 128) * 128}, {-(-w // 128) * 128}]",
+        f"data.long_side={max(h, w)}", f"data.pad_stride={pad_stride}",
+        f"data.padded_size=[{-(-h // pad_stride) * pad_stride}, {-(-w // pad_stride) * pad_stride}]",
         "data.kind=coco", f"data.train_json={json_path}",
         f"data.train_images={images}", f"data.val_json={json_path}", f"data.val_images={images}"])
     os.makedirs(out_dir, exist_ok=True)
@@ -110,8 +119,10 @@ def ours_prepare(args):
     from retinamask_tf.export import saved_model, tflite
 
     model_dir = os.path.join(args.work, args.size)
-    _random_model_dir(args.size, model_dir, (args.coco_json, args.coco_images))
+    _random_model_dir(args.size, model_dir, (args.coco_json, args.coco_images), args.pad_stride)
     saved_model.export_saved_model(model_dir, os.path.join(model_dir, "saved_model"))
+    saved_model.export_saved_model(model_dir, os.path.join(model_dir, "saved_model_variables"),
+                                   freeze=False)
     if args.tflite_variants:
         tflite.export_tflite(model_dir, os.path.join(model_dir, "tflite"),
                              args.tflite_variants.split(","),
@@ -125,11 +136,12 @@ def ours_worker(args):
     h, w = (int(v) for v in args.size.split("x"))
     model_dir = os.path.join(args.work, args.size)
     image = np.random.default_rng(0).integers(0, 256, (h, w, 3), dtype=np.uint8)
-    if args.mode == "savedmodel":
+    if args.mode.startswith("savedmodel"):
         import tensorflow as tf
         tf.config.threading.set_intra_op_parallelism_threads(args.threads)
         tf.config.threading.set_inter_op_parallelism_threads(args.threads)
-        serving = tf.saved_model.load(os.path.join(model_dir, "saved_model")).signatures[
+        name = "saved_model" if args.mode == "savedmodel" else "saved_model_variables"
+        serving = tf.saved_model.load(os.path.join(model_dir, name)).signatures[
             "serving_default"]
         batch = tf.constant(image[None])
         row = timed(lambda: serving(images=batch)["num_detections"].numpy(), args.repeats)
@@ -148,7 +160,9 @@ def ours_worker(args):
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--sizes", default="512x512,800x1333")
-    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--repeats", type=int, default=5, help="timed calls per process")
+    p.add_argument("--rounds", type=int, default=3, help="interleaved inference rounds")
+    p.add_argument("--pad_stride", type=int, default=32, help="ours: data.pad_stride")
     p.add_argument("--train_repeats", type=int, default=3)
     p.add_argument("--train_batch", type=int, default=2)
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1)
@@ -179,20 +193,46 @@ def main():
     coco = [os.path.join(args.shared_data, "coco128", "annotations.json"),
             os.path.join(args.shared_data, "coco128", "images")]
     common = ["--threads", str(args.threads), "--work", work]
-    rows = []
+    rows, rounds = [], []
+    modes = ["savedmodel", "savedmodel_variables", "savedmodel_variables_assume_frozen"] + [
+        f"tflite_{v}" for v in args.tflite_variants.split(",") if v]
     for size in args.sizes.split(","):
-        rows.append(run_worker([args.torch_python, __file__, "--worker", "torch", "--mode", "infer",
-                          "--size", size, "--repeats", str(args.repeats)] + common, env,
-                         f"torchvision infer {size}"))
         run_worker([sys.executable, __file__, "--worker", "prepare", "--size", size,
-              "--tflite_variants", args.tflite_variants, "--calibration_images",
-              str(args.calibration_images), "--coco_json", coco[0], "--coco_images", coco[1]]
-             + common, env, f"export ours {size}")
-        modes = ["savedmodel"] + [f"tflite_{v}" for v in args.tflite_variants.split(",") if v]
-        for mode in modes:
-            rows.append(run_worker([sys.executable, __file__, "--worker", "ours", "--mode", mode,
-                              "--size", size, "--repeats", str(args.repeats)] + common, env,
-                             f"ours {mode} {size}"))
+                    "--tflite_variants", args.tflite_variants, "--calibration_images",
+                    str(args.calibration_images), "--coco_json", coco[0], "--coco_images",
+                    coco[1], "--pad_stride", str(args.pad_stride)] + common, env,
+                   f"export ours {size}")
+    for r in range(args.rounds):
+        for size in args.sizes.split(","):
+            measured = [run_worker([args.torch_python, __file__, "--worker", "torch", "--mode",
+                                    "infer", "--size", size, "--repeats", str(args.repeats)]
+                                   + common, env, f"round {r + 1}: torchvision infer {size}")]
+            for mode in modes:
+                mode_env = dict(env, TF_ONEDNN_ASSUME_FROZEN_WEIGHTS="1") if mode.endswith(
+                    "_assume_frozen") else env
+                measured.append(run_worker(
+                    [sys.executable, __file__, "--worker", "ours", "--mode", mode, "--size", size,
+                     "--repeats", str(args.repeats)] + common, mode_env,
+                    f"round {r + 1}: ours {mode} {size}"))
+            for row in measured:
+                row["round"] = r + 1
+                row["ratio_to_torchvision"] = row["median_s"] / measured[0]["median_s"]
+            rounds.extend(measured)
+    for size in args.sizes.split(","):
+        for side, mode in [("torchvision", "infer")] + [("ours", m) for m in modes]:
+            runs = [x for x in rounds if x["side"] == side and x["mode"] == mode and x["size"] == size]
+            ratios = sorted(x["ratio_to_torchvision"] for x in runs)
+            row = dict(runs[-1], median_s=statistics.median(t for x in runs for t in x["times_s"]),
+                       min_s=min(x["min_s"] for x in runs),
+                       peak_rss_mb=max(x["peak_rss_mb"] for x in runs), rounds=len(runs),
+                       times_s=[t for x in runs for t in x["times_s"]])
+            row.pop("round")
+            if side == "ours":
+                row.update(ratio_to_torchvision=statistics.median(ratios),
+                           ratio_range=[ratios[0], ratios[-1]])
+            else:
+                row.pop("ratio_to_torchvision")
+            rows.append(row)
     train_size = "512x512"
     rows.append(run_worker([args.torch_python, __file__, "--worker", "torch", "--mode", "train",
                       "--size", train_size, "--repeats", str(args.train_repeats),
@@ -211,17 +251,19 @@ def main():
                     and r["mode"] == mode)
 
     for r in rows:
-        if r["side"] == "ours":
-            base = ref(r["size"], "train" if r["mode"].startswith("train") else "infer")
-            r["ratio_to_torchvision"] = r["median_s"] / base["median_s"]
+        if r["side"] == "ours" and r["mode"].startswith("train"):
+            r["ratio_to_torchvision"] = r["median_s"] / ref(r["size"], "train")["median_s"]
     machine = {"platform": platform.platform(), "cpus": os.cpu_count(), "threads": args.threads,
                "python": platform.python_version()}
-    result = {"machine": machine, "rows": rows}
-    lines = [f"Machine: {machine['cpus']} CPUs, {machine['platform']}, {args.threads} threads",
-             "", "| side | mode | input | batch | median s | ours / torchvision | peak RSS MB |",
+    result = {"machine": machine, "pad_stride": args.pad_stride, "rows": rows, "rounds": rounds}
+    lines = [f"Machine: {machine['cpus']} CPUs, {machine['platform']}, {args.threads} threads; "
+             f"inference: {args.rounds} interleaved rounds x {args.repeats} calls",
+             "", "| side | mode | input | batch | median s | ours / torchvision (range) | peak RSS MB |",
              "|---|---|---|---|---|---|---|"]
     for r in rows:
         ratio = f"{r['ratio_to_torchvision']:.2f}" if "ratio_to_torchvision" in r else "1"
+        if "ratio_range" in r:
+            ratio += f" ({r['ratio_range'][0]:.2f}-{r['ratio_range'][1]:.2f})"
         lines.append(f"| {r['side']} | {r['mode']} | {r['size']} | {r['batch']} | "
                      f"{r['median_s']:.3f} | {ratio} | {r['peak_rss_mb']:.0f} |")
     write_results(args.out, "compare_torchvision", result, lines)

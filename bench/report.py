@@ -12,7 +12,7 @@ import time
 
 def timed(call, repeats):
     """Median/min seconds of ``repeats`` calls after one warm-up, and this process's peak
-    RSS: {median_s, min_s, warmup_s, repeats, peak_rss_mb}."""
+    RSS: {median_s, min_s, warmup_s, repeats, times_s, peak_rss_mb}."""
     t = time.perf_counter()
     call()
     warmup = time.perf_counter() - t
@@ -22,7 +22,7 @@ def timed(call, repeats):
         call()
         times.append(time.perf_counter() - t)
     return {"median_s": statistics.median(times), "min_s": min(times), "warmup_s": warmup,
-            "repeats": repeats,
+            "repeats": repeats, "times_s": times,
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 

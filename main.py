@@ -6,6 +6,7 @@
       [--tflite_variants=float32,float16,dynamic_int8,int8]
   python main.py --mode=predict --model_dir=runs/demo --images='photos/*.jpg' [--output_dir=DIR]
   python main.py --mode=predict --saved_model=runs/demo/export/saved_model --images=a.jpg,b.png
+  python main.py --mode=plots --model_dir=runs/demo      # beta (Figure 3) and loss curves
   python main.py --mode=inspect_data --config=configs/fruits_nuts.yaml --model_dir=runs/fruits
   python main.py --mode=make_tfrecords --config=configs/fruits_nuts.yaml --model_dir=runs/fruits
   python main.py --mode=train --config=configs/coco_r50_fpn.yaml \
@@ -22,8 +23,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from absl import app, flags  # noqa: E402
 
 flags.DEFINE_enum("mode", "train_and_eval",
-                  ["train", "eval", "train_and_eval", "export", "predict", "inspect_data",
-                   "make_tfrecords"],
+                  ["train", "eval", "train_and_eval", "export", "predict", "plots",
+                   "inspect_data", "make_tfrecords"],
                   "What to run.")
 flags.DEFINE_multi_string("config", [], "YAML config file(s); later files win.")
 flags.DEFINE_multi_string("override", [], "key=value overrides, e.g. train.steps=100.")
@@ -154,6 +155,22 @@ def _predict():
     return 0 if out["drawn"] else 2
 
 
+def _plots(model_dir):
+    """beta.png (the paper's Figure 3) and losses.png from the run's TensorBoard logs;
+    prints where they went, or why there are none (returns False)."""
+    from retinamask_tf import plots
+    from retinamask_tf.training.trainer import read_config
+    try:
+        beta_hat = read_config(model_dir).loss.beta
+        paths = plots.write_training_plots(model_dir, beta_hat)
+    except (ImportError, FileNotFoundError) as e:
+        print(f"  plots        none: {e}")
+        return False
+    print(f"  plots        {paths['beta']} (running mean of |x| and beta per coordinate), "
+          f"{paths['losses']}")
+    return True
+
+
 def _inspect(config, model_dir):
     """--mode=inspect_data: statistics, anchor coverage, plots and drawings of both splits."""
     from retinamask_tf.data import inspector, pipeline
@@ -246,6 +263,8 @@ def main(argv):
             return 0 if _export(FLAGS.model_dir) else 2
         if FLAGS.mode == "predict":
             return _predict()
+        if FLAGS.mode == "plots":
+            return 0 if _plots(FLAGS.model_dir) else 2
         if FLAGS.mode == "make_tfrecords":
             _make_tfrecords(config_lib.load_config(FLAGS.config, overrides), FLAGS.model_dir)
             return 0
@@ -267,6 +286,8 @@ def main(argv):
     print(f"  config       {os.path.join(FLAGS.model_dir, 'config.yaml')}")
     print(f"  checkpoints  {os.path.join(FLAGS.model_dir, 'checkpoints')}")
     print(f"  tensorboard  tensorboard --logdir {FLAGS.model_dir}")
+    if FLAGS.mode != "eval":
+        _plots(FLAGS.model_dir)
     if report:
         print(f"  metrics      {report['metrics_path']}")
     if FLAGS.mode == "train_and_eval" and FLAGS.export:

@@ -29,7 +29,9 @@ setup(
         # without declaring it.
         "tfds": ["tensorflow-datasets>=4.9.9", "importlib_resources>=6.0"],
         "plots": ["matplotlib>=3.8"],
-        # The TFDS tests build a small TFDS dataset, so the tests install the tfds extra.
-        "test": ["pytest>=8.0", "tensorflow-datasets>=4.9.9", "importlib_resources>=6.0"],
+        # The TFDS tests build a small TFDS dataset and the plot tests draw, so the tests
+        # install the tfds and plots extras.
+        "test": ["pytest>=8.0", "tensorflow-datasets>=4.9.9", "importlib_resources>=6.0",
+                 "matplotlib>=3.8"],
     },
 )

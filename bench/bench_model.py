@@ -16,9 +16,10 @@ Modes:
   train         one ``train_step`` (forward, matching, losses, mask branch on
                 "100 + GT" RoIs, backward, SGD) at ``--train_batch``;
   train_retinanet  the same without the mask branch (the overhead is the difference).
-With ``--jit_compile`` the timed function is compiled with XLA (``model.xla_compatible``:
-the XLA-compilable NMS and crops). Times are medians over ``--repeats`` runs after one
-warm-up (which includes the compilation). Writes
+``--override train.precision=mixed_float16`` (or mixed_bfloat16) builds the model under
+that policy, as training does. With ``--jit_compile`` the timed function is compiled with
+XLA (``model.xla_compatible``: the XLA-compilable NMS and crops). Times are medians over
+``--repeats`` runs after one warm-up (which includes the compilation). Writes
 ``<out>/model_bench.json`` and ``model_bench.md``.
 """
 
@@ -42,6 +43,7 @@ def _padded(h, w, stride=128):
 
 
 def worker(args):
+    import keras
     import numpy as np
     import tensorflow as tf
 
@@ -56,7 +58,13 @@ def worker(args):
                         + (["model.mask_head.enabled=false"] if retinanet else []))
     h, w = (int(v) for v in args.size.split("x"))
     ph, pw = _padded(h, w, cfg.data.pad_stride)
-    model = factory.build_model(cfg, cfg.model.num_classes or 80, image_size=(ph, pw))
+    previous = keras.config.dtype_policy()  # train.precision, as the Trainer applies it
+    keras.config.set_dtype_policy(cfg.train.precision)
+    try:
+        num_classes = cfg.model.num_classes or 80
+        model = factory.build_model(cfg, num_classes, image_size=(ph, pw))
+    finally:
+        keras.config.set_dtype_policy(previous)
     model.xla_compatible = args.jit_compile
     rng = np.random.default_rng(0)
     if args.mode.startswith("infer"):
@@ -75,7 +83,7 @@ def worker(args):
         features = {"images": tf.constant(rng.uniform(0, 255, (b, ph, pw, 3)).astype(np.float32)),
                     "image_info": tf.constant([[h, w, 1.0, 1.0]] * b, tf.float32)}
         labels = {"gt_boxes": tf.constant(np.concatenate([yx, yx + hw], -1).astype(np.float32)),
-                  "gt_classes": tf.constant(rng.integers(0, 80, (b, g)).astype(np.int32)),
+                  "gt_classes": tf.constant(rng.integers(0, num_classes, (b, g)).astype(np.int32)),
                   "gt_valid": tf.ones((b, g), tf.bool), "gt_crowd": tf.zeros((b, g), tf.bool)}
         if model.has_masks:
             s = cfg.model.mask_head.gt_mask_size

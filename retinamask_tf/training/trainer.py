@@ -155,10 +155,6 @@ class Trainer:
         jit = bool(self.config.train.jit_compile)
         model.xla_compatible = model.xla_compatible or jit
 
-        # With train.jit_compile (one replica: see distribute.check_jit_compile) XLA compiles
-        # this function, as Keras' own fit() does. Reading the input cannot be compiled, so
-        # it stays in step_fn below.
-        @tf.function(jit_compile=jit)
         def step_on_data(data):
             out = strategy.run(model.train_step, args=(data,))
             reduced = {}
@@ -166,6 +162,12 @@ class Trainer:
                 op = tf.distribute.ReduceOp.SUM if k in summed else tf.distribute.ReduceOp.MEAN
                 reduced[k] = strategy.reduce(op, v, axis=None)
             return reduced
+
+        if jit:
+            # One replica (see distribute.check_jit_compile): XLA compiles the step and the
+            # reductions, as Keras' own fit() does. Reading the input cannot be compiled,
+            # so it stays outside, in step_fn.
+            step_on_data = tf.function(step_on_data, jit_compile=True)
 
         @tf.function
         def step_fn(iterator):

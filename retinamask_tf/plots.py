@@ -62,6 +62,10 @@ def plot_beta(scalars, path, beta_hat=None):
     if beta_hat is not None:
         axes[1].axhline(beta_hat, color="gray", linestyle="--", linewidth=1,
                         label=f"beta_hat {beta_hat:g}")
+    return _save(plt, fig, axes, path)
+
+
+def _save(plt, fig, axes, path):
     for ax in axes:
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
@@ -79,15 +83,9 @@ def plot_losses(scalars, path):
     for tag in LOSSES:
         if tag in scalars:
             ax.plot(*scalars[tag], label=tag)
-    ax.set_xlabel("step")
     ax.set_ylabel("loss")
     ax.set_yscale("log")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, [ax], path)
 
 
 def write_training_plots(model_dir, beta_hat=None):

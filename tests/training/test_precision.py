@@ -7,22 +7,13 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from retinamask_tf import config as C
 from retinamask_tf.training.trainer import Trainer
+from tests.conftest import tiny_config
 
 
 def _config(shapes, precision):
-    overrides = {
-        "data.kind": "coco", "data.train_json": shapes["train_json"],
-        "data.train_images": shapes["train_images"], "data.val_json": shapes["val_json"],
-        "data.val_images": shapes["val_images"], "data.short_side": 128, "data.long_side": 128,
-        "data.max_instances": 8, "model.backbone.depth": 18, "model.backbone.width": 16,
-        "model.backbone.norm": "batch_norm", "model.fpn.channels": 16, "model.head.channels": 16,
-        "model.head.num_convs": 1, "model.mask_head.channels": 8, "model.mask_head.num_convs": 1,
-        "model.mask_head.gt_mask_size": 32, "train.batch_size": 2, "train.steps": 3,
-        "train.warmup_steps": 1, "train.lr_drop_steps": [], "train.clip_grad_norm": 10.0,
-        "train.checkpoint_every": 3, "train.precision": precision}
-    return C.load_config([], [f"{k}={v}" for k, v in overrides.items()])
+    return tiny_config(shapes, {"train.steps": 3, "train.clip_grad_norm": 10.0,
+                                "train.checkpoint_every": 3, "train.precision": precision})
 
 
 @pytest.mark.parametrize("precision,compute", [("mixed_float16", "float16"),

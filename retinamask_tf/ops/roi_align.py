@@ -102,8 +102,9 @@ def multilevel_roi_align(features, boxes, output_size=14, sampling_ratio=2, alig
     Args:
       features: dict "P{l}" -> [B, H_l, W_l, C], stride 2^l.
       boxes: [B, R, 4] yxyx input-image pixels.
-      xla_compatible: crop with ``gather_crop_and_resize`` (same values; XLA compiles it,
-        where ``CropAndResize`` has no XLA kernel).
+      xla_compatible: crop with ``gather_crop_and_resize``: the same values; XLA compiles
+        it (``CropAndResize`` has no XLA kernel), and its gradient is exact, where TF's CPU
+        ``CropAndResizeGradImage`` can lose contributions (see ``ops/crop.py``).
     Returns:
       [B, R, output_size, output_size, C], dtype of the features. A box with a
       non-finite coordinate (a diverged model) reads the empty box at 0 instead

@@ -25,6 +25,7 @@ import json
 import os
 
 import tensorflow as tf
+from tensorflow.python.framework import config as tf_config  # no public getter
 
 from retinamask_tf import config as config_lib
 
@@ -64,13 +65,19 @@ def check_global_batch(batch_size, strategy):
 
 
 def check_jit_compile(jit_compile, strategy):
-    """Raises ConfigError for ``train.jit_compile`` with more than one replica in sync.
+    """Raises ConfigError for ``train.jit_compile`` with more than one replica in sync, or
+    with TF's op determinism on (XLA then refuses the MaxPool gradient).
 
     An XLA cluster runs on exactly one device and cannot touch another device's variables
     (TF's XLA known issues), and the train step's cross-replica sums (the global positive
     count, the self-adjusting L1 statistics, the optimizer's gradient all-reduce) sit inside
     the step, so the step cannot be compiled per replica either.
     """
+    if jit_compile and tf_config.is_op_determinism_enabled():
+        raise config_lib.ConfigError(
+            "config key 'train.jit_compile': op determinism is enabled "
+            "(tf.config.experimental.enable_op_determinism), and XLA has no deterministic "
+            "MaxPool gradient; turn one of them off")
     n = strategy.num_replicas_in_sync
     if jit_compile and n > 1:
         raise config_lib.ConfigError(

@@ -9,6 +9,7 @@ import sys
 import numpy as np
 import pytest
 import tensorflow as tf
+from tensorflow.python.framework import config as tf_config
 
 from retinamask_tf import config as C
 from retinamask_tf.training import distribute
@@ -63,6 +64,12 @@ def test_strategies_by_name_and_batch_split():
     distribute.check_jit_compile(False, Four())
     with pytest.raises(C.ConfigError, match=r"train\.jit_compile.*has 4"):
         distribute.check_jit_compile(True, Four())
+    tf.config.experimental.enable_op_determinism()
+    try:
+        with pytest.raises(C.ConfigError, match=r"train\.jit_compile.*op determinism"):
+            distribute.check_jit_compile(True, mirrored)
+    finally:
+        tf_config.disable_op_determinism()
 
 
 def test_chief_and_worker_dirs(monkeypatch, tmp_path):

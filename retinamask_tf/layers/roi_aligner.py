@@ -10,7 +10,7 @@ class RoIAligner(keras.layers.Layer):
     """``{"P3": ..., "P5": ...}``, boxes [B, R, 4] yxyx input pixels ->
     [B, R, output_size, output_size, C], each box read from its FPN level.
     ``xla_compatible=True`` in a call crops with gathers (same values), which XLA compiles and
-    whose gradient is exact (the model uses them whenever it trains)."""
+    whose gradient matches a numpy reference."""
 
     def __init__(self, output_size=14, sampling_ratio=2, aligned=False, min_level=3, max_level=5,
                  canonical_level=4, canonical_size=224.0, **kwargs):

@@ -12,7 +12,7 @@ def gather_crop_and_resize(image, boxes, box_indices, crop_size, extrapolation_v
     sample outside [0, H - 1] x [0, W - 1]. Its gradient (of gathers) flows to ``image``
     and is exact and deterministic. TF's own CPU gradient (``CropAndResizeGradImage``) is
     not: on this 2-core machine, 3 of 20 identical calls returned image gradients that
-    differed from the others by up to 2.7 (TF 2.21), so the model trains on this form.
+    differed from the others by up to 2.7 (TF 2.21). The model uses this form under XLA.
 
     Args:
       image: [N, H, W, C] float32; boxes: [R, 4] normalised yxyx; box_indices: [R] int32.

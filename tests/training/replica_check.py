@@ -13,26 +13,18 @@ import tensorflow as tf
 cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 
-from retinamask_tf import config as C  # noqa: E402
 from retinamask_tf.data import pipeline, synthetic  # noqa: E402
 from retinamask_tf.training.trainer import Trainer  # noqa: E402
+from tests.conftest import tiny_config  # noqa: E402
 
 
 def main(out_dir, steps):
     shapes = synthetic.ensure_dataset(os.path.join(out_dir, "shapes"), num_train=32, num_val=8,
                                       image_size=128, max_objects=6, min_object_size=12.0,
                                       seed=3, progress=False)
-    overrides = {
-        "data.kind": "coco", "data.train_json": shapes["train_json"],
-        "data.train_images": shapes["train_images"], "data.val_json": shapes["val_json"],
-        "data.val_images": shapes["val_images"], "data.short_side": 128, "data.long_side": 128,
-        "data.max_instances": 8, "model.backbone.depth": 18, "model.backbone.width": 16,
-        "model.backbone.norm": "frozen", "model.fpn.channels": 16, "model.head.channels": 16,
-        "model.head.num_convs": 1, "model.mask_head.channels": 8, "model.mask_head.num_convs": 1,
-        "model.mask_head.gt_mask_size": 32, "train.batch_size": 8, "train.steps": steps,
-        "train.warmup_steps": 1, "train.lr_drop_steps": [], "train.clip_grad_norm": 1.0,
-        "train.checkpoint_every": 1000}
-    cfg = C.load_config([], [f"{k}={v}" for k, v in overrides.items()])
+    cfg = tiny_config(shapes, {"model.backbone.norm": "frozen", "train.batch_size": 8,
+                               "train.steps": steps, "train.clip_grad_norm": 1.0,
+                               "train.checkpoint_every": 1000})
     datasets = pipeline.load_splits(cfg.data)
     runs = {}
     for name, strategy in (

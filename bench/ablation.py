@@ -6,6 +6,9 @@ dataset config and seed.
   python bench/ablation.py                                   # demo + fruits_nuts, seeds 0,1,2
   python bench/ablation.py --configs configs/demo.yaml --variants retinanet,retinamask \\
       --seeds 0 --override train.steps=300
+  python bench/ablation.py --out bench/results/ablation_short \\
+      --configs configs/demo.yaml+configs/ablation/short_demo.yaml,\\
+configs/fruits_nuts.yaml+configs/ablation/short_fruits_nuts.yaml     # the README's table
 
 Each run is ``main.py --mode=train_and_eval --noexport`` in ``<out>/<dataset>/<variant>/
 seed<k>``; finished runs are skipped, so the same command resumes an interrupted
@@ -28,7 +31,8 @@ from retinamask_tf import ablation  # noqa: E402
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--configs", default="configs/demo.yaml,configs/fruits_nuts.yaml",
-                   help="comma-separated dataset configs (one ablation each)")
+                   help="comma-separated dataset configs (one ablation each); 'a.yaml+b.yaml' "
+                        "layers b over a (e.g. a shorter schedule), named after a")
     p.add_argument("--variants", default=",".join(ablation.VARIANTS))
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--override", action="append", default=[],
@@ -42,12 +46,18 @@ def main(argv=None):
     seeds = [int(s) for s in args.seeds.split(",")]
     results, t0 = {}, time.time()
     for config in args.configs.split(","):
-        dataset = os.path.splitext(os.path.basename(config))[0]
-        for variant in variants:
-            for seed in seeds:
+        layers = config.split("+")
+        missing = [c for c in layers if not os.path.isfile(c)]
+        if missing:
+            raise SystemExit(f"--configs: no such file {missing}")
+        dataset = os.path.splitext(os.path.basename(layers[0]))[0]
+        # Seed-major: every variant gets seed 0 before any gets seed 1, so a stopped
+        # ablation leaves comparable (paired) runs.
+        for seed in seeds:
+            for variant in variants:
                 model_dir = ablation.run_dir(args.out, dataset, variant, seed)
                 results.setdefault((dataset, variant), []).append(
-                    ablation.run_one([config], model_dir, variant, seed, args.override))
+                    ablation.run_one(layers, model_dir, variant, seed, args.override))
     rows = ablation.collect(results)
     meta = {"configs": args.configs.split(","), "seeds": seeds, "overrides": args.override,
             "machine": f"{os.cpu_count()} CPUs, {platform.platform()}",

@@ -45,6 +45,18 @@ TABLES = {
         "best_match_0.0", "fixed_beta_1.0", "self_adjusting_0.11", "self_adjusting_1.0"],
     "Table 3: mask head (with both changes)": ["self_adjusting_0.11", "retinamask"],
 }
+# The paper's bbox AP (COCO minival, ResNet-50-FPN, 1x) for the same rows, per table
+# (../shared/REFERENCE.md): Table 1 has no row without best matching; Table 3's base is
+# 36.2, not Table 2's 36.6.
+PAPER_AP = {
+    "Table 1: best matching (threshold)": {
+        "best_match_0.5": 35.5, "best_match_0.4": 36.0, "best_match_0.3": 36.1,
+        "best_match_0.2": 36.1, "best_match_0.0": 36.2},
+    "Table 2: box loss (with best matching 0.0)": {
+        "best_match_0.0": 36.2, "fixed_beta_1.0": 35.3, "self_adjusting_0.11": 36.6,
+        "self_adjusting_1.0": 36.4},
+    "Table 3: mask head (with both changes)": {"self_adjusting_0.11": 36.2, "retinamask": 36.9},
+}
 
 
 def _yaml_value(value):
@@ -103,10 +115,12 @@ def summarize(values):
 
 def collect(results):
     """results: {(dataset, variant): [metrics JSON per seed]} -> rows with a summary per
-    metric for bbox (and segm where the runs have it)."""
+    metric for bbox (and segm where the runs have it) and the per-seed bbox AP in seed
+    order (``AP_per_seed``, for differences paired by seed)."""
     rows = []
     for (dataset, variant), runs in results.items():
-        row = {"dataset": dataset, "variant": variant, "seeds": len(runs)}
+        row = {"dataset": dataset, "variant": variant, "seeds": len(runs),
+               "AP_per_seed": [float(r["bbox"]["AP"]) for r in runs]}
         for kind in ("bbox", "segm"):
             if all(kind in r for r in runs):
                 row[kind] = {m: summarize([r[kind][m] for r in runs]) for m in METRICS}
@@ -114,9 +128,20 @@ def collect(results):
     return rows
 
 
+def paired_delta(row, base):
+    """bbox AP of ``row`` minus ``base``'s, seed by seed (same init and data order, so
+    most of the seed-to-seed spread cancels): the summary of the differences, or None when
+    the two were not run on the same number of seeds."""
+    if row is base or len(row["AP_per_seed"]) != len(base["AP_per_seed"]):
+        return None
+    return summarize([a - b for a, b in zip(row["AP_per_seed"], base["AP_per_seed"])])
+
+
 def markdown(rows):
     """One table per paper table and dataset: mean +- std over seeds (bbox; mask AP for
-    runs with the mask head)."""
+    runs with the mask head), the AP difference to the table's first row paired by seed
+    (mean +- std, and on how many seeds it is positive), and the paper's COCO AP with its
+    difference to the paper's first row."""
     lines = []
     datasets = sorted({r["dataset"] for r in rows})
     for title, variants in TABLES.items():
@@ -126,15 +151,26 @@ def markdown(rows):
                                                 for r in rows)]
             if not present:
                 continue
+            paper = PAPER_AP.get(title, {})
+            paper_base = paper.get(present[0]["variant"])
             lines += [f"**{title}, {dataset}**", "",
-                      "| variant | seeds | " + " | ".join(METRICS) + " | mask AP |",
-                      "|---|---|" + "---|" * (len(METRICS) + 1)]
+                      "| variant | seeds | " + " | ".join(METRICS) + " | mask AP "
+                      f"| ΔAP vs {present[0]['variant']}, paired (seeds > 0) | paper AP (Δ) |",
+                      "|---|---|" + "---|" * (len(METRICS) + 3)]
             for r in present:
                 cells = [f"{r['bbox'][m]['mean']:.3f} ± {r['bbox'][m]['std']:.3f}" for m in METRICS]
                 mask = (f"{r['segm']['AP']['mean']:.3f} ± {r['segm']['AP']['std']:.3f}"
                         if "segm" in r else "-")
-                lines.append(f"| {r['variant']} | {r['seeds']} | " + " | ".join(cells)
-                             + f" | {mask} |")
+                delta = paired_delta(r, present[0])
+                if delta is not None:
+                    wins = sum(a > b for a, b in zip(r["AP_per_seed"], present[0]["AP_per_seed"]))
+                    delta = f"{delta['mean']:+.3f} ± {delta['std']:.3f} ({wins}/{delta['n']})"
+                ours = f"{r['variant']} | {r['seeds']} | " + " | ".join(cells) + f" | {mask}"
+                p_ap = paper.get(r["variant"])
+                p_cell = "-" if p_ap is None else (
+                    f"{p_ap:.1f}" if paper_base is None or r is present[0]
+                    else f"{p_ap:.1f} ({p_ap - paper_base:+.1f})")
+                lines.append(f"| {ours} | {delta or '-'} | {p_cell} |")
             lines.append("")
     return lines
 

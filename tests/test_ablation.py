@@ -57,6 +57,24 @@ def test_summarize_golden():
     assert ablation.summarize([0.25])["std"] == 0.0
 
 
+def test_markdown_paired_delta_and_paper_columns():
+    def row(variant, aps):
+        m = {k: ablation.summarize(aps) for k in ablation.METRICS}
+        return {"dataset": "d", "variant": variant, "seeds": len(aps), "AP_per_seed": aps,
+                "bbox": m}
+    base, other = row("best_match_0.0", [0.10, 0.30, 0.20]), row("fixed_beta_1.0", [0.15, 0.32, 0.17])
+    delta = ablation.paired_delta(other, base)
+    # differences +0.05, +0.02, -0.03: mean +0.0133, sample std 0.0404
+    assert delta["mean"] == pytest.approx(0.04 / 3) and delta["std"] == pytest.approx(0.040415, abs=1e-6)
+    assert ablation.paired_delta(base, base) is None
+    assert ablation.paired_delta(row("fixed_beta_1.0", [0.1, 0.2]), base) is None
+    text = "\n".join(ablation.markdown([base, other]))
+    # 0.15, 0.32, 0.17: mean 0.2133, sample std sqrt(0.017267 / 2) = 0.0929
+    assert "| fixed_beta_1.0 | 3 | 0.213 ± 0.093 |" in text
+    assert "| +0.013 ± 0.040 (2/3) | 35.3 (-0.9) |" in text
+    assert "| best_match_0.0 | 3 |" in text and "| - | 36.2 |" in text
+
+
 def test_small_ablation_runs_reports_and_resumes(tiny_shapes, tmp_path):
     config = {
         "data": {"kind": "coco", "train_json": tiny_shapes["train_json"],

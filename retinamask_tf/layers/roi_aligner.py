@@ -10,7 +10,8 @@ class RoIAligner(keras.layers.Layer):
     """``{"P3": ..., "P5": ...}``, boxes [B, R, 4] yxyx input pixels ->
     [B, R, output_size, output_size, C], each box read from its FPN level.
     ``xla_compatible=True`` in a call crops with gathers (same values), which XLA compiles and
-    whose gradient matches a numpy reference."""
+    whose gradient matches a numpy reference; ``training=True`` keeps TF's op but with an
+    image gradient that is exact on CPU (``ops.crop.crop_and_resize_exact_grad``)."""
 
     def __init__(self, output_size=14, sampling_ratio=2, aligned=False, min_level=3, max_level=5,
                  canonical_level=4, canonical_size=224.0, **kwargs):
@@ -24,10 +25,11 @@ class RoIAligner(keras.layers.Layer):
         self.canonical_level = int(canonical_level)
         self.canonical_size = float(canonical_size)
 
-    def call(self, features, boxes, xla_compatible=False):
+    def call(self, features, boxes, xla_compatible=False, training=False):
         return roi_align.multilevel_roi_align(
             features, boxes, self.output_size, self.sampling_ratio, self.aligned, self.min_level,
-            self.max_level, self.canonical_level, self.canonical_size, xla_compatible)
+            self.max_level, self.canonical_level, self.canonical_size, xla_compatible,
+            bool(training))
 
     def get_config(self):
         config = super().get_config()

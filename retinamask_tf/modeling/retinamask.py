@@ -121,11 +121,10 @@ class RetinaMask(keras.Model):
 
     def mask_logits(self, pyramid, boxes, training=False):
         """Mask head on boxes [B, R, 4] (model-input pixels) -> [B, R, m, m, K] logits."""
-        # TF's CPU CropAndResizeGradImage is not reliable (3 of 20 identical gradient calls
-        # differed by up to 2.7; see ops/crop.py). Training through the gather crops instead
-        # made the exact-resume test differ by 8e-6 under op determinism, so until that is
-        # understood only XLA (which needs them) uses the gathers.
-        rois = self.roi_aligner(pyramid, boxes, xla_compatible=self.xla_compatible)
+        # Training crops through ops.crop.crop_and_resize_exact_grad: TF's CPU
+        # CropAndResizeGradImage races between threads (see there).
+        rois = self.roi_aligner(pyramid, boxes, xla_compatible=self.xla_compatible,
+                                training=training)
         shape = tf.shape(rois)
         flat = tf.reshape(rois, tf.concat([[-1], shape[2:]], 0))
         logits = self.mask_head(flat, training=training)

@@ -21,7 +21,7 @@ Two kernels (REFERENCE.md section 4):
 
 import tensorflow as tf
 
-from retinamask_tf.ops.crop import gather_crop_and_resize
+from retinamask_tf.ops.crop import crop_and_resize_exact_grad, gather_crop_and_resize
 
 
 def assign_levels(boxes, min_level=3, max_level=5, canonical_level=4, canonical_size=224.0):
@@ -89,7 +89,7 @@ def roi_align_single_level(features, boxes, spatial_scale, output_size=14, sampl
 
 def multilevel_roi_align(features, boxes, output_size=14, sampling_ratio=2, aligned=False,
                          min_level=3, max_level=5, canonical_level=4, canonical_size=224.0,
-                         xla_compatible=False):
+                         xla_compatible=False, training=False):
     """RoIAlign with each box read from its FPN level (``assign_levels``).
 
     One ``crop_and_resize`` for all boxes: the levels, each padded by one
@@ -105,6 +105,8 @@ def multilevel_roi_align(features, boxes, output_size=14, sampling_ratio=2, alig
       xla_compatible: crop with ``gather_crop_and_resize``: the same values; XLA compiles
         it (``CropAndResize`` has no XLA kernel), and its gradient is exact, where TF's CPU
         ``CropAndResizeGradImage`` can lose contributions (see ``ops/crop.py``).
+      training: crop with ``crop_and_resize_exact_grad`` (the same op forward; on a CPU-only
+        host its gradient avoids that race). Inference graphs keep the plain op.
     Returns:
       [B, R, output_size, output_size, C], dtype of the features. A box with a
       non-finite coordinate (a diverged model) reads the empty box at 0 instead
@@ -137,9 +139,15 @@ def multilevel_roi_align(features, boxes, output_size=14, sampling_ratio=2, alig
 
     n = output_size * sampling_ratio
     batch, num_rois = tf.shape(boxes)[0], tf.shape(boxes)[1]
-    crop = gather_crop_and_resize if xla_compatible else tf.image.crop_and_resize
-    crops = crop(stacked, tf.reshape(norm_boxes, [-1, 4]), tf.repeat(tf.range(batch), num_rois),
-                 [n, n], extrapolation_value=0.0)
+    if xla_compatible:
+        crops = gather_crop_and_resize(stacked, tf.reshape(norm_boxes, [-1, 4]),
+                                       tf.repeat(tf.range(batch), num_rois), [n, n])
+    elif training:
+        crops = crop_and_resize_exact_grad(stacked, norm_boxes, [n, n])
+    else:
+        crops = tf.image.crop_and_resize(stacked, tf.reshape(norm_boxes, [-1, 4]),
+                                         tf.repeat(tf.range(batch), num_rois), [n, n],
+                                         extrapolation_value=0.0)
     # The reference returns 0 for samples outside [-1, H_l] x [-1, W_l] of their level.
     steps = tf.range(n, dtype=tf.float32) / float(n - 1) if n > 1 else tf.zeros([1])
     coords = first[..., None, :] + steps[:, None] * (last - first)[..., None, :]  # [B, R, n, 2]

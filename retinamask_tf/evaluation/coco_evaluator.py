@@ -132,7 +132,8 @@ def evaluate(model, dataset, config, out_dir=None, step=None, max_images=None, p
 
     Returns:
       dict: ``bbox`` metrics, ``per_class`` table, (``segm``, ``per_class_segm``),
-      ``num_images``, ``skipped_images`` (left out of AP), ``step``; also written to ``out_dir/metrics[_step].json``
+      ``num_images``, ``skipped_images`` (left out of AP), ``step``; also written to
+      ``out_dir/metrics[_step].json``
       with the detections (and segmentations) beside it.
     """
     records = dataset.records[:max_images] if max_images else dataset.records
@@ -141,23 +142,28 @@ def evaluate(model, dataset, config, out_dir=None, step=None, max_images=None, p
                                 config.data.short_side, config.data.long_side,
                                 config.data.max_instances, training=False)
     with_masks = model.has_masks
+    previous = model.xla_compatible
     if config.eval.jit_compile:
-        model.xla_compatible = True  # the same detections, in ops XLA compiles
+        model.xla_compatible = True  # the same detections, in ops XLA compiles (while tracing)
     detect = tf.function(model.detect, jit_compile=config.eval.jit_compile)
     threshold = config.model.mask_head.mask_threshold
     results, segm_results = [], []
     bar = Progress(len(records), unit="image") if progress else None
     done = 0
-    for features, _ in ds:
-        det = {k: v.numpy() for k, v in detect(features["images"], features["image_info"]).items()}
-        image_ids = features["image_id"].numpy()
-        results.extend(detections_to_coco(det, image_ids, dataset.class_ids))
-        if with_masks:
-            sizes = features["image_info"].numpy()[:, :2]
-            segm_results.extend(masks_to_coco(det, image_ids, dataset.class_ids, sizes, threshold))
-        done += int(image_ids.shape[0])
-        if bar:
-            bar.update(done)
+    try:
+        for features, _ in ds:
+            det = {k: v.numpy() for k, v in detect(features["images"], features["image_info"]).items()}
+            image_ids = features["image_id"].numpy()
+            results.extend(detections_to_coco(det, image_ids, dataset.class_ids))
+            if with_masks:
+                sizes = features["image_info"].numpy()[:, :2]
+                segm_results.extend(masks_to_coco(det, image_ids, dataset.class_ids, sizes,
+                                                  threshold))
+            done += int(image_ids.shape[0])
+            if bar:
+                bar.update(done)
+    finally:  # the caller's model is left as it was given
+        model.xla_compatible = previous
     image_ids = [r.image_id for r in records]
     metrics, per_class, summary = coco_metrics(dataset.json_path, results, image_ids, "bbox")
     # Images the start-up check skipped (unreadable, wrong size) are not in AP: their

@@ -4,6 +4,7 @@ compiled detection function detects what the uncompiled one does."""
 import numpy as np
 import tensorflow as tf
 
+from retinamask_tf import config as C
 from retinamask_tf.data import pipeline
 from retinamask_tf.evaluation.coco_evaluator import evaluate
 from retinamask_tf.training.trainer import Trainer
@@ -70,6 +71,10 @@ def test_xla_detection_matches_uncompiled(tiny_shapes, tmp_path):
                                                    c.data.max_instances, training=False)))
     args = (features["images"], features["image_info"])
     want = tf.function(model.detect)(*args)
+    report = evaluate(model, trainer.val_data, C.replace(c, **{"eval.jit_compile": True}),
+                      max_images=4, progress=False)
+    assert report["num_images"] == 4
+    assert model.xla_compatible is False  # a compiled evaluation leaves the model as given
     model.xla_compatible = True
     got = tf.function(model.detect, jit_compile=True)(*args)
     np.testing.assert_array_equal(got["num_detections"].numpy(), want["num_detections"].numpy())

@@ -79,7 +79,7 @@ def _eval(model_dir, trainer=None, overrides=()):
     from retinamask_tf.training.trainer import Trainer, read_config
     if trainer is None:
         config = read_config(model_dir, overrides)
-        trainer = Trainer(config, model_dir)
+        trainer = Trainer(config, model_dir, write_config=False)  # eval overrides stay out
         if not trainer.restore():
             raise SystemExit(f"no checkpoint in {model_dir}/checkpoints to evaluate")
     report = evaluate(trainer.model, trainer.val_data, trainer.config,

@@ -87,7 +87,9 @@ def resolve_num_classes(config, train_dataset):
 class Trainer:
     """Owns the model, optimizer, data iterator and checkpoint of one training run."""
 
-    def __init__(self, config, model_dir, strategy=None, datasets=None):
+    def __init__(self, config, model_dir, strategy=None, datasets=None, write_config=True):
+        """``write_config=False`` (evaluation of a finished run) leaves ``model_dir``'s
+        config.yaml and label map as training wrote them."""
         self.strategy = strategy or tf.distribute.get_strategy()
         distribute.check_global_batch(config.train.batch_size, self.strategy)
         distribute.check_jit_compile(config.train.jit_compile, self.strategy)
@@ -95,7 +97,7 @@ class Trainer:
         self.train_data, self.val_data = datasets or pipeline.load_splits(config.data)
         self.config = resolve_num_classes(config, self.train_data)
         self.model_dir = model_dir
-        if self.is_chief:  # other workers of a multi-worker run write nothing here
+        if self.is_chief and write_config:  # other workers of a multi-worker run write nothing
             write_or_check_config(self.config, model_dir)
             write_label_map(model_dir, self.train_data.class_ids, self.train_data.class_names)
         keras.utils.set_random_seed(self.config.train.seed)

@@ -109,7 +109,9 @@ def test_variant_matches_saved_model(exported, coco128, variant, max_box_err, ma
     """Each of the SavedModel's top-20 detections on 12 coco128 images is looked up in the
     TFLite output (same class, best IoU).
 
-    float32: every one found, box within 1 px, same score, and the same top-5 classes.
+    float32: every one found, box within 1 px, same score, and the same top-5 classes,
+    except exact score ties that the two NMS implementations break differently (at most
+    1%, see below; one of 240 in a CI run).
     (This caught TFLite's NMS repeating an empty box, see ``ops.postprocess``: on 5 of 20
     images, every detection after the first empty box was that box.) float16: its score
     noise (~2e-5) can reorder two near-tied scores of this barely trained model and so
@@ -121,7 +123,7 @@ def test_variant_matches_saved_model(exported, coco128, variant, max_box_err, ma
     model is measured by ``bench/bench_tflite.py`` and checked by the slow end-to-end test."""
     paths, serving, _ = exported
     _, images = coco128
-    found, all_ious = [], []
+    found, all_ious, ties = [], [], []
     for name in sorted(os.listdir(images))[:12]:
         det, ref = _both(paths[variant], serving, os.path.join(images, name))
         assert len(ref["scores"]) == 100 and len(det["scores"]) == 100  # score threshold 0
@@ -130,11 +132,21 @@ def test_variant_matches_saved_model(exported, coco128, variant, max_box_err, ma
         all_ious.append(ious)
         if max_box_err is not None:
             ok = (box_err <= max_box_err) & (score_err <= max_score_err) & (ious >= min_iou)
+            if variant == "float32":
+                # An exact score tie between two overlapping candidates (this barely trained
+                # model scores some anchors identically) is broken one way by TF's NMS and
+                # the other by TFLite's; the other candidate is then suppressed. Such a
+                # swap shows as a same-class, same-score detection at IoU >= the NMS
+                # threshold. At most 1% of detections may be swaps; nothing else may differ.
+                tie = ~ok & (score_err <= 1e-6) & (ious >= 0.5)
+                ties.append(tie)
+                ok = ok | tie
             found.append(ok)
             assert ok[:5].all(), (name, ious, box_err, score_err)
             np.testing.assert_array_equal(det["classes"][:5], ref["classes"][:5])
     if max_box_err is not None:
         assert np.mean(found) >= min_found, np.mean(found)
+        assert not ties or np.mean(ties) <= 0.01, np.mean(ties)
     else:
         assert np.median(np.concatenate(all_ious)) >= min_iou, np.round(all_ious, 2)
 

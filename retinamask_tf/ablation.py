@@ -141,7 +141,7 @@ def markdown(rows):
     """One table per paper table and dataset: mean +- std over seeds (bbox; mask AP for
     runs with the mask head), the AP difference to the table's first row paired by seed
     (mean +- std, and on how many seeds it is positive), and the paper's COCO AP with its
-    difference to the paper's first row."""
+    difference to the table's first row that has a paper figure."""
     lines = []
     datasets = sorted({r["dataset"] for r in rows})
     for title, variants in TABLES.items():
@@ -152,7 +152,8 @@ def markdown(rows):
             if not present:
                 continue
             paper = PAPER_AP.get(title, {})
-            paper_base = paper.get(present[0]["variant"])
+            base_row = next((r for r in present if r["variant"] in paper), None)
+            paper_base = paper[base_row["variant"]] if base_row else None
             lines += [f"**{title}, {dataset}**", "",
                       "| variant | seeds | " + " | ".join(METRICS) + " | mask AP "
                       f"| ΔAP vs {present[0]['variant']}, paired (seeds > 0) | paper AP (Δ) |",
@@ -168,8 +169,7 @@ def markdown(rows):
                 ours = f"{r['variant']} | {r['seeds']} | " + " | ".join(cells) + f" | {mask}"
                 p_ap = paper.get(r["variant"])
                 p_cell = "-" if p_ap is None else (
-                    f"{p_ap:.1f}" if paper_base is None or r is present[0]
-                    else f"{p_ap:.1f} ({p_ap - paper_base:+.1f})")
+                    f"{p_ap:.1f}" if r is base_row else f"{p_ap:.1f} ({p_ap - paper_base:+.1f})")
                 lines.append(f"| {ours} | {delta or '-'} | {p_cell} |")
             lines.append("")
     return lines

@@ -73,6 +73,13 @@ def test_markdown_paired_delta_and_paper_columns():
     assert "| fixed_beta_1.0 | 3 | 0.213 ± 0.093 |" in text
     assert "| +0.013 ± 0.040 (2/3) | 35.3 (-0.9) |" in text
     assert "| best_match_0.0 | 3 |" in text and "| - | 36.2 |" in text
+    # Table 1's first row (retinanet) has no paper figure: the paper's differences are
+    # taken from the first row that has one.
+    table1 = "\n".join(ablation.markdown([row("retinanet", [0.1, 0.2, 0.3]),
+                                          row("best_match_0.5", [0.1, 0.2, 0.3]),
+                                          row("best_match_0.4", [0.2, 0.2, 0.3])]))
+    assert "| +0.000 ± 0.000 (0/3) | 35.5 |" in table1
+    assert "| +0.033 ± 0.058 (1/3) | 36.0 (+0.5) |" in table1
 
 
 def test_small_ablation_runs_reports_and_resumes(tiny_shapes, tmp_path):

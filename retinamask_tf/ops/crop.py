@@ -73,7 +73,7 @@ def crop_and_resize_exact_grad(image, boxes, crop_size):
     up to 11.7 on values of about 30. Here the backward pass runs the same kernel with
     every box writing to its own slot (``image_size`` [B * R, H, W, C], box i -> slot i),
     so no two boxes share memory, then sums each image's R slots. It matches a plain
-    gather-and-blend gradient to float rounding and repeats exactly, for 1.1x-3x the
+    gather-and-blend gradient to float rounding and repeats exactly, for 1.75x-3.1x the
     kernel's time and a [B * R, H, W, C] temporary. Where TF sees a GPU this is the plain
     op (the GPU kernel adds atomically). The boxes get no gradient (RoIs are constants of
     the mask loss).

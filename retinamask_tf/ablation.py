@@ -131,10 +131,12 @@ def collect(results):
 def paired_delta(row, base):
     """bbox AP of ``row`` minus ``base``'s, seed by seed (same init and data order, so
     most of the seed-to-seed spread cancels): the summary of the differences, or None when
-    the two were not run on the same number of seeds."""
+    the two were not run on the same number of seeds. ``positive``: on how many seeds
+    ``row`` is ahead."""
     if row is base or len(row["AP_per_seed"]) != len(base["AP_per_seed"]):
         return None
-    return summarize([a - b for a, b in zip(row["AP_per_seed"], base["AP_per_seed"])])
+    diffs = [a - b for a, b in zip(row["AP_per_seed"], base["AP_per_seed"])]
+    return {**summarize(diffs), "positive": sum(d > 0 for d in diffs)}
 
 
 def markdown(rows):
@@ -164,8 +166,8 @@ def markdown(rows):
                         if "segm" in r else "-")
                 delta = paired_delta(r, present[0])
                 if delta is not None:
-                    wins = sum(a > b for a, b in zip(r["AP_per_seed"], present[0]["AP_per_seed"]))
-                    delta = f"{delta['mean']:+.3f} ± {delta['std']:.3f} ({wins}/{delta['n']})"
+                    delta = (f"{delta['mean']:+.3f} ± {delta['std']:.3f} "
+                             f"({delta['positive']}/{delta['n']})")
                 ours = f"{r['variant']} | {r['seeds']} | " + " | ".join(cells) + f" | {mask}"
                 p_ap = paper.get(r["variant"])
                 p_cell = "-" if p_ap is None else (

@@ -35,12 +35,11 @@ def tiny_shapes(tmp_path_factory):
                                     max_objects=6, min_object_size=12.0, seed=3, progress=False)
 
 
-def tiny_config(shapes, overrides=None):
-    """The config of the small training tests: ``tiny_shapes`` data at 128x128, a
+def tiny_overrides(shapes, overrides=None):
+    """{dotted key: value} of the small training tests: ``tiny_shapes`` data at 128x128, a
     width-16 ResNet-18 with 16-channel FPN/head and a one-conv mask head, batch 2, lr warm-up
-    of one step; ``overrides`` ({dotted key: value}) on top."""
-    from retinamask_tf import config as C
-    values = {
+    of one step; ``overrides`` on top."""
+    return {
         "data.kind": "coco", "data.train_json": shapes["train_json"],
         "data.train_images": shapes["train_images"], "data.val_json": shapes["val_json"],
         "data.val_images": shapes["val_images"], "data.short_side": 128, "data.long_side": 128,
@@ -49,4 +48,9 @@ def tiny_config(shapes, overrides=None):
         "model.head.num_convs": 1, "model.mask_head.channels": 8, "model.mask_head.num_convs": 1,
         "model.mask_head.gt_mask_size": 32, "train.batch_size": 2, "train.warmup_steps": 1,
         "train.lr_drop_steps": [], **(overrides or {})}
-    return C.load_config([], [f"{k}={v}" for k, v in values.items()])
+
+
+def tiny_config(shapes, overrides=None):
+    """``tiny_overrides`` as a config."""
+    from retinamask_tf import config as C
+    return C.load_config([], [f"{k}={v}" for k, v in tiny_overrides(shapes, overrides).items()])

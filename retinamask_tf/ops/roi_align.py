@@ -139,15 +139,12 @@ def multilevel_roi_align(features, boxes, output_size=14, sampling_ratio=2, alig
 
     n = output_size * sampling_ratio
     batch, num_rois = tf.shape(boxes)[0], tf.shape(boxes)[1]
-    if xla_compatible:
-        crops = gather_crop_and_resize(stacked, tf.reshape(norm_boxes, [-1, 4]),
-                                       tf.repeat(tf.range(batch), num_rois), [n, n])
-    elif training:
+    if training and not xla_compatible:
         crops = crop_and_resize_exact_grad(stacked, norm_boxes, [n, n])
     else:
-        crops = tf.image.crop_and_resize(stacked, tf.reshape(norm_boxes, [-1, 4]),
-                                         tf.repeat(tf.range(batch), num_rois), [n, n],
-                                         extrapolation_value=0.0)
+        crop = gather_crop_and_resize if xla_compatible else tf.image.crop_and_resize
+        crops = crop(stacked, tf.reshape(norm_boxes, [-1, 4]),
+                     tf.repeat(tf.range(batch), num_rois), [n, n], extrapolation_value=0.0)
     # The reference returns 0 for samples outside [-1, H_l] x [-1, W_l] of their level.
     steps = tf.range(n, dtype=tf.float32) / float(n - 1) if n > 1 else tf.zeros([1])
     coords = first[..., None, :] + steps[:, None] * (last - first)[..., None, :]  # [B, R, n, 2]

@@ -12,24 +12,20 @@ from tensorflow.python.framework import config as tf_config
 from retinamask_tf import config as C
 from retinamask_tf.modeling.retinamask import NonFiniteLossError
 from retinamask_tf.training.trainer import Trainer
+from tests.conftest import tiny_overrides
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def _overrides(shapes, **extra):
-    values = {
-        "data.kind": "coco", "data.train_json": shapes["train_json"],
-        "data.train_images": shapes["train_images"], "data.val_json": shapes["val_json"],
-        "data.val_images": shapes["val_images"], "data.short_side": 128, "data.long_side": 128,
-        "data.max_instances": 8, "model.backbone.depth": 18, "model.backbone.width": 8,
-        "model.backbone.norm": "batch_norm", "model.fpn.channels": 32, "model.head.channels": 32,
-        "model.head.num_convs": 1, "model.mask_head.num_convs": 1, "model.mask_head.channels": 16,
-        "model.mask_head.gt_mask_size": 32, "train.batch_size": 4, "train.steps": 60, "train.base_lr": 0.01,
-        "train.warmup_steps": 10, "train.lr_drop_steps": [], "train.clip_grad_norm": 10.0,
+    """The shared tiny config with this file's own model and schedule: width 8, 32-channel
+    FPN/head, 16-channel mask head, batch 4, 60 steps."""
+    values = tiny_overrides(shapes, {
+        "model.backbone.width": 8, "model.fpn.channels": 32, "model.head.channels": 32,
+        "model.mask_head.channels": 16, "train.batch_size": 4, "train.steps": 60,
+        "train.base_lr": 0.01, "train.warmup_steps": 10, "train.clip_grad_norm": 10.0,
         "train.checkpoint_every": 1000, "train.summary_every": 5,
-        "train.checkpoint_data_iterator": True, "eval.batch_size": 6,
-    }
-    values.update(extra)
+        "train.checkpoint_data_iterator": True, "eval.batch_size": 6, **extra})
     return [f"{k}={v}" for k, v in values.items()]
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import types
 import typing
 from typing import Any, Literal, Optional, Tuple
@@ -427,6 +428,8 @@ def _convert(value: Any, hint: Any, key: str) -> Any:
             raise ConfigError(f"config key '{key}': expected true/false, got {value!r}")
         return value
     if hint is int:
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)  # 1e3, 2.0
         if isinstance(value, bool) or not isinstance(value, int):
             raise ConfigError(f"config key '{key}': expected an integer, got {value!r}")
         return value
@@ -477,6 +480,21 @@ def to_dict(config) -> dict:
     return out
 
 
+class _Loader(yaml.SafeLoader):
+    """YAML 1.1 (PyYAML) plus the float forms of YAML 1.2 and Python that 1.1 reads as
+    strings: ``1e-4``, ``1E5``, ``+2e3`` (1.1 wants a dot in the mantissa)."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)?(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789."))
+
+
+def _yaml_load(stream):
+    return yaml.load(stream, Loader=_Loader)
+
+
 def parse_override(text: str) -> dict:
     """``'a.b.c=value'`` -> ``{'a': {'b': {'c': value}}}`` with the value parsed as YAML."""
     if "=" not in text:
@@ -485,7 +503,7 @@ def parse_override(text: str) -> dict:
     key = key.strip()
     if not key:
         raise ConfigError(f"override {text!r} has an empty key")
-    value = yaml.safe_load(raw) if raw.strip() else None
+    value = _yaml_load(raw) if raw.strip() else None
     out: dict = value
     for part in reversed(key.split(".")):
         out = {part: out}
@@ -507,7 +525,7 @@ def load_config(paths=(), overrides=(), base: Optional[ExperimentConfig] = None)
     for path in paths:
         try:
             with open(path) as f:
-                loaded = yaml.safe_load(f) or {}
+                loaded = _yaml_load(f) or {}
         except FileNotFoundError as e:
             raise ConfigError(f"config file not found: {path}") from e
         except yaml.YAMLError as e:

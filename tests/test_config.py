@@ -34,6 +34,27 @@ def test_yaml_and_overrides(tmp_path):
     assert C.load_config([str(again)]) == c
 
 
+@pytest.mark.parametrize("text, value", [
+    ("1e-4", 1e-4), ("1E-4", 1e-4), ("+2e-3", 2e-3), (".5e-3", 5e-4), ("1.e-3", 1e-3),
+    ("0.0001", 1e-4), ("1.0e-4", 1e-4), ("-1e-4", -1e-4),
+])
+def test_numbers_in_any_usual_notation(tmp_path, text, value):
+    # PyYAML (YAML 1.1) reads 1e-4 as a string; overrides and files must both take it.
+    assert C.load_config([], [f"train.weight_decay={text}"]).train.weight_decay == value
+    f = tmp_path / "c.yaml"
+    f.write_text(f"train:\n  weight_decay: {text}\n")
+    assert C.load_config([str(f)]).train.weight_decay == value
+
+
+def test_integral_numbers_for_integer_keys():
+    assert C.load_config([], ["train.steps=1e3"]).train.steps == 1000
+    assert C.load_config([], ["train.steps=1_000"]).train.steps == 1000
+    with pytest.raises(C.ConfigError, match=r"train\.steps.*integer"):
+        C.load_config([], ["train.steps=1.5"])
+    # Strings that merely look like exponents stay strings.
+    assert C.parse_override("a=1e") == {"a": "1e"} and C.parse_override("a=e5") == {"a": "e5"}
+
+
 @pytest.mark.parametrize("override, needle", [
     ("train.stepz=3", "train.stepz"),
     ("model.backbone.depth=51", "model.backbone.depth"),

@@ -75,7 +75,7 @@ def _train(config, model_dir):
 
 
 def _eval(model_dir, trainer=None, overrides=()):
-    from retinamask_tf.evaluation.coco_evaluator import evaluate, format_table
+    from retinamask_tf.evaluation.coco_evaluator import evaluate, fmt, format_table
     from retinamask_tf.training.trainer import Trainer, read_config
     if trainer is None:
         config = read_config(model_dir, overrides)
@@ -89,9 +89,10 @@ def _eval(model_dir, trainer=None, overrides=()):
         if kind not in report:
             continue
         m = report[kind]
-        print(f"\nCOCO {kind} on {report['num_images']} val images (step {report['step']}): "
-              f"AP {m['AP']:.3f}  AP50 {m['AP50']:.3f}  AP75 {m['AP75']:.3f}  "
-              f"APs {m['APs']:.3f}  APm {m['APm']:.3f}  APl {m['APl']:.3f}")
+        first = "the first " if report["partial"] else ""
+        print(f"\nCOCO {kind} on {first}{report['num_images']} val images (step {report['step']}): "
+              + "  ".join(f"{k} {fmt(m[k])}" for k in ("AP", "AP50", "AP75", "APs", "APm", "APl"))
+              + ("  (- : no ground truth of that size)" if None in m.values() else ""))
         print(format_table(report[table]))
     if report["skipped_images"]:
         print(f"({report['skipped_images']} val images were skipped at start-up (see the Data: "

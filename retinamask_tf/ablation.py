@@ -12,6 +12,7 @@ error bars.
 import glob
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -68,11 +69,16 @@ def run_dir(out_dir, dataset, variant, seed):
 
 
 def latest_metrics(model_dir):
-    """The last evaluation's metrics JSON of a run (highest step), or None."""
-    paths = glob.glob(os.path.join(model_dir, "eval", "metrics_*.json"))
-    if not paths:
+    """The last full evaluation's metrics JSON of a run (highest step; partial evaluations,
+    ``metrics_<step>_first<N>.json``, do not count), or None."""
+    steps = {}
+    for path in glob.glob(os.path.join(model_dir, "eval", "metrics_*.json")):
+        match = re.fullmatch(r"metrics_(\d+)\.json", os.path.basename(path))
+        if match:
+            steps[int(match.group(1))] = path
+    if not steps:
         return None
-    path = max(paths, key=lambda p: int(p.rsplit("_", 1)[1].split(".")[0]))
+    path = steps[max(steps)]
     with open(path) as f:
         return json.load(f)
 

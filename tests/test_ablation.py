@@ -119,3 +119,14 @@ def test_small_ablation_runs_reports_and_resumes(tiny_shapes, tmp_path):
     again = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
     assert again.returncode == 0 and again.stdout.count(": done (step 2)") == 2
     assert os.path.getmtime(out / "tiny" / "retinamask" / "seed0" / "eval" / "metrics_2.json") == stamp
+
+
+def test_latest_metrics_ignores_partial_evaluations(tmp_path):
+    from retinamask_tf import ablation
+    eval_dir = tmp_path / "eval"
+    eval_dir.mkdir()
+    assert ablation.latest_metrics(str(tmp_path)) is None
+    for name, step in (("metrics_40.json", 40), ("metrics_300.json", 300),
+                       ("metrics_300_first8.json", -1), ("metrics_900_first8.json", -2)):
+        (eval_dir / name).write_text(json.dumps({"step": step}))
+    assert ablation.latest_metrics(str(tmp_path))["step"] == 300

@@ -22,6 +22,18 @@ from retinamask_tf.training.progress import Progress
 
 STAT_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl",
               "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
+# COCOeval's object-size ranges (area in pixels) of the stats that have one.
+AREA_RANGES = {"s": (0, 32 ** 2), "m": (32 ** 2, 96 ** 2), "l": (96 ** 2, float("inf"))}
+
+
+def fmt(value, digits=3):
+    """A metric for a table: ``-`` where it is absent (None: no ground truth to score)."""
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def _metric(value):
+    """COCOeval's -1 means "nothing to score" (no ground truth in that range), not 0."""
+    return None if value is None or value < 0 else float(value)
 
 
 def detections_to_coco(det, image_ids, class_ids):
@@ -79,7 +91,8 @@ def coco_metrics(gt_json, results, image_ids, iou_type="bbox"):
     """COCOeval on ``results`` restricted to ``image_ids``.
 
     Returns:
-      (metrics dict of STAT_NAMES -> float, per-class list of
+      (metrics dict of STAT_NAMES -> float, or None where there is no ground truth to
+      score (COCOeval's -1, e.g. APs without small objects), per-class list of
       {"category_id", "name", "AP", "AP50", "num_gt"}, summary text).
     """
     from pycocotools.coco import COCO
@@ -89,10 +102,18 @@ def coco_metrics(gt_json, results, image_ids, iou_type="bbox"):
         gt = COCO(gt_json)
     cat_ids = sorted(gt.getCatIds())
     if not results:
-        zero = {k: 0.0 for k in STAT_NAMES}
-        per_class = [{"category_id": c, "name": gt.cats[c]["name"], "AP": 0.0, "AP50": 0.0,
-                      "num_gt": len(gt.getAnnIds(imgIds=image_ids, catIds=[c], iscrowd=False))}
-                     for c in cat_ids]
+        # Zero where there is ground truth to miss; absent where there is none.
+        anns = gt.loadAnns(gt.getAnnIds(imgIds=image_ids, iscrowd=False))
+        area = np.array([a.get("area", 0.0) for a in anns], np.float64)
+        zero = {}
+        for k in STAT_NAMES:  # APs, ARm, ...: the size range the name ends with
+            low, high = AREA_RANGES.get(k[-1], (0, float("inf")))
+            zero[k] = 0.0 if ((area >= low) & (area <= high)).any() else None
+        per_class = []
+        for c in cat_ids:
+            n = len(gt.getAnnIds(imgIds=image_ids, catIds=[c], iscrowd=False))
+            per_class.append({"category_id": c, "name": gt.cats[c]["name"],
+                              "AP": 0.0 if n else None, "AP50": 0.0 if n else None, "num_gt": n})
         return zero, per_class, "no detections"
     buf = io.StringIO()
     with contextlib.redirect_stdout(buf):
@@ -102,7 +123,7 @@ def coco_metrics(gt_json, results, image_ids, iou_type="bbox"):
         ev.evaluate()
         ev.accumulate()
         ev.summarize()
-    metrics = {k: float(max(v, 0.0)) for k, v in zip(STAT_NAMES, ev.stats)}
+    metrics = {k: _metric(v) for k, v in zip(STAT_NAMES, ev.stats)}
     precision = ev.eval["precision"]  # [T, R, K, A, M]
     per_class = []
     for k, cid in enumerate(ev.params.catIds):
@@ -110,19 +131,19 @@ def coco_metrics(gt_json, results, image_ids, iou_type="bbox"):
         p50 = precision[0, :, k, 0, -1]
         per_class.append({
             "category_id": int(cid), "name": gt.cats[cid]["name"],
-            "AP": float(np.mean(p[p > -1])) if (p > -1).any() else 0.0,
-            "AP50": float(np.mean(p50[p50 > -1])) if (p50 > -1).any() else 0.0,
+            "AP": float(np.mean(p[p > -1])) if (p > -1).any() else None,
+            "AP50": float(np.mean(p50[p50 > -1])) if (p50 > -1).any() else None,
             "num_gt": len(gt.getAnnIds(imgIds=image_ids, catIds=[cid], iscrowd=False))})
     return metrics, per_class, buf.getvalue()
 
 
 def format_table(per_class, key_order=("AP", "AP50")):
-    """A markdown table of per-class results."""
+    """A markdown table of per-class results (``-``: no ground truth of that class)."""
     lines = ["| class | id | #gt | " + " | ".join(key_order) + " |",
              "|---|---|---|" + "---|" * len(key_order)]
     for row in per_class:
         lines.append(f"| {row['name']} | {row['category_id']} | {row['num_gt']} | "
-                     + " | ".join(f"{row[k]:.3f}" for k in key_order) + " |")
+                     + " | ".join(fmt(row[k]) for k in key_order) + " |")
     return "\n".join(lines)
 
 
@@ -132,9 +153,10 @@ def evaluate(model, dataset, config, out_dir=None, step=None, max_images=None, p
 
     Returns:
       dict: ``bbox`` metrics, ``per_class`` table, (``segm``, ``per_class_segm``),
-      ``num_images``, ``skipped_images`` (left out of AP), ``step``; also written to
-      ``out_dir/metrics[_step].json``
-      with the detections (and segmentations) beside it.
+      ``num_images``, ``partial`` (``max_images`` cut the split short), ``skipped_images``
+      (left out of AP), ``step``; also written to ``out_dir/metrics[_step].json`` with the
+      detections (and segmentations) beside it; a partial evaluation writes
+      ``metrics[_step]_first<N>.json`` instead, so it never replaces a full one.
     """
     records = dataset.records[:max_images] if max_images else dataset.records
     subset = dataclasses.replace(dataset, records=list(records))
@@ -168,7 +190,9 @@ def evaluate(model, dataset, config, out_dir=None, step=None, max_images=None, p
     metrics, per_class, summary = coco_metrics(dataset.json_path, results, image_ids, "bbox")
     # Images the start-up check skipped (unreadable, wrong size) are not in AP: their
     # ground truth is left out with them (``coco_metrics`` scores ``image_ids`` only).
-    report = {"step": step, "num_images": len(records), "num_detections": len(results),
+    partial = len(records) < len(dataset.records)
+    report = {"step": step, "num_images": len(records), "partial": partial,
+              "num_detections": len(results),
               "skipped_images": int(sum(getattr(dataset, "skipped_images", {}).values())),
               "bbox": metrics, "per_class": per_class}
     if with_masks:
@@ -178,7 +202,8 @@ def evaluate(model, dataset, config, out_dir=None, step=None, max_images=None, p
         summary += "\n" + segm_summary
     if out_dir:
         os.makedirs(out_dir, exist_ok=True)
-        suffix = f"_{step}" if step is not None else ""
+        suffix = (f"_{step}" if step is not None else "") + (
+            f"_first{len(records)}" if partial else "")
         with open(os.path.join(out_dir, f"metrics{suffix}.json"), "w") as f:
             json.dump(report, f, indent=2)
         with open(os.path.join(out_dir, f"detections{suffix}.json"), "w") as f:

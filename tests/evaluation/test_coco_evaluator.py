@@ -39,6 +39,30 @@ def test_ground_truth_scores_perfectly_and_noise_does_not(fruits_nuts):
     assert "| date | 1 |" in ev.format_table(per_class)
 
 
+def test_no_ground_truth_of_a_size_is_absent_not_zero(tmp_path):
+    # Two large objects only: COCOeval returns -1 for the small/medium ranges, which must
+    # read as absent (None, "-"), not as a failing 0.000; a class without ground truth too.
+    gt = {"images": [{"id": 1, "file_name": "a.jpg", "height": 200, "width": 200}],
+          "categories": [{"id": 1, "name": "box"}, {"id": 2, "name": "never"}],
+          "annotations": [{"id": i + 1, "image_id": 1, "category_id": 1, "iscrowd": 0,
+                           "bbox": b, "area": b[2] * b[3]}
+                          for i, b in enumerate([[0, 0, 120, 120], [50, 60, 140, 130]])]}
+    path = tmp_path / "gt.json"
+    path.write_text(json.dumps(gt))
+    perfect = [{"image_id": 1, "category_id": 1, "bbox": a["bbox"], "score": 1.0}
+               for a in gt["annotations"]]
+    metrics, per_class, _ = ev.coco_metrics(str(path), perfect, [1])
+    assert metrics["AP"] == pytest.approx(1.0) and metrics["APl"] == pytest.approx(1.0)
+    for k in ("APs", "APm", "ARs", "ARm"):
+        assert metrics[k] is None, k
+    assert per_class[1]["AP"] is None and per_class[1]["AP50"] is None
+    assert "| never | 2 | 0 | - | - |" in ev.format_table(per_class)
+    empty, per_class, _ = ev.coco_metrics(str(path), [], [1])
+    assert empty["AP"] == 0.0 and empty["APl"] == 0.0 and empty["APs"] is None
+    assert per_class[0]["AP"] == 0.0 and per_class[1]["AP"] is None
+    assert ev.fmt(None) == "-" and ev.fmt(0.25) == "0.250"
+
+
 def test_evaluate_runs_a_model_over_a_split(tiny_shapes, tmp_path):
     cfg = C.load_config([], ["data.short_side=128", "data.long_side=128", "model.backbone.depth=18",
                              "model.backbone.width=8", "model.fpn.channels=16",

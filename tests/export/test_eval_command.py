@@ -21,13 +21,22 @@ def test_eval_mode_scores_the_checkpoint_and_leaves_the_run_alone(trained_dir, t
     model_dir, trainer = trained_dir
     config_path = os.path.join(model_dir, "config.yaml")
     before = open(config_path).read()
+    res = _main("--mode=eval", f"--model_dir={model_dir}")
+    assert res.returncode == 0, res.stderr[-2000:]
+    full_path = os.path.join(model_dir, "eval", "metrics_4.json")
+    full = open(full_path).read()
+    assert json.loads(full)["num_images"] == 12 and not json.loads(full)["partial"]
+    assert "COCO bbox on 12 val images (step 4)" in res.stdout
+
+    # A partial evaluation goes to its own file and never replaces the full one.
     res = _main("--mode=eval", f"--model_dir={model_dir}", "--override=eval.max_images=3")
     assert res.returncode == 0, res.stderr[-2000:]
-    assert "COCO bbox on 3 val images (step 4)" in res.stdout
-    assert "COCO segm on 3 val images (step 4)" in res.stdout
-    metrics = json.load(open(os.path.join(model_dir, "eval", "metrics_4.json")))
-    assert metrics["num_images"] == 3 and metrics["step"] == 4
+    assert "COCO bbox on the first 3 val images (step 4)" in res.stdout
+    assert "COCO segm on the first 3 val images (step 4)" in res.stdout
+    metrics = json.load(open(os.path.join(model_dir, "eval", "metrics_4_first3.json")))
+    assert metrics["num_images"] == 3 and metrics["step"] == 4 and metrics["partial"]
     assert f"AP {metrics['bbox']['AP']:.3f}" in res.stdout
+    assert open(full_path).read() == full
     assert open(config_path).read() == before  # the override is not written into the run
 
     empty = tmp_path / "no_checkpoint"

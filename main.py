@@ -54,12 +54,16 @@ flags.DEFINE_enum("strategy", "default", ["default", "mirrored", "multi_worker_m
                   "tf.distribute strategy for training (multi_worker_mirrored reads TF_CONFIG).")
 flags.DEFINE_string("tpu", None, "--strategy=tpu: TPU name or address ('' = local TPU VM).")
 FLAGS = flags.FLAGS
+_HELD = []  # run locks this process keeps until it exits
 
 
 def _train(config, model_dir):
-    from retinamask_tf.training import distribute
+    from retinamask_tf.training import distribute, run_lock
     from retinamask_tf.training.trainer import Trainer
     strategy = distribute.build_strategy(FLAGS.strategy, tpu=FLAGS.tpu)
+    # Held until this process ends (evaluation and export included); each worker of a
+    # multi-worker run locks the folder it writes.
+    _HELD.append(run_lock.RunLock(distribute.worker_dir(model_dir, strategy)))
     trainer = Trainer(config, model_dir, strategy=strategy)
     say = print if trainer.is_chief else (lambda *a, **k: None)
     say(f"Data: {trainer.train_data.summary()}\n      {trainer.val_data.summary()}", flush=True)
@@ -69,8 +73,12 @@ def _train(config, model_dir):
         f"{trainer.model.count_params():,} parameters, {trainer.train_data.num_classes} classes; "
         f"model_dir={model_dir}", flush=True)
     result = trainer.train()
-    say(f"Training done at step {trainer.step}: loss {result['total_loss']:.4f}, "
-        f"{result['steps_per_sec']:.2f} steps/s", flush=True)
+    if result["steps_run"]:
+        say(f"Training done at step {trainer.step}: loss {result['total_loss']:.4f}, "
+            f"{result['steps_per_sec']:.2f} steps/s", flush=True)
+    else:
+        say(f"Training had already finished: the checkpoint is at step {trainer.step} "
+            f"(train.steps={c.train.steps}); nothing to train", flush=True)
     return trainer
 
 
@@ -245,11 +253,15 @@ def _export(model_dir, datasets=None):
 
 def main(argv):
     del argv
+    from retinamask_tf.native_noise import import_tensorflow
+    import_tensorflow()  # before anything else imports it: quiet start-up on CPU machines
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     from absl import logging as absl_logging
     absl_logging.set_verbosity(absl_logging.WARNING)
     from retinamask_tf import config as config_lib
     from retinamask_tf.data.errors import DatasetError
+    from retinamask_tf.modeling.retinamask import NonFiniteLossError
+    from retinamask_tf.training.run_lock import RunLockedError
     if FLAGS.mode == "predict" and FLAGS.saved_model:
         pass  # runs an exported model; no training directory needed
     elif not FLAGS.model_dir:
@@ -280,9 +292,12 @@ def main(argv):
             if not trainer.is_chief:  # multi-worker: the chief evaluates and exports
                 return 0
             report = _eval(FLAGS.model_dir, trainer) if FLAGS.mode == "train_and_eval" else None
-    except (config_lib.ConfigError, DatasetError, FileNotFoundError) as e:
+    except (config_lib.ConfigError, DatasetError, FileNotFoundError, RunLockedError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except NonFiniteLossError as e:  # the message names the step and the last checkpoint
+        print(f"error: training stopped: {e}", file=sys.stderr)
+        return 3
     print("\nOutputs:")
     print(f"  config       {os.path.join(FLAGS.model_dir, 'config.yaml')}")
     print(f"  checkpoints  {os.path.join(FLAGS.model_dir, 'checkpoints')}")

@@ -59,7 +59,8 @@ def resize_and_pad(image, short_side, long_side, output_size, jitter=None):
     scale = tf.minimum(scale, tf.minimum(float(output_size[0]) / shape[0],
                                          float(output_size[1]) / shape[1]))
     new_size = tf.cast(tf.round(shape * scale), tf.int32)
-    new_size = tf.minimum(new_size, tf.constant(output_size, tf.int32))
+    # At least one pixel: an extreme aspect ratio (1x3000) would round its short side to 0.
+    new_size = tf.maximum(tf.minimum(new_size, tf.constant(output_size, tf.int32)), 1)
     resized = tf.image.resize(image, new_size, method="bilinear")
     padded = tf.image.pad_to_bounding_box(resized, 0, 0, output_size[0], output_size[1])
     scales = tf.cast(new_size, tf.float32) / shape

@@ -63,8 +63,9 @@ def letterbox(image, short_side, long_side, output_size):
         raise ValueError(f"expected an RGB image [H>0, W>0, 3], got shape {image.shape}")
     h, w = image.shape[:2]
     scale = fit_scale(h, w, short_side, long_side, output_size)
-    new_h = min(int(np.round(np.float32(h) * scale)), int(output_size[0]))
-    new_w = min(int(np.round(np.float32(w) * scale)), int(output_size[1]))
+    # At least one pixel, as parser.resize_and_pad (an extreme aspect ratio rounds to 0).
+    new_h = max(1, min(int(np.round(np.float32(h) * scale)), int(output_size[0])))
+    new_w = max(1, min(int(np.round(np.float32(w) * scale)), int(output_size[1])))
     resized = resize_bilinear(image, new_h, new_w)
     padded = np.zeros(tuple(output_size) + (3,), np.uint8)
     padded[:new_h, :new_w] = np.clip(np.round(resized), 0, 255).astype(np.uint8)

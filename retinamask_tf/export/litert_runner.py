@@ -12,7 +12,7 @@ import numpy as np
 
 from retinamask_tf.export import letterbox
 from retinamask_tf.export.label_map import LABEL_MAP_FILE
-from retinamask_tf.export.quiet import drop_known_native_noise
+from retinamask_tf.native_noise import drop_known_native_noise
 
 INFO_FILE = "tflite_model.json"
 

@@ -32,7 +32,7 @@ from retinamask_tf.data import pipeline
 from retinamask_tf.export import letterbox, litert_runner
 from retinamask_tf.export.label_map import write_label_map
 from retinamask_tf.export.litert_runner import INFO_FILE
-from retinamask_tf.export.quiet import drop_known_native_noise
+from retinamask_tf.native_noise import drop_known_native_noise
 from retinamask_tf.export.saved_model import ExportError, load_for_export
 from retinamask_tf.ops import postprocess
 

@@ -198,7 +198,8 @@ class Trainer:
         """Trains until ``steps`` (default train.steps) optimizer steps are done.
 
         Returns:
-          dict of the last step's values (floats), plus ``steps_per_sec``.
+          dict of the last step's values (floats), plus ``steps_run`` (0 when the
+          checkpoint was already at ``steps``: a finished run, re-run) and ``steps_per_sec``.
         Raises:
           NonFiniteLossError: naming the step; no checkpoint is written for it.
         """
@@ -237,5 +238,6 @@ class Trainer:
                 self.save()
         self.writer.flush()
         result = {k: (v.tolist() if np.ndim(v) else float(v)) for k, v in values.items()}
+        result["steps_run"] = self.step - s0
         result["steps_per_sec"] = (self.step - s0) / max(time.time() - t0, 1e-9)
         return result

@@ -15,6 +15,9 @@ from retinamask_tf.export import letterbox
     ((256, 170), 256, 256, (256, 256)),   # scale exactly 1: identity
     ((301, 97), 800, 1333, (1408, 1408)),
     ((600, 400), 800, 1333, (896, 1408)),  # portrait into landscape padding: scaled to fit
+    ((1, 3000), 128, 192, (256, 256)),    # extreme aspect: the short side keeps 1 pixel
+    ((3000, 1), 128, 192, (256, 256)),
+    ((2, 5000), 800, 1333, (1408, 1408)),
 ])
 def test_letterbox_equals_resize_and_pad(shape, short, long, size):
     rng = np.random.default_rng(sum(shape))

@@ -128,6 +128,20 @@ def test_non_finite_loss_stops_with_the_step(tiny_shapes, tmp_path):
              if n.startswith("ckpt-")]
     assert saved and max(saved) == bad_step - 1
 
+    # The command line prints the message (with the last good checkpoint), no traceback,
+    # and exits non-zero.
+    cmd = [sys.executable, os.path.join(REPO, "main.py"), "--mode=train_and_eval",
+           f"--model_dir={tmp_path / 'cli'}"]
+    cmd += [f"--override={o}" for o in _overrides(
+        tiny_shapes, **{"train.base_lr": 1e9, "train.warmup_steps": 0, "train.steps": 8,
+                        "train.clip_grad_norm": "null", "train.checkpoint_every": 1})]
+    out = subprocess.run(cmd, env=dict(os.environ, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL="2"),
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 3, out.stderr[-3000:]
+    assert "Traceback" not in out.stderr and "error: training stopped: loss became" in out.stderr
+    last = out.stderr.split("Last checkpoint: ")[1].split(". ")[0]
+    assert os.path.exists(last + ".index"), last
+
 
 def test_kill_9_then_same_command_resumes(tiny_shapes, tmp_path):
     model_dir = str(tmp_path / "run")
@@ -143,12 +157,24 @@ def test_kill_9_then_same_command_resumes(tiny_shapes, tmp_path):
         if os.path.exists(ckpt_dir) and any(n.startswith("ckpt-10.") for n in os.listdir(ckpt_dir)):
             break
         time.sleep(0.5)
+    # A second training into the same folder is refused, naming the one that holds it.
+    second = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert second.returncode == 2 and proc.poll() is None, second.stderr[-3000:]
+    assert f"in use by another training run (pid {proc.pid} on host " in second.stderr
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     assert proc.returncode == -signal.SIGKILL
-    cmd = [c.replace("train.steps=400", "train.steps=20") for c in cmd]
+    # The killed run's lock does not block the same command, which resumes.
+    last = max(int(n.split("-")[1].split(".")[0]) for n in os.listdir(ckpt_dir)
+               if n.startswith("ckpt-"))
+    end = last + 10
+    cmd = [c.replace("train.steps=400", f"train.steps={end}") for c in cmd]
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     step = int(out.stdout.split("Resumed from")[1].split("at step ")[1].split()[0])
-    assert step >= 10 and step % 5 == 0
-    assert "Training done at step 20" in out.stdout
+    assert step == last and step >= 10 and step % 5 == 0
+    assert f"Training done at step {end}" in out.stdout
+    # Running the finished command again says so and succeeds.
+    again = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert f"Training had already finished: the checkpoint is at step {end}" in again.stdout

@@ -1,0 +1,32 @@
+"""The per-directory training lock: refused while held, named holder, gone with its process."""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+
+import pytest
+
+from retinamask_tf.training.run_lock import RunLock, RunLockedError
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+HOLD = ("import sys, time; sys.path.insert(0, sys.argv[2]);"
+        "from retinamask_tf.training.run_lock import RunLock;"
+        "lock = RunLock(sys.argv[1]); print('held', flush=True); time.sleep(120)")
+
+
+def test_lock_refuses_names_the_holder_and_dies_with_it(tmp_path):
+    proc = subprocess.Popen([sys.executable, "-c", HOLD, str(tmp_path), REPO],
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "held"
+        with pytest.raises(RunLockedError,
+                           match=rf"pid {proc.pid} on host {socket.gethostname()}, started 20"):
+            RunLock(str(tmp_path))
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    with RunLock(str(tmp_path)) as lock:  # the killed holder's lock went with it
+        assert f'"pid": {os.getpid()}' in open(lock.path).read()
+    RunLock(str(tmp_path)).release()  # released on exit

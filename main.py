@@ -73,6 +73,8 @@ def _train(config, model_dir):
         f"{trainer.model.count_params():,} parameters, {trainer.train_data.num_classes} classes; "
         f"model_dir={model_dir}", flush=True)
     result = trainer.train()
+    if trainer.skips.summary():
+        say(f"Data: {trainer.skips.summary()}", flush=True)
     if result["steps_run"]:
         say(f"Training done at step {trainer.step}: loss {result['total_loss']:.4f}, "
             f"{result['steps_per_sec']:.2f} steps/s", flush=True)
@@ -102,6 +104,10 @@ def _eval(model_dir, trainer=None, overrides=()):
               + "  ".join(f"{k} {fmt(m[k])}" for k in ("AP", "AP50", "AP75", "APs", "APm", "APl"))
               + ("  (- : no ground truth of that size)" if None in m.values() else ""))
         print(format_table(report[table]))
+    if report["dropped_images"]:
+        print(f"({len(report['dropped_images'])} val images could not be decoded and are not in "
+              "these AP figures: " + ", ".join(f"{i} ({p}: {r})" for i, (p, r)
+                                               in report["dropped_images"].items()) + ")")
     if report["skipped_images"]:
         print(f"({report['skipped_images']} val images were skipped at start-up (see the Data: "
               "line) and are not in these AP figures)")

@@ -13,10 +13,13 @@ What is decided for each kind of file (README "Bad input" lists the same):
                     decode, a size that disagrees with the JSON: the image and its
                     annotations are left out with a warning naming the file and image id,
                     and counted in the summary printed at the start of training.
-``mode="full"`` decodes every image once (catches truncated files); ``"header"`` reads
-only headers (fast on very large datasets; a file that is corrupt past its header then
-fails in tf.data, where training drops it with a logged warning); ``"off"`` trusts the
-files. Results are cached per file (path, size, mtime) so the check runs once.
+``mode="full"`` decodes every image once (catches truncated and corrupt files);
+``"header"`` reads the header and checks the file's end (a JPEG's end-of-image marker, a
+PNG's IEND chunk, a GIF's trailer), which catches truncated files without decoding (fast
+on very large datasets); ``"off"`` trusts the files. A file that still fails to decode in
+tf.data (corrupt inside, or changed on disk after the check) is dropped there, named and
+counted (``data.runtime_skips``). Results are cached per file (path, size, mtime) so the
+check runs once.
 """
 
 import concurrent.futures
@@ -56,6 +59,27 @@ class ImageCheck:
     note: Optional[str] = None
 
 
+# What each format's last bytes hold when the file is complete. JPEG writers may pad
+# after the end-of-image marker, so it is looked for in the last bytes, not only at the end.
+TAIL_BYTES = 1024
+TAIL_MARKERS = {"JPEG": b"\xff\xd9", "PNG": b"IEND", "GIF": b"\x3b"}
+
+
+def truncation_problem(path, fmt):
+    """Why the file looks cut short (its format's end marker is missing), or None."""
+    marker = TAIL_MARKERS.get(fmt)
+    if marker is None:
+        return None
+    with open(path, "rb") as f:
+        f.seek(max(0, os.path.getsize(path) - TAIL_BYTES))
+        tail = f.read()
+    if fmt == "GIF":
+        found = tail.rstrip(b"\x00").endswith(marker)
+    else:
+        found = marker in tail
+    return None if found else f"truncated {fmt} file (no end marker in its last {TAIL_BYTES} bytes)"
+
+
 def check_image(path, height, width, full=True):
     """Checks one file against the (height, width) the JSON gives it; see the module doc."""
     if not os.path.isfile(path):
@@ -66,9 +90,12 @@ def check_image(path, height, width, full=True):
             orientation = int(im.getexif().get(EXIF_ORIENTATION_TAG, 1) or 1)
             if full:
                 im.load()
+        truncated = None if full else truncation_problem(path, fmt)
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
         return ImageCheck(problem=f"unreadable image ({type(e).__name__}: {e})",
                           kind="unreadable image")
+    if truncated:
+        return ImageCheck(problem=f"unreadable image ({truncated})", kind="unreadable image")
     if fmt not in TF_FORMATS:
         return ImageCheck(problem=f"{fmt} files cannot be decoded by TensorFlow "
                                   f"(use one of {', '.join(TF_FORMATS)})",

@@ -35,16 +35,55 @@ def polygon_problem(segmentation):
     return None
 
 
+def compressed_rle_counts(counts):
+    """The run lengths of a compressed COCO RLE string (pycocotools' ``rleFrString``: 5 bits
+    per character from '0', a continuation bit, sign extension, counts after the second
+    stored as differences), or a string saying why it is not one. pycocotools itself does
+    not check: garbage decodes to a mask of whatever memory follows."""
+    if isinstance(counts, bytes):
+        try:
+            counts = counts.decode("ascii")
+        except UnicodeDecodeError:
+            return "RLE counts are not ASCII"
+    out, x, k = [], 0, 0
+    for ch in counts:
+        c = ord(ch) - 48
+        if not 0 <= c < 64:
+            return f"RLE counts hold the character {ch!r} (not a compressed RLE string)"
+        x |= (c & 0x1F) << (5 * k)
+        k += 1
+        if c & 0x20:
+            continue
+        if c & 0x10:
+            x |= -1 << (5 * k)
+        if len(out) > 2:
+            x += out[-2]
+        out.append(x)
+        x, k = 0, 0
+    if k:
+        return "RLE counts string ends inside a number"
+    return out
+
+
 def rle_problem(segmentation, height, width):
-    """Why an RLE segmentation is unusable for an image of (height, width), or None."""
+    """Why an RLE segmentation is unusable for an image of (height, width), or None: another
+    size, counts that are not non-negative integers summing to height x width."""
     size = segmentation.get("size")
-    if not isinstance(size, (list, tuple)) or [int(v) for v in size] != [height, width]:
+    if (not isinstance(size, (list, tuple)) or len(size) != 2
+            or not all(isinstance(v, int) and not isinstance(v, bool) for v in size)
+            or list(size) != [height, width]):
         return f"RLE size {size} differs from the image size {[height, width]}"
     counts = segmentation.get("counts")
-    if isinstance(counts, list) and sum(counts) != height * width:
-        return f"RLE counts sum to {sum(counts)}, not height x width = {height * width}"
-    if not isinstance(counts, (list, str, bytes)):
+    if isinstance(counts, (str, bytes)):
+        counts = compressed_rle_counts(counts)
+        if isinstance(counts, str):
+            return counts
+    elif not isinstance(counts, list):
         return "RLE without counts"
+    if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in counts):
+        return "RLE counts that are not non-negative integers"
+    if sum(counts) != height * width:
+        return f"RLE counts sum to {sum(counts)}, not height x width = {height * width}"
     return None
 
 

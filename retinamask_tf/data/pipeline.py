@@ -9,6 +9,7 @@ import numpy as np
 import tensorflow as tf
 
 from retinamask_tf.data import coco, image_check, parser, synthetic, tfds_source, tfrecord
+from retinamask_tf.data.runtime_skips import RuntimeSkips
 from retinamask_tf.training.progress import Progress
 
 log = logging.getLogger(__name__)
@@ -21,9 +22,9 @@ def records_to_tensors(records, max_instances, with_masks=False):
       dict of numpy arrays with leading dim = number of images: path, image_id,
       boxes [n, M, 4], classes [n, M], crowd [n, M], valid [n, M]; with masks
       also height, width [n], mask_valid [n, M] and segmentations [n] (a JSON list
-      of M entries, null where there is no usable mask); and the number of images
-      that had more than M annotations (the extra rows are dropped, keeping the
-      largest boxes).
+      of M entries, null where there is no usable mask); and [(image_id, path, count)]
+      of the images that had more than M annotations (the extra rows are dropped,
+      keeping the largest boxes).
     """
     n, m = len(records), max_instances
     boxes = np.zeros((n, m, 4), np.float32)
@@ -32,11 +33,11 @@ def records_to_tensors(records, max_instances, with_masks=False):
     valid = np.zeros((n, m), bool)
     mask_valid = np.zeros((n, m), bool)
     segmentations = []
-    truncated = 0
+    truncated = []
     for i, r in enumerate(records):
         order = np.arange(len(r.boxes))
         if len(order) > m:
-            truncated += 1
+            truncated.append((r.image_id, r.path, len(order)))
             area = (r.boxes[:, 2] - r.boxes[:, 0]) * (r.boxes[:, 3] - r.boxes[:, 1])
             order = np.sort(np.argsort(-area, kind="stable")[:m])
         k = len(order)
@@ -59,9 +60,44 @@ def records_to_tensors(records, max_instances, with_masks=False):
     return tensors, truncated
 
 
+def _zeros(spec):
+    return tf.nest.map_structure(lambda s: tf.zeros(s.shape, s.dtype), spec)
+
+
+def parse_or_skip(ds, parse, parallel, skips):
+    """``ds.map(parse)`` where an element whose parsing fails (an image that no longer
+    decodes) is dropped and reported to ``skips`` (a ``RuntimeSkips``) with its file and
+    image id, instead of ending the stream (or vanishing, as ``ignore_errors`` would).
+
+    Each element is parsed in a one-element dataset whose error is caught there; a
+    placeholder marked as failed follows it, and is what comes out when the parse failed.
+    Order is kept (``deterministic``) and the pipeline stays checkpointable.
+    """
+    def one(example):
+        parsed = tf.data.Dataset.from_tensors(example).map(
+            lambda e: (parse(e), tf.constant(True))).ignore_errors()
+        failed = tf.data.Dataset.from_tensors((_zeros(parsed.element_spec[0]),
+                                               tf.constant(False)))
+        path = example.get("path", tf.constant(""))
+        return parsed.concatenate(failed).take(1).map(
+            lambda out, ok: (out, ok, path, example["image_id"]))
+
+    def report(ok, path, image_id):
+        if ok:
+            return True
+        skips.add(path, image_id)
+        return False
+
+    ds = ds.interleave(one, cycle_length=parallel, block_length=1, num_parallel_calls=parallel,
+                       deterministic=True)
+    ds = ds.filter(lambda out, ok, path, image_id: tf.numpy_function(
+        report, [ok, path, image_id], tf.bool, stateful=False))
+    return ds.map(lambda out, ok, path, image_id: out)
+
+
 def build_dataset(dataset, batch_size, image_size, short_side, long_side, max_instances,
                   training, hflip=True, shuffle_buffer=1024, seed=0, num_parallel_calls=-1,
-                  mask_size=None, train_short_sides=None, scale_jitter=None):
+                  mask_size=None, train_short_sides=None, scale_jitter=None, skips=None):
     """Batched (features, labels) from a ``CocoDataset`` (or a streamed source,
     ``tfrecord.TFRecordSource`` or ``tfds_source.TFDSSource``: the same elements).
 
@@ -70,6 +106,8 @@ def build_dataset(dataset, batch_size, image_size, short_side, long_side, max_in
     [B, M, S, S] uint8 (box-frame masks, see ``ops.masks``) and gt_mask_valid [B, M].
     Training: shuffled (seeded) and repeated forever, flipped at random, last
     partial batch dropped. Evaluation: in file order, once, partial batch kept.
+    An image that fails to decode (see ``runtime_skips``) is dropped, logged and counted
+    in ``skips`` (a ``RuntimeSkips``; a fresh one if None), never silently.
     Shapes: images [B, H, W, 3] float32 0..255 with (H, W) = image_size,
     image_info [B, 4], image_id [B], gt_boxes [B, M, 4], gt_classes/valid/crowd [B, M].
     """
@@ -82,8 +120,14 @@ def build_dataset(dataset, batch_size, image_size, short_side, long_side, max_in
     else:
         tensors, truncated = records_to_tensors(dataset.records, max_instances, bool(mask_size))
         if truncated:
-            log.warning("%s: %d images have more than max_instances=%d annotations; kept the %d "
-                        "largest", dataset.json_path, truncated, max_instances, max_instances)
+            for image_id, path, count in truncated[:20]:
+                log.warning("%s: image %d (%s) has %d annotations; kept the %d largest "
+                            "(data.max_instances)", dataset.json_path, image_id, path, count,
+                            max_instances)
+            log.warning("%s: %d images have more than data.max_instances=%d annotations: %d "
+                        "annotations left out%s", dataset.json_path, len(truncated),
+                        max_instances, sum(c - max_instances for _, _, c in truncated),
+                        " (the first 20 named above)" if len(truncated) > 20 else "")
         ds = tf.data.Dataset.from_tensor_slices(tensors)
         num_examples = len(dataset.records)
     if training:
@@ -91,15 +135,11 @@ def build_dataset(dataset, batch_size, image_size, short_side, long_side, max_in
                         reshuffle_each_iteration=True).repeat()
     ds = ds.enumerate().map(lambda i, ex: dict(ex, index=i))
     parallel = tf.data.AUTOTUNE if num_parallel_calls == -1 else num_parallel_calls
-    ds = ds.map(lambda ex: parser.parse_example(ex, short_side, long_side, image_size, training,
-                                                hflip, seed, mask_size, train_short_sides,
-                                                scale_jitter),
-                num_parallel_calls=parallel, deterministic=True)
-    if training:
-        # Files are checked at start-up (verify_images); one that breaks later (changed on
-        # disk, or corrupt past its header with data.verify_images=header) is dropped with
-        # a logged warning instead of ending the run. Evaluation stays strict.
-        ds = ds.ignore_errors(log_warning=True)
+    ds = parse_or_skip(
+        ds, lambda ex: parser.parse_example(ex, short_side, long_side, image_size, training,
+                                            hflip, seed, mask_size, train_short_sides,
+                                            scale_jitter),
+        parallel, skips if skips is not None else RuntimeSkips(getattr(dataset, "json_path", "")))
     ds = ds.batch(batch_size, drop_remainder=training)
     return ds.prefetch(tf.data.AUTOTUNE)
 

@@ -17,6 +17,8 @@ import numpy as np
 import tensorflow as tf
 
 from retinamask_tf.data import pipeline
+from retinamask_tf.data.errors import DatasetError
+from retinamask_tf.data.runtime_skips import RuntimeSkips
 from retinamask_tf.ops.masks import paste_masks
 from retinamask_tf.training.progress import Progress
 
@@ -153,16 +155,18 @@ def evaluate(model, dataset, config, out_dir=None, step=None, max_images=None, p
 
     Returns:
       dict: ``bbox`` metrics, ``per_class`` table, (``segm``, ``per_class_segm``),
-      ``num_images``, ``partial`` (``max_images`` cut the split short), ``skipped_images``
-      (left out of AP), ``step``; also written to ``out_dir/metrics[_step].json`` with the
+      ``num_images`` (scored), ``partial`` (``max_images`` cut the split short),
+      ``skipped_images`` (at start-up) and ``dropped_images`` ({image id: [file, reason]},
+      failed to decode here), both left out of AP, ``step``; also written to ``out_dir/metrics[_step].json`` with the
       detections (and segmentations) beside it; a partial evaluation writes
       ``metrics[_step]_first<N>.json`` instead, so it never replaces a full one.
     """
     records = dataset.records[:max_images] if max_images else dataset.records
     subset = dataclasses.replace(dataset, records=list(records))
+    skips = RuntimeSkips(dataset.json_path)
     ds = pipeline.build_dataset(subset, config.eval.batch_size, config.image_size,
                                 config.data.short_side, config.data.long_side,
-                                config.data.max_instances, training=False)
+                                config.data.max_instances, training=False, skips=skips)
     with_masks = model.has_masks
     previous = model.xla_compatible
     if config.eval.jit_compile:
@@ -171,11 +175,12 @@ def evaluate(model, dataset, config, out_dir=None, step=None, max_images=None, p
     threshold = config.model.mask_head.mask_threshold
     results, segm_results = [], []
     bar = Progress(len(records), unit="image") if progress else None
-    done = 0
+    done, seen = 0, []
     try:
         for features, _ in ds:
             det = {k: v.numpy() for k, v in detect(features["images"], features["image_info"]).items()}
             image_ids = features["image_id"].numpy()
+            seen.extend(int(i) for i in image_ids)
             results.extend(detections_to_coco(det, image_ids, dataset.class_ids))
             if with_masks:
                 sizes = features["image_info"].numpy()[:, :2]
@@ -186,14 +191,19 @@ def evaluate(model, dataset, config, out_dir=None, step=None, max_images=None, p
                 bar.update(done)
     finally:  # the caller's model is left as it was given
         model.xla_compatible = previous
-    image_ids = [r.image_id for r in records]
+    if not seen:
+        raise DatasetError(f"{dataset.json_path}: none of the {len(records)} val images could "
+                           f"be decoded: {skips.summary()}")
+    image_ids = seen
     metrics, per_class, summary = coco_metrics(dataset.json_path, results, image_ids, "bbox")
-    # Images the start-up check skipped (unreadable, wrong size) are not in AP: their
-    # ground truth is left out with them (``coco_metrics`` scores ``image_ids`` only).
+    # Images the start-up check skipped (unreadable, wrong size) or that failed to decode
+    # here are not in AP: their ground truth is left out with them (``coco_metrics``
+    # scores ``image_ids`` only).
     partial = len(records) < len(dataset.records)
-    report = {"step": step, "num_images": len(records), "partial": partial,
+    report = {"step": step, "num_images": len(seen), "partial": partial,
               "num_detections": len(results),
               "skipped_images": int(sum(getattr(dataset, "skipped_images", {}).values())),
+              "dropped_images": {i: list(v) for i, v in skips.images.items()},
               "bbox": metrics, "per_class": per_class}
     if with_masks:
         segm, per_class_segm, segm_summary = coco_metrics(dataset.json_path, segm_results,

@@ -16,6 +16,7 @@ import tensorflow as tf
 
 from retinamask_tf import config as config_lib
 from retinamask_tf.data import pipeline
+from retinamask_tf.data.runtime_skips import RuntimeSkips
 from retinamask_tf.export.label_map import write_label_map
 from retinamask_tf.modeling import factory
 from retinamask_tf.modeling.retinamask import NonFiniteLossError
@@ -114,13 +115,16 @@ class Trainer:
             self.model.compile(optimizer=self.optimizer)
             self.optimizer.build(self.model.trainable_variables)
         c = self.config
+        # Images that stop decoding after the start-up check: named in the log, listed here.
+        self.skips = RuntimeSkips(getattr(self.train_data, "json_path", "train"))
         dataset = pipeline.build_dataset(
             self.train_data, c.train.batch_size, c.image_size, c.data.short_side,
             c.data.long_side, c.data.max_instances, training=True, hflip=c.data.hflip,
             shuffle_buffer=c.data.shuffle_buffer, seed=c.train.seed,
             num_parallel_calls=c.data.num_parallel_calls,
             mask_size=c.model.mask_head.gt_mask_size if c.model.mask_head.enabled else None,
-            train_short_sides=c.data.train_short_sides, scale_jitter=c.data.scale_jitter)
+            train_short_sides=c.data.train_short_sides, scale_jitter=c.data.scale_jitter,
+            skips=self.skips)
         self.dataset = self.strategy.experimental_distribute_dataset(dataset)
         self.iterator = iter(self.dataset)
         items = {"model": self.model, "optimizer": self.optimizer}

@@ -60,7 +60,7 @@ def test_truncation_keeps_largest_boxes():
                            classes=np.array([0, 1, 2], np.int32), is_crowd=np.zeros(3, bool),
                            ann_ids=np.arange(3), segmentations=[None] * 3)
     tensors, truncated = pipeline.records_to_tensors([rec], 2)
-    assert truncated == 1
+    assert truncated == [(1, "x.jpg", 3)]  # named: image id, file, annotations
     np.testing.assert_array_equal(tensors["classes"][0], [1, 2])
 
 

@@ -1,0 +1,64 @@
+"""Images the input pipeline could not decode after the start-up check passed them.
+
+The start-up check (``data.image_check``) is the main gate: what it rejects is named and
+counted in the ``Data:`` line. What can still fail later is a file changed on disk after
+the check, or (with ``data.verify_images=header`` or ``off``) one corrupt past what was
+read. Such an image is dropped from the stream, never silently: it is logged with its
+file, image id and reason, and counted here, so a run can report exactly which images it
+did not see.
+"""
+
+import logging
+import threading
+
+from PIL import Image
+
+log = logging.getLogger(__name__)
+
+
+def why_unreadable(path):
+    """The reason a file failed to decode, as far as PIL can tell (it re-reads the file)."""
+    if not path:
+        return "could not be decoded (stored image bytes)"
+    try:
+        with Image.open(path) as im:
+            im.load()
+    except FileNotFoundError:
+        return "file missing (removed after the start-up check)"
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+        return f"unreadable image ({type(e).__name__}: {e})"
+    return "TensorFlow could not decode it (PIL can: changed on disk after the check?)"
+
+
+class RuntimeSkips:
+    """Thread-safe record of the images dropped while streaming (tf.data calls ``add``
+    from its worker threads)."""
+
+    def __init__(self, name=""):
+        self.name = name
+        self._lock = threading.Lock()
+        self.images = {}  # image_id -> (path, reason)
+        self.count = 0  # drops, counting an image again each epoch it fails
+
+    def add(self, path, image_id):
+        path = path.decode("utf-8", "replace") if isinstance(path, bytes) else str(path)
+        reason = why_unreadable(path)
+        with self._lock:
+            self.count += 1
+            first = int(image_id) not in self.images
+            self.images[int(image_id)] = (path, reason)
+        if first:
+            log.warning("%sdropped image %d (%s) from the input stream: %s",
+                        f"{self.name}: " if self.name else "", int(image_id), path or "-",
+                        reason)
+
+    def summary(self):
+        """One line for the end of a run, or '' when nothing was dropped."""
+        with self._lock:
+            if not self.images:
+                return ""
+            listed = ", ".join(f"{i} ({p})" for i, (p, _) in list(self.images.items())[:10])
+            more = f" and {len(self.images) - 10} more" if len(self.images) > 10 else ""
+            return (f"{len(self.images)} images could not be decoded while streaming and were "
+                    f"dropped ({self.count} times in all): {listed}{more}; their reasons are in "
+                    "the log above")

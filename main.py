@@ -117,17 +117,14 @@ def _eval(model_dir, trainer=None, overrides=()):
 def _draw_examples(model_dir, val, tflite_path, num_images=4):
     """Runs the TFLite model on the first val images, draws them, prints where they went
     and the command that does the same for any image."""
-    import numpy as np
-    from PIL import Image
-
     from retinamask_tf.export.litert_runner import LiteRTDetector
+    from retinamask_tf.image_io import read_rgb
     from retinamask_tf.visualize import draw_detections
     detector = LiteRTDetector(tflite_path)
     out_dir = os.path.join(model_dir, "export", "drawn")
     os.makedirs(out_dir, exist_ok=True)
     for record in val.records[:num_images]:
-        with Image.open(record.path) as im:
-            image = np.asarray(im.convert("RGB"))
+        image = read_rgb(record.path, record.orientation)  # the annotations' frame
         det = detector.detect(image)
         draw_detections(image, det["boxes"], det["classes"], det["scores"], det["names"]).save(
             os.path.join(out_dir, f"{record.image_id}.png"))
@@ -142,10 +139,15 @@ def _predict():
     """--mode=predict: detections drawn on each image plus a COCO results JSON."""
     from retinamask_tf import predict
     from retinamask_tf.export.saved_model import ExportError
+    from retinamask_tf.image_io import expand_images
     from retinamask_tf.training.progress import Progress
     if not FLAGS.images:
         raise app.UsageError("--mode=predict needs --images (files, globs or directories)")
-    paths = predict.expand_images(FLAGS.images)
+    try:
+        paths = expand_images(FLAGS.images)
+    except FileNotFoundError as e:
+        print(f"error: --images: {e}", file=sys.stderr)
+        return 2
     if FLAGS.saved_model:
         predictor = predict.SavedModelPredictor(FLAGS.saved_model)
         source = FLAGS.saved_model
@@ -163,11 +165,15 @@ def _predict():
     out = predict.predict_files(predictor, paths, out_dir, FLAGS.score_threshold,
                                 Progress(len(paths), unit="image"))
     for path, reason in out["failed"]:
-        print(f"error: {path}: unreadable image ({reason}); skipped", file=sys.stderr)
+        print(f"error: {path}: {reason}; skipped", file=sys.stderr)
     print(f"\nOutputs:\n  drawn        {out_dir}/ ({len(out['drawn'])} images, detections "
           f">= {FLAGS.score_threshold})\n  results      {out['results_json']} "
           f"({out['num_detections']} detections, COCO format with file_name)")
-    return 0 if out["drawn"] else 2
+    if out["failed"]:
+        print(f"{len(out['failed'])} of {len(paths)} images failed (named above)",
+              file=sys.stderr)
+        return 2
+    return 0
 
 
 def _plots(model_dir):

@@ -70,15 +70,14 @@ def main():
     p.add_argument("--out", default=os.path.join(REPO, "bench", "results"))
     args = p.parse_args()
 
-    import numpy as np
     import tensorflow as tf
-    from PIL import Image
 
     from retinamask_tf.data import parser, pipeline
     from retinamask_tf.evaluation.coco_evaluator import evaluate
     from retinamask_tf.evaluation.litert_eval import evaluate_litert
     from retinamask_tf.export import letterbox, saved_model, tflite
     from retinamask_tf.export.litert_runner import LiteRTDetector
+    from retinamask_tf.image_io import read_rgb
 
     tf.config.threading.set_intra_op_parallelism_threads(args.threads)
     tf.config.threading.set_inter_op_parallelism_threads(args.threads)
@@ -95,7 +94,7 @@ def main():
     _, val = pipeline.load_splits(config.data)
     records = val.records[:args.max_images] if args.max_images else val.records
     val = type(val)(**{**val.__dict__, "records": list(records)})
-    image = np.asarray(Image.open(records[0].path).convert("RGB"))
+    image = read_rgb(records[0].path, records[0].orientation)
     rows = []
 
     # Keras

@@ -7,44 +7,14 @@ and masks [k, H, W] bool for the first k detections (k = the model's ``num_masks
 the model has a mask head (a SavedModel exported with ``--include_masks``), else None.
 """
 
-import glob
 import json
 import os
 
 import numpy as np
 import tensorflow as tf
-from PIL import Image, ImageOps
 
 from retinamask_tf.export.label_map import LABEL_MAP_FILE
-
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
-
-
-def expand_images(patterns):
-    """Image paths from files, globs and directories (their image files), sorted within
-    each pattern, without repeats. Raises FileNotFoundError naming a pattern that matches
-    nothing."""
-    paths, seen = [], set()
-    for pattern in patterns:
-        if os.path.isdir(pattern):
-            found = [os.path.join(pattern, n) for n in os.listdir(pattern)
-                     if n.lower().endswith(IMAGE_EXTENSIONS)]
-        else:
-            found = glob.glob(os.path.expanduser(pattern))
-        if not found:
-            raise FileNotFoundError(f"--images: '{pattern}' matches no file")
-        for path in sorted(found):
-            if path not in seen:
-                seen.add(path)
-                paths.append(path)
-    return paths
-
-
-def load_image(path):
-    """[H, W, 3] uint8 RGB as displayed (EXIF orientation applied, as training does)."""
-    with Image.open(path) as im:
-        return np.asarray(ImageOps.exif_transpose(im).convert("RGB"))
-
+from retinamask_tf.image_io import READ_ERRORS, read_rgb
 
 def _pasted(masks, boxes, height, width, threshold):
     from retinamask_tf.ops.masks import paste_masks
@@ -143,8 +113,8 @@ def draw(image, det, score_threshold=0.3):
 def predict_files(predictor, paths, out_dir, score_threshold=0.3, progress=None):
     """Runs ``predictor`` on every image, writes ``out_dir/<name>.png`` drawings and
     ``out_dir/results.json`` (COCO results, ``image_id`` = position in ``paths`` + 1, with
-    ``file_name``). An image that cannot be read is reported and skipped; the others are
-    still written.
+    ``file_name``). An image that cannot be read or run is reported (``failed``) and
+    skipped; the others are still written.
 
     Returns:
       dict: results_json, drawn (paths), failed ([(path, reason)]), num_detections.
@@ -154,11 +124,16 @@ def predict_files(predictor, paths, out_dir, score_threshold=0.3, progress=None)
     used = set()
     for i, path in enumerate(paths):
         try:
-            image = load_image(path)
-        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
-            failed.append((path, f"{type(e).__name__}: {e}"))
+            image = read_rgb(path)  # as displayed (EXIF orientation applied)
+        except READ_ERRORS as e:
+            failed.append((path, f"unreadable image ({type(e).__name__}: {e})"))
             continue
-        det = predictor(image)
+        try:
+            det = predictor(image)
+        except (tf.errors.OpError, ValueError) as e:
+            failed.append((path, f"the model could not run on it ({type(e).__name__}: "
+                                 f"{str(e).splitlines()[0][:300]})"))
+            continue
         results.extend(to_coco(det, i + 1, path))
         stem = os.path.splitext(os.path.basename(path))[0]
         name = stem if stem not in used else f"{stem}_{i + 1}"

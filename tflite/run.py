@@ -2,7 +2,12 @@
 the detections. Needs numpy, pillow and ai-edge-litert (no TensorFlow).
 
   python tflite/run.py --model=runs/demo/export/tflite/model_float32.tflite \
-      --image=a.jpg --image=b.png [--output_dir=drawn/] [--score_threshold=0.3] [--threads=2]
+      --image=a.jpg --image='photos/*.webp' --image=folder/ [--output_dir=drawn/] \
+      [--score_threshold=0.3] [--threads=2]
+
+Images are shown to the model as displayed (EXIF orientation applied), in any format
+PIL reads. An image that cannot be read is named and skipped; the exit status is 2 when
+any was.
 """
 
 import argparse
@@ -14,29 +19,36 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import numpy as np  # noqa: E402
-from PIL import Image  # noqa: E402
 
 from retinamask_tf.export.litert_runner import LiteRTDetector  # noqa: E402
+from retinamask_tf.image_io import READ_ERRORS, expand_images, read_rgb  # noqa: E402
 from retinamask_tf.visualize import draw_detections  # noqa: E402
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", required=True, help="a model_<variant>.tflite file")
-    p.add_argument("--image", action="append", required=True, help="image file (repeatable)")
+    p.add_argument("--image", action="append", required=True,
+                   help="image file, glob or folder (repeatable)")
     p.add_argument("--output_dir", default=None, help="write <name>.png drawings and detections.json here")
     p.add_argument("--score_threshold", type=float, default=0.3, help="print/draw above this score")
     p.add_argument("--threads", type=int, default=2)
     args = p.parse_args(argv)
+    try:
+        paths = expand_images(args.image)
+    except FileNotFoundError as e:
+        print(f"error: --image: {e}", file=sys.stderr)
+        return 2
     detector = LiteRTDetector(args.model, num_threads=args.threads)
-    results = []
-    for path in args.image:
+    results, failed = [], []
+    for path in paths:
         try:
-            with Image.open(path) as im:
-                image = np.asarray(im.convert("RGB"))
-        except (OSError, ValueError) as e:
-            print(f"error: cannot read image {path}: {e}", file=sys.stderr)
-            return 2
+            image = read_rgb(path)  # as displayed (EXIF orientation applied)
+        except READ_ERRORS as e:
+            print(f"error: {path}: unreadable image ({type(e).__name__}: {e}); skipped",
+                  file=sys.stderr)
+            failed.append(path)
+            continue
         start = time.perf_counter()
         det = detector.detect(image)
         ms = (time.perf_counter() - start) * 1000
@@ -58,8 +70,13 @@ def main(argv=None):
                             args.score_threshold).save(out)
             print(f"  drawn: {out}")
     if args.output_dir:
+        os.makedirs(args.output_dir, exist_ok=True)
         with open(os.path.join(args.output_dir, "detections.json"), "w") as f:
             json.dump(results, f)
+    if failed:
+        print(f"{len(failed)} of {len(paths)} images could not be read (named above)",
+              file=sys.stderr)
+        return 2
     return 0
 
 

@@ -18,7 +18,8 @@ import numpy as np
 import tensorflow as tf
 
 from retinamask_tf.data import instance_masks
-from retinamask_tf.export.letterbox import fit_scale
+from retinamask_tf.export.letterbox import resized_size
+from retinamask_tf.image_io import read_rgb
 from retinamask_tf.ops import anchors as anchor_ops
 from retinamask_tf.ops import box_ops, matcher
 
@@ -42,9 +43,7 @@ def _hist(values, edges):
 
 def resized_boxes(record, short_side, long_side, image_size):
     """A record's non-crowd boxes [n, 4] yxyx in the model-input frame, and their indices."""
-    scale = fit_scale(record.height, record.width, short_side, long_side, image_size)
-    new_h = min(int(np.round(np.float32(record.height) * scale)), int(image_size[0]))
-    new_w = min(int(np.round(np.float32(record.width) * scale)), int(image_size[1]))
+    new_h, new_w = resized_size(record.height, record.width, short_side, long_side, image_size)
     s = np.array([new_h / record.height, new_w / record.width] * 2, np.float32)
     keep = np.flatnonzero(~record.is_crowd)
     return record.boxes[keep] * s, keep
@@ -138,15 +137,12 @@ def format_report(stats):
 
 def draw_examples(dataset, out_dir, num_images=6):
     """Draws the first images with their ground-truth boxes and masks; returns the paths."""
-    from PIL import Image
-
     from retinamask_tf.visualize import draw_detections, overlay_masks
 
     os.makedirs(out_dir, exist_ok=True)
     paths = []
     for r in dataset.records[:num_images]:
-        with Image.open(r.path) as im:
-            image = np.asarray(im.convert("RGB"))
+        image = read_rgb(r.path, r.orientation)  # the annotations' frame
         masks, mask_classes = [], []
         for seg, cls, crowd in zip(r.segmentations, r.classes, r.is_crowd):
             if seg is not None and not crowd:

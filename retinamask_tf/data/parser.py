@@ -9,31 +9,26 @@ pixels of the resized image).
 import tensorflow as tf
 
 from retinamask_tf.data import instance_masks
+from retinamask_tf.ops.exif import apply_exif_orientation, exif_orientation
 
 
 def decode_image(path=None, data=None):
     """File path (or its encoded bytes) -> [H, W, 3] float32 RGB 0..255 (grayscale/RGBA
-    converted)."""
+    converted), in the stored frame (EXIF ignored: datasets say which frame their
+    annotations use, see ``data.image_check``)."""
     data = tf.io.read_file(path) if data is None else data
     image = tf.io.decode_image(data, channels=3, expand_animations=False)
     image.set_shape([None, None, 3])
     return tf.cast(image, tf.float32)
 
 
-def apply_exif_orientation(image, orientation):
-    """Stored pixels [H, W, C] -> the view an EXIF ``orientation`` (1..8) displays, as
-    PIL's ``ImageOps.exif_transpose``; 1 (and anything outside 1..8) leaves the image.
-
-    Every orientation is an optional transpose followed by optional left-right and
-    top-bottom mirrors (6, "rotate 90 clockwise", is transpose + left-right). Written
-    without control flow, so that the input pipeline stays checkpointable.
-    """
-    o = tf.cast(orientation, tf.int32)
-    transposed = (o >= 5) & (o <= 8)
-    flip_lr = tf.reduce_any(tf.equal(o, [2, 3, 6, 7]))
-    flip_ud = tf.reduce_any(tf.equal(o, [3, 4, 7, 8]))
-    image = tf.transpose(image, tf.where(transposed, [1, 0, 2], [0, 1, 2]))
-    return tf.reverse(image, tf.boolean_mask([1, 0], tf.stack([flip_lr, flip_ud])))
+def decode_displayed(data):
+    """Encoded bytes -> [H, W, 3] uint8 RGB as displayed: the EXIF orientation read from
+    the bytes is applied (``ops.exif``), as ``image_io.read_rgb`` does with PIL."""
+    image = tf.io.decode_image(data, channels=3, expand_animations=False)
+    image = apply_exif_orientation(image, exif_orientation(data))
+    image.set_shape([None, None, 3])
+    return image
 
 
 def resize_scale(height, width, short_side, long_side):

@@ -2,9 +2,9 @@
 same ``detect(image)``) on a split."""
 
 import numpy as np
-from PIL import Image
 
 from retinamask_tf.evaluation.coco_evaluator import coco_metrics, detections_to_coco
+from retinamask_tf.image_io import read_rgb
 from retinamask_tf.training.progress import Progress
 
 
@@ -21,8 +21,7 @@ def evaluate_litert(detector, dataset, max_images=None, progress=True):
     results = []
     bar = Progress(len(records), unit="image") if progress else None
     for i, record in enumerate(records):
-        with Image.open(record.path) as im:
-            image = np.asarray(im.convert("RGB"))
+        image = read_rgb(record.path, record.orientation)  # the annotations' frame
         det = detector.detect(image)
         n = len(det["scores"])
         batch = {"boxes": det["boxes"][None], "scores": det["scores"][None],

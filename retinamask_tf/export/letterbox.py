@@ -25,6 +25,15 @@ def fit_scale(height, width, short_side, long_side, output_size):
                                         np.float32(output_size[1]) / np.float32(width)))
 
 
+def resized_size(height, width, short_side, long_side, output_size):
+    """(height, width) of the image inside the padded input: ``fit_scale``, rounded, at
+    least one pixel (an extreme aspect ratio, 1x3000, would round its short side to 0),
+    at most ``output_size``; as ``parser.resize_and_pad``."""
+    scale = fit_scale(height, width, short_side, long_side, output_size)
+    return (max(1, min(int(np.round(np.float32(height) * scale)), int(output_size[0]))),
+            max(1, min(int(np.round(np.float32(width) * scale)), int(output_size[1]))))
+
+
 def _axis_weights(in_size, out_size):
     """(lower index, upper index, fraction) per output position, as TF's ResizeBilinear."""
     scale = np.float32(in_size) / np.float32(out_size)
@@ -62,10 +71,7 @@ def letterbox(image, short_side, long_side, output_size):
     if image.ndim != 3 or image.shape[2] != 3 or image.shape[0] == 0 or image.shape[1] == 0:
         raise ValueError(f"expected an RGB image [H>0, W>0, 3], got shape {image.shape}")
     h, w = image.shape[:2]
-    scale = fit_scale(h, w, short_side, long_side, output_size)
-    # At least one pixel, as parser.resize_and_pad (an extreme aspect ratio rounds to 0).
-    new_h = max(1, min(int(np.round(np.float32(h) * scale)), int(output_size[0])))
-    new_w = max(1, min(int(np.round(np.float32(w) * scale)), int(output_size[1])))
+    new_h, new_w = resized_size(h, w, short_side, long_side, output_size)
     resized = resize_bilinear(image, new_h, new_w)
     padded = np.zeros(tuple(output_size) + (3,), np.uint8)
     padded[:new_h, :new_w] = np.clip(np.round(resized), 0, 255).astype(np.uint8)

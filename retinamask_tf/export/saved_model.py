@@ -3,7 +3,9 @@
 Signatures (TF Serving's names):
   serving_default      images: uint8 [batch, height, width, 3], any size (one size per batch);
   serve_image_bytes    image_bytes: string [batch], encoded JPEG/PNG/BMP/GIF of any size
-                       (grayscale and RGBA are converted to RGB).
+                       (grayscale and RGBA are converted to RGB), shown to the model as
+                       displayed: the EXIF orientation in the bytes is applied, so boxes
+                       are in the displayed frame, as in ``--mode=predict`` and LiteRT.
 Outputs: detection_boxes [batch, D, 4] (ymin, xmin, ymax, xmax in pixels of the input
 image), detection_scores [batch, D], detection_classes [batch, D] int32 (the dataset's own
 category ids), num_detections [batch] int32; with ``include_masks`` also
@@ -148,8 +150,7 @@ class ServingModule(tf.Module):
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="image_bytes")])
     def serve_image_bytes(self, image_bytes):
         def decode(data):
-            image = tf.io.decode_image(data, channels=3, expand_animations=False)
-            return self._preprocess(image)
+            return self._preprocess(parser.decode_displayed(data))  # EXIF orientation applied
 
         padded, info = tf.map_fn(decode, image_bytes, fn_output_signature=self._spec())
         return self._detect(padded, info)

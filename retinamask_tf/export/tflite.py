@@ -32,8 +32,9 @@ from retinamask_tf.data import pipeline
 from retinamask_tf.export import letterbox, litert_runner
 from retinamask_tf.export.label_map import write_label_map
 from retinamask_tf.export.litert_runner import INFO_FILE
-from retinamask_tf.native_noise import drop_known_native_noise
 from retinamask_tf.export.saved_model import ExportError, load_for_export
+from retinamask_tf.image_io import read_rgb
+from retinamask_tf.native_noise import drop_known_native_noise
 from retinamask_tf.ops import postprocess
 
 VARIANTS = ("float32", "float16", "dynamic_int8", "int8")
@@ -73,15 +74,12 @@ class TFLiteDetector(tf.Module):
 def calibration_images(dataset, config, num_images, seed=0):
     """Representative-dataset generator for int8 calibration: ``num_images`` training
     images (a fixed random sample of a CocoDataset, or the first ones of a streamed
-    source: TFRecords or TFDS), letterboxed exactly as at inference."""
-    import io
-
-    from PIL import Image
-
+    source: TFRecords or TFDS), in the frame training sees them (their orientation, see
+    ``image_io``), letterboxed exactly as at inference."""
     if hasattr(dataset, "read_examples"):  # streamed: TFRecords or TFDS
         def encoded():
             for ex in dataset.read_examples(1).take(num_images):
-                yield io.BytesIO(ex["image_bytes"].numpy())
+                yield ex["image_bytes"].numpy(), int(ex["orientation"].numpy())
     else:
         records = dataset.records
         rng = np.random.default_rng(seed)
@@ -89,12 +87,11 @@ def calibration_images(dataset, config, num_images, seed=0):
 
         def encoded():
             for i in picks:
-                yield records[i].path
+                yield records[i].path, records[i].orientation
 
     def generate():
-        for source in encoded():
-            with Image.open(source) as im:
-                image = np.asarray(im.convert("RGB"))
+        for source, orientation in encoded():
+            image = read_rgb(source, orientation)
             padded, shape, _ = letterbox.letterbox(image, config.data.short_side,
                                                    config.data.long_side, config.image_size)
             yield {"images": padded[None], "true_image_shape": shape[None]}

@@ -13,6 +13,7 @@ from pycocotools import mask as mask_utils
 
 from retinamask_tf import predict
 from retinamask_tf.export import saved_model
+from retinamask_tf.image_io import read_rgb
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -27,7 +28,7 @@ def test_checkpoint_and_saved_model_predictors_agree(trained_dir, coco128, tmp_p
     export_dir = saved_model.export_saved_model(model_dir, str(tmp_path / "sm"), include_masks=True)
     ckpt, served = predict.CheckpointPredictor(model_dir), predict.SavedModelPredictor(export_dir)
     for path in _images(coco128, 2):
-        image = predict.load_image(path)
+        image = read_rgb(path)
         a, b = ckpt(image), served(image)
         assert len(a["boxes"]) == len(b["boxes"]) == 100  # the fixture's score threshold is 0
         order_a, order_b = np.argsort(-a["scores"], kind="stable"), np.argsort(-b["scores"], kind="stable")
@@ -79,21 +80,36 @@ def test_predict_files_writes_drawings_and_coco_results(trained_dir, coco128, tm
 
 
 def test_predict_command_line(trained_dir, coco128, tmp_path):
+    """A folder in every format PIL reads (WebP and TIFF too), an extreme-aspect image and
+    a broken file: each good image is drawn and in results.json, the broken one is named,
+    and the exit status says that one failed."""
     model_dir, _ = trained_dir
-    _, images = coco128
-    bad = tmp_path / "broken.png"
-    bad.write_bytes(b"\x89PNG garbage")
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    first, second = _images(coco128, 2)
+    shutil.copy(first, folder / "a.jpg")
+    Image.open(second).save(folder / "b.webp")
+    Image.open(second).save(folder / "c.tif")
+    Image.fromarray(np.full((1, 3000, 3), 128, np.uint8)).save(folder / "wide.png")
+    (folder / "broken.png").write_bytes(b"\x89PNG garbage")
+    (folder / "notes.txt").write_text("not an image: not picked up")
     out_dir = tmp_path / "drawn"
     res = subprocess.run([sys.executable, os.path.join(REPO, "main.py"), "--mode=predict",
-                          f"--model_dir={model_dir}", f"--images={images}/0000000000[0-2]*.jpg,{bad}",
+                          f"--model_dir={model_dir}", f"--images={folder}",
                           f"--output_dir={out_dir}"], capture_output=True, text=True, timeout=300,
                          env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
-    assert res.returncode == 0, res.stderr[-2000:]
-    assert f"{bad}: unreadable image" in res.stderr
+    assert res.returncode == 2, res.stderr[-2000:]
+    assert "Traceback" not in res.stderr
+    assert f"{folder / 'broken.png'}: unreadable image" in res.stderr
+    assert "1 of 5 images failed" in res.stderr
     assert "results.json" in res.stdout
-    assert len([n for n in os.listdir(out_dir) if n.endswith(".png")]) >= 1
+    drawn = sorted(n for n in os.listdir(out_dir) if n.endswith(".png"))
+    assert drawn == ["a.png", "b.png", "c.png", "wide.png"]
+    results = json.load(open(out_dir / "results.json"))
+    assert {os.path.basename(r["file_name"]) for r in results} == {"a.jpg", "b.webp", "c.tif",
+                                                                   "wide.png"}
     missing = subprocess.run([sys.executable, os.path.join(REPO, "main.py"), "--mode=predict",
                               f"--model_dir={model_dir}", "--images=/nonexistent/*.jpg"],
                              capture_output=True, text=True, timeout=300,
                              env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
-    assert missing.returncode == 2 and "'/nonexistent/*.jpg' matches no file" in missing.stderr
+    assert missing.returncode == 2 and "'/nonexistent/*.jpg' matches no image file" in missing.stderr

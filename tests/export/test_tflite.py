@@ -177,13 +177,21 @@ def test_runner_cli_prints_and_draws(exported, coco128, tmp_path):
     drawn = Image.open(out_dir / (os.path.splitext(os.path.basename(image))[0] + ".png"))
     assert drawn.size == (width, height)
     assert not np.array_equal(np.asarray(drawn), np.asarray(Image.open(image).convert("RGB")))
-    # An unreadable file is a clear error naming it, not a traceback.
-    bad = tmp_path / "bad.jpg"
-    bad.write_bytes(b"not a jpeg")
+    # An unreadable file is named and skipped, the rest of a folder still runs (WebP too),
+    # and the exit status says one failed.
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    (folder / "a_bad.jpg").write_bytes(b"not a jpeg")
+    Image.open(image).save(folder / "b.webp")
     res = subprocess.run([sys.executable, os.path.join(REPO, "tflite", "run.py"), "--model",
-                          paths["float32"], "--image", str(bad)],
+                          paths["float32"], "--image", str(folder), "--output_dir",
+                          str(tmp_path / "folder_out")],
                          capture_output=True, text=True, env=env, timeout=300)
-    assert res.returncode == 2 and "bad.jpg" in res.stderr
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    assert f"{folder / 'a_bad.jpg'}: unreadable image" in res.stderr
+    assert "1 of 2 images could not be read" in res.stderr
+    results = json.load(open(tmp_path / "folder_out" / "detections.json"))
+    assert [os.path.basename(r["image"]) for r in results] == ["b.webp"]
 
 
 def test_bad_input_and_errors(exported, trained_dir, tmp_path):

@@ -88,14 +88,56 @@ def categories(dataset) -> List[dict]:
 
 def _require(entry, keys, where):
     if not isinstance(entry, dict):
-        raise DatasetError(f"{where} is not an object: {str(entry)[:200]}")
+        raise DatasetError(f"{where} is not an object: {_shown(entry, 200)}")
     missing = [k for k in keys if k not in entry]
     if missing:
-        raise DatasetError(f"{where} (id {entry.get('id')}) lacks {', '.join(map(repr, missing))}")
+        raise DatasetError(f"{where} (id {_shown(entry.get('id'))}) lacks "
+                           f"{', '.join(map(repr, missing))}")
 
 
 def _positive_int(value):
-    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+    return _is_int(value) and value > 0
+
+
+def _is_int(value):
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _shown(value, limit=100, quote=True):
+    """A value for an error message: short, and printable whatever its characters."""
+    text = repr(value) if quote or not isinstance(value, str) else value
+    text = text if len(text) <= limit else text[:limit] + "..."
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _float(value):
+    try:
+        return float(value)
+    except OverflowError:  # an integer beyond float range
+        return float("inf")
+
+
+def _read_json(json_path):
+    """The parsed file, or a DatasetError saying why it is not readable JSON."""
+    if not os.path.isfile(json_path):
+        raise DatasetError(f"annotation file not found: {json_path}")
+    with open(json_path, "rb") as f:
+        raw = f.read()
+    try:
+        text = raw.decode("utf-8-sig")  # JSON is UTF-8 (a byte-order mark is tolerated)
+    except UnicodeDecodeError as e:
+        raise DatasetError(f"{json_path} is not UTF-8 text (byte {raw[e.start]:#04x} at offset "
+                           f"{e.start}); JSON files must be UTF-8: re-save it as UTF-8") from e
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise DatasetError(f"{json_path} is not valid JSON: {e}") from e
+    except RecursionError as e:
+        raise DatasetError(f"{json_path} is nested too deeply to be a COCO file") from e
 
 
 def load_coco(json_path: str, image_dir: str, crowd: str = "drop",
@@ -121,37 +163,41 @@ def load_coco(json_path: str, image_dir: str, crowd: str = "drop",
       DatasetError: file missing or not COCO, an entry lacking a required key or with a
         malformed bbox/size, an unknown category id, duplicate ids, no images.
     """
-    if not os.path.isfile(json_path):
-        raise DatasetError(f"annotation file not found: {json_path}")
-    try:
-        with open(json_path) as f:
-            data = json.load(f)
-    except json.JSONDecodeError as e:
-        raise DatasetError(f"{json_path} is not valid JSON: {e}") from e
+    data = _read_json(json_path)
     if not isinstance(data, dict) or not all(k in data for k in ("images", "annotations", "categories")):
         raise DatasetError(f"{json_path} is not a COCO instances file: it needs the keys "
                            "'images', 'annotations' and 'categories'")
+    for key in ("images", "annotations", "categories"):
+        if not isinstance(data[key], list):
+            raise DatasetError(f"{json_path}: '{key}' must be a list, got {type(data[key]).__name__}")
+    if categories is None:
+        for i, cat in enumerate(data["categories"]):
+            _require(cat, ("id",), f"{json_path}: category entry {i}")
+            if not _is_int(cat["id"]):
+                raise DatasetError(f"{json_path}: category entry {i} has id {_shown(cat['id'])} "
+                                   f"({type(cat['id']).__name__}); category ids must be integers")
     cats = sorted(categories if categories is not None else data["categories"], key=lambda c: c["id"])
     if not cats:
         raise DatasetError(f"{json_path} has no categories")
     class_ids = [int(c["id"]) for c in cats]
     if len(set(class_ids)) != len(class_ids):
-        raise DatasetError(f"{json_path}: duplicate category ids")
+        duplicates = sorted({c for c in class_ids if class_ids.count(c) > 1})
+        raise DatasetError(f"{json_path}: duplicate category ids {duplicates}")
     index_of = {cid: i for i, cid in enumerate(class_ids)}
-
-    for key in ("images", "annotations", "categories"):
-        if not isinstance(data[key], list):
-            raise DatasetError(f"{json_path}: '{key}' must be a list, got {type(data[key]).__name__}")
-    for i, cat in enumerate(cats):
-        if not isinstance(cat, dict) or "id" not in cat:
-            raise DatasetError(f"{json_path}: category entry {i} has no 'id': {str(cat)[:200]}")
     images = {}
     for i, img in enumerate(data["images"]):
-        _require(img, ("id", "file_name", "height", "width"), f"{json_path}: image entry {i}")
+        where = f"{json_path}: image entry {i}"
+        _require(img, ("id", "file_name", "height", "width"), where)
+        if not _is_int(img["id"]):
+            raise DatasetError(f"{where} has id {_shown(img['id'])} "
+                               f"({type(img['id']).__name__}); image ids must be integers")
+        if not isinstance(img["file_name"], str) or not img["file_name"]:
+            raise DatasetError(f"{where} (id {img['id']}) has file_name "
+                               f"{_shown(img['file_name'])}; expected a non-empty string")
         if not (_positive_int(img["height"]) and _positive_int(img["width"])):
-            raise DatasetError(f"{json_path}: image {img['id']} ({img['file_name']}) has height "
-                               f"{img['height']!r} and width {img['width']!r}; both must be "
-                               "positive integers")
+            raise DatasetError(f"{json_path}: image {img['id']} ({_shown(img['file_name'], quote=False)}) has "
+                               f"height {_shown(img['height'])} and width {_shown(img['width'])}; "
+                               "both must be positive integers")
         if img["id"] in images:
             raise DatasetError(f"{json_path}: duplicate image id {img['id']}")
         images[img["id"]] = img
@@ -166,12 +212,23 @@ def load_coco(json_path: str, image_dir: str, crowd: str = "drop",
                     ann.get("image_id"), reason)
 
     for i, ann in enumerate(data["annotations"]):
-        _require(ann, ("id", "image_id", "category_id", "bbox"), f"{json_path}: annotation entry {i}")
+        where = f"{json_path}: annotation entry {i}"
+        _require(ann, ("id", "image_id", "category_id", "bbox"), where)
+        for key in ("id", "image_id", "category_id"):
+            if not _is_int(ann[key]):
+                raise DatasetError(f"{where} has {key} {_shown(ann[key])} "
+                                   f"({type(ann[key]).__name__}); it must be an integer")
         bbox = ann["bbox"]
         if (not isinstance(bbox, (list, tuple)) or len(bbox) != 4
-                or not all(isinstance(v, (int, float)) or v is None for v in bbox)):
+                or not all(_is_number(v) or v is None for v in bbox)):
             raise DatasetError(f"{json_path}: annotation {ann['id']} (image {ann['image_id']}) "
-                               f"has bbox {str(bbox)[:100]}; expected [x, y, width, height]")
+                               f"has bbox {_shown(bbox)}; expected [x, y, width, height]")
+        for key in ("iscrowd", "area"):
+            value = ann.get(key, 0)
+            if not (_is_number(value) and (key == "area" or value in (0, 1))):
+                raise DatasetError(
+                    f"{json_path}: annotation {ann['id']} (image {ann['image_id']}) has {key} "
+                    f"{_shown(value)}; expected " + ("0 or 1" if key == "iscrowd" else "a number"))
         if ann["id"] in seen_ann:
             raise DatasetError(f"{json_path}: duplicate annotation id {ann['id']}")
         seen_ann.add(ann["id"])
@@ -185,7 +242,7 @@ def load_coco(json_path: str, image_dir: str, crowd: str = "drop",
         if crowd_flag and crowd == "drop":
             continue
         img = images[ann["image_id"]]
-        x, y, w, h = (float("nan") if v is None else float(v) for v in ann["bbox"])
+        x, y, w, h = (float("nan") if v is None else _float(v) for v in ann["bbox"])
         if not np.all(np.isfinite([x, y, w, h])):
             skip("non-finite box", ann)
             continue
@@ -229,4 +286,9 @@ def load_coco(json_path: str, image_dir: str, crowd: str = "drop",
         log.warning("%s: %d annotations have no usable mask (boxes kept): %s", json_path,
                     sum(skipped_masks.values()), skipped_masks)
     return CocoDataset(json_path, image_dir, records, class_ids,
-                       [str(c.get("name", c["id"])) for c in cats], skipped, skipped_masks)
+                       [_name(c) for c in cats], skipped, skipped_masks)
+
+
+def _name(category):
+    name = category.get("name", category["id"])
+    return name if isinstance(name, str) else str(name)

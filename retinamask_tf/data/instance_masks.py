@@ -19,7 +19,13 @@ def polygon_problem(segmentation):
         return "empty polygon list"
     polys = []
     for poly in segmentation:
-        arr = np.asarray(poly, np.float64)
+        if not isinstance(poly, list) or not all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) for v in poly):
+            return "polygon that is not a list of numbers"
+        try:
+            arr = np.asarray(poly, np.float64)
+        except OverflowError:  # an integer beyond float range
+            return "polygon with non-finite coordinates"
         if arr.ndim != 1 or arr.size % 2:
             return "polygon with an odd number of coordinates"
         if not np.all(np.isfinite(arr)):

@@ -49,7 +49,9 @@ def records_to_tensors(records, max_instances, with_masks=False):
             segs = [r.segmentations[j] if not r.is_crowd[j] else None for j in order]
             mask_valid[i, :k] = [s is not None for s in segs]
             segmentations.append(json.dumps(segs + [None] * (m - k)))
-    tensors = {"path": np.array([r.path for r in records]),
+    # Paths as the file system's bytes: a name that is not UTF-8 (read from the JSON as
+    # surrogate escapes) still opens.
+    tensors = {"path": np.array([os.fsencode(r.path) for r in records], dtype=object),
                "image_id": np.array([r.image_id for r in records], np.int64),
                "orientation": np.array([r.orientation for r in records], np.int32),
                "boxes": boxes, "classes": classes, "crowd": crowd, "valid": valid}

@@ -100,8 +100,27 @@ def coco_metrics(gt_json, results, image_ids, iou_type="bbox"):
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
 
+    with open(gt_json, "rb") as f:
+        dataset = json.loads(f.read().decode("utf-8-sig"))
+    # The ground truth as the reader used it: boxes with a null or non-finite coordinate
+    # were skipped (and counted) there, so they are not scored here; keys COCOeval reads
+    # that COCO files may leave out get their usual values.
+    kept = []
+    for ann in dataset["annotations"]:
+        try:
+            box = np.array([np.nan if v is None else v for v in ann["bbox"]], np.float64)
+        except OverflowError:  # an integer beyond float range
+            continue
+        if not np.all(np.isfinite(box)):
+            continue
+        ann.setdefault("iscrowd", 0)
+        ann.setdefault("area", float(box[2] * box[3]))
+        kept.append(ann)
+    dataset["annotations"] = kept
     with contextlib.redirect_stdout(io.StringIO()):
-        gt = COCO(gt_json)
+        gt = COCO()
+        gt.dataset = dataset
+        gt.createIndex()
     cat_ids = sorted(gt.getCatIds())
     if not results:
         # Zero where there is ground truth to miss; absent where there is none.

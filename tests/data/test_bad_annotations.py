@@ -22,7 +22,10 @@ def _base():
 
 def _load(tmp_path, data):
     path = tmp_path / "ann.json"
-    path.write_text(json.dumps(data) if not isinstance(data, str) else data)
+    if isinstance(data, bytes):
+        path.write_bytes(data)
+    else:
+        path.write_text(json.dumps(data) if not isinstance(data, str) else data)
     return coco.load_coco(str(path), str(tmp_path))
 
 
@@ -40,6 +43,7 @@ SKIPPED = [  # (case, bbox, reason counted)
     ("NaN coordinate", [10, float("nan"), 20, 30], "non-finite box"),
     ("null coordinate", [10, None, 20, 30], "non-finite box"),
     ("infinite size", [10, 5, float("inf"), 30], "non-finite box"),
+    ("integer beyond float range", [10, 5, 10 ** 400, 30], "non-finite box"),
 ]
 
 
@@ -98,6 +102,30 @@ REJECTED = [  # (case, data, words of the message)
     ("not COCO at all", {"type": "FeatureCollection", "features": []},
      "not a COCO instances file"),
     ("not JSON", "images: [1, 2", "is not valid JSON"),
+    ("not UTF-8", b'{"images": [{"file_name": "\xff\xfe.jpg"}]}', r"is not UTF-8 text \(byte 0xff"),
+    ("nested too deeply", "[" * 100000 + "]" * 100000, "nested too deeply"),
+    ("categories not a list", _edit(lambda d: d.update(categories={"3": "thing"})),
+     "'categories' must be a list"),
+    ("category id a string", _edit(lambda d: d["categories"][0].update(id="3")),
+     r"category entry 0 has id '3' \(str\); category ids must be integers"),
+    ("category without id", _edit(lambda d: d["categories"][1].pop("id")),
+     r"category entry 1 \(id None\) lacks 'id'"),
+    ("category not an object", _edit(lambda d: d["categories"].append("dog")),
+     "category entry 2 is not an object: 'dog'"),
+    ("image id a list", _edit(lambda d: d["images"][0].update(id=[7])),
+     r"image entry 0 has id \[7\] \(list\); image ids must be integers"),
+    ("file_name not a string", _edit(lambda d: d["images"][0].update(file_name=17)),
+     r"image entry 0 \(id 7\) has file_name 17; expected a non-empty string"),
+    ("annotation id a list", _edit(lambda d: d["annotations"][0].update(id=[1])),
+     r"annotation entry 0 has id \[1\] \(list\); it must be an integer"),
+    ("category_id a string", _edit(lambda d: d["annotations"][0].update(category_id="3")),
+     r"annotation entry 0 has category_id '3' \(str\)"),
+    ("iscrowd not 0/1", _edit(lambda d: d["annotations"][0].update(iscrowd="yes")),
+     r"annotation 1 \(image 7\) has iscrowd 'yes'; expected 0 or 1"),
+    ("area a string", _edit(lambda d: d["annotations"][0].update(area="600")),
+     r"annotation 1 \(image 7\) has area '600'; expected a number"),
+    ("bbox of booleans", _edit(lambda d: d["annotations"][0].update(bbox=[True, 1, 2, 3])),
+     "expected \\[x, y, width, height\\]"),
 ]
 
 

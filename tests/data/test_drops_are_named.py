@@ -110,3 +110,21 @@ def test_evaluation_scores_what_it_saw_and_names_the_rest(tmp_path):
     segm = json.load(open(tmp_path / "eval" / "segmentations_1.json"))
     sizes = {s["image_id"]: s["segmentation"]["size"] for s in segm}
     assert sizes[ids["wide.png"]] == [1, 3000] and sizes[ids["tall.png"]] == [3000, 1]
+
+
+def test_a_file_name_that_is_not_utf8_is_read(tmp_path, caplog):
+    """A Latin-1 file name (byte 0xE9) reaches Python as a surrogate escape from the JSON
+    ("\\udce9"): the file opens by its bytes, start-up check and pipeline alike."""
+    name = os.fsdecode(b"caf\xe9.jpg")
+    shutil.copy(os.path.join(FIXTURES, "ok.jpg"), os.path.join(os.fsencode(str(tmp_path)),
+                                                                 b"caf\xe9.jpg"))
+    data = {"images": [{"id": 1, "file_name": name, "height": 24, "width": 32}],
+            "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [4, 4, 8, 6],
+                             "area": 48, "iscrowd": 0}],
+            "categories": [{"id": 1, "name": "block"}]}
+    path = tmp_path / "annotations.json"
+    path.write_text(json.dumps(data))  # ensure_ascii: written as the escape "\udce9"
+    ds = pipeline.verify_images(coco.load_coco(str(path), str(tmp_path)), "full", None)
+    assert len(ds.records) == 1 and not ds.skipped_images
+    features, _ = next(iter(pipeline.build_dataset(ds, 1, (32, 32), 24, 32, 2, training=False)))
+    assert features["images"].numpy().max() > 0

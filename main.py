@@ -3,7 +3,7 @@
   python main.py --mode=train_and_eval --config=configs/demo.yaml --model_dir=runs/demo
   python main.py --mode=eval --model_dir=runs/demo
   python main.py --mode=export --model_dir=runs/demo [--export_dir=DIR] [--include_masks] \
-      [--tflite_variants=float32,float16,dynamic_int8,int8]
+      [--export_version=N] [--tflite_variants=float32,float16,dynamic_int8,int8]
   python main.py --mode=predict --model_dir=runs/demo --images='photos/*.jpg' [--output_dir=DIR]
   python main.py --mode=predict --saved_model=runs/demo/export/saved_model --images=a.jpg,b.png
   python main.py --mode=plots --model_dir=runs/demo      # beta (Figure 3) and loss curves
@@ -31,8 +31,11 @@ flags.DEFINE_multi_string("override", [], "key=value overrides, e.g. train.steps
 flags.DEFINE_string("model_dir", None, "Folder for the config, checkpoints, logs and metrics.")
 flags.DEFINE_enum("backbone_weights", None, ["none", "imagenet"],
                   "Shortcut for model.backbone.weights (imagenet needs internet).")
-flags.DEFINE_string("export_dir", None, "SavedModel folder for --mode=export "
-                    "(default: MODEL_DIR/export/saved_model[_masks]).")
+flags.DEFINE_string("export_dir", None, "Where exports go (default MODEL_DIR/export): "
+                    "saved_model[_masks]/<version>/ (TF Serving's layout: point "
+                    "--model_base_path at saved_model), tflite/ and drawn/.")
+flags.DEFINE_integer("export_version", None, "The SavedModel's version folder (default: the "
+                     "checkpoint's step); an existing one is replaced.")
 flags.DEFINE_bool("include_masks", False, "Export the mask head too (detection_masks output).")
 flags.DEFINE_bool("freeze_saved_model", True,
                   "SavedModel weights as graph constants: faster on CPU (oneDNN keeps each conv "
@@ -42,8 +45,9 @@ flags.DEFINE_list("tflite_variants", ["float32", "float16", "dynamic_int8", "int
                   "TFLite variants written by --mode=export and after train_and_eval "
                   "(empty: no TFLite).")
 flags.DEFINE_list("images", [], "--mode=predict: image files, globs or directories.")
-flags.DEFINE_string("saved_model", None, "--mode=predict: an exported SavedModel to run instead "
-                    "of --model_dir's latest checkpoint (masks only if exported with them).")
+flags.DEFINE_string("saved_model", None, "--mode=predict: an exported SavedModel (or its TF "
+                    "Serving base folder: the highest version) to run instead of --model_dir's "
+                    "latest checkpoint (masks only if exported with them).")
 flags.DEFINE_string("output_dir", None, "--mode=predict: where the drawings and results.json go "
                     "(default: MODEL_DIR/predict, or SAVED_MODEL/../predict).")
 flags.DEFINE_float("score_threshold", 0.3, "--mode=predict: detections drawn (results.json "
@@ -114,14 +118,13 @@ def _eval(model_dir, trainer=None, overrides=()):
     return report
 
 
-def _draw_examples(model_dir, val, tflite_path, num_images=4):
-    """Runs the TFLite model on the first val images, draws them, prints where they went
-    and the command that does the same for any image."""
+def _draw_examples(out_dir, val, tflite_path, num_images=4):
+    """Runs the TFLite model on the first val images, draws them into ``out_dir``, prints
+    where they went and the command that does the same for any image."""
     from retinamask_tf.export.litert_runner import LiteRTDetector
     from retinamask_tf.image_io import read_rgb
     from retinamask_tf.visualize import draw_detections
     detector = LiteRTDetector(tflite_path)
-    out_dir = os.path.join(model_dir, "export", "drawn")
     os.makedirs(out_dir, exist_ok=True)
     for record in val.records[:num_images]:
         image = read_rgb(record.path, record.orientation)  # the annotations' frame
@@ -149,8 +152,12 @@ def _predict():
         print(f"error: --images: {e}", file=sys.stderr)
         return 2
     if FLAGS.saved_model:
-        predictor = predict.SavedModelPredictor(FLAGS.saved_model)
-        source = FLAGS.saved_model
+        try:
+            predictor = predict.SavedModelPredictor(FLAGS.saved_model)
+        except ExportError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        source = predictor.export_dir
         default_out = os.path.join(os.path.dirname(os.path.normpath(FLAGS.saved_model)), "predict")
     else:
         try:
@@ -238,15 +245,17 @@ def _export(model_dir, datasets=None):
     ``datasets``: the run's (train, val) splits if already loaded (TFLite calibration and
     the drawings read them). Returns False (after printing the error) when the run cannot
     be exported."""
-    from retinamask_tf.export.saved_model import ExportError, export_saved_model
-    suffix = "_masks" if FLAGS.include_masks else ""
-    export_dir = FLAGS.export_dir or os.path.join(model_dir, "export", "saved_model" + suffix)
-    tflite_dir = os.path.join(os.path.dirname(os.path.normpath(export_dir)), "tflite")
+    from retinamask_tf.export.saved_model import ExportError, export_servable
+    root = FLAGS.export_dir or os.path.join(model_dir, "export")
+    base = os.path.join(root, "saved_model" + ("_masks" if FLAGS.include_masks else ""))
+    tflite_dir = os.path.join(root, "tflite")
     try:
-        export_saved_model(model_dir, export_dir, FLAGS.include_masks,
-                           freeze=FLAGS.freeze_saved_model)
+        export_dir = export_servable(model_dir, base, FLAGS.export_version, FLAGS.include_masks,
+                                     freeze=FLAGS.freeze_saved_model)
         print(f"  SavedModel   {export_dir} (signatures serving_default, serve_image_bytes; "
-              f"inspect: saved_model_cli show --dir {export_dir} --all)", flush=True)
+              f"inspect: saved_model_cli show --dir {export_dir} --all)\n"
+              f"  TF Serving   --model_base_path={os.path.abspath(base)} (serves its highest "
+              "version)", flush=True)
         if FLAGS.tflite_variants:
             from retinamask_tf.data import pipeline
             from retinamask_tf.export.tflite import export_tflite
@@ -256,7 +265,7 @@ def _export(model_dir, datasets=None):
                                   train_data=train)
             for variant, path in paths.items():
                 print(f"  TFLite       {path} ({os.path.getsize(path) / 1e6:.2f} MB)")
-            _draw_examples(model_dir, val, paths[FLAGS.tflite_variants[0]])
+            _draw_examples(os.path.join(root, "drawn"), val, paths[FLAGS.tflite_variants[0]])
     except (ExportError, FileNotFoundError, ImportError) as e:
         print(f"error: {e}", file=sys.stderr)
         return False
@@ -265,6 +274,9 @@ def _export(model_dir, datasets=None):
 
 def main(argv):
     del argv
+    for stream in (sys.stdout, sys.stderr):  # a file name that is not UTF-8 prints escaped
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
     from retinamask_tf.native_noise import import_tensorflow
     import_tensorflow()  # before anything else imports it: quiet start-up on CPU machines
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")

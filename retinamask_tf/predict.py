@@ -57,9 +57,12 @@ class CheckpointPredictor:
 
 
 class SavedModelPredictor:
-    """``serving_default`` of an exported SavedModel; class names from its label map asset."""
+    """``serving_default`` of an exported SavedModel (or of the highest version under a TF
+    Serving base folder); class names from its label map asset."""
 
     def __init__(self, export_dir, mask_threshold=0.5):
+        from retinamask_tf.export.saved_model import resolve_servable
+        export_dir = self.export_dir = resolve_servable(export_dir)
         self.serving = tf.saved_model.load(export_dir).signatures["serving_default"]
         with open(os.path.join(export_dir, "assets", LABEL_MAP_FILE)) as f:
             self.names = {e["id"]: e["name"] for e in json.load(f)}

@@ -34,6 +34,9 @@ def main(argv=None):
     p.add_argument("--score_threshold", type=float, default=0.3, help="print/draw above this score")
     p.add_argument("--threads", type=int, default=2)
     args = p.parse_args(argv)
+    for stream in (sys.stdout, sys.stderr):  # a file name that is not UTF-8 prints escaped
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
     try:
         paths = expand_images(args.image)
     except FileNotFoundError as e:

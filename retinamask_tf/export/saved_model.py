@@ -1,7 +1,8 @@
 """SavedModel export for TF Serving: preprocessing and post-processing inside the graph.
 
 Signatures (TF Serving's names):
-  serving_default      images: uint8 [batch, height, width, 3], any size (one size per batch);
+  serving_default      images: uint8 [batch, height, width, 3] RGB, any size (one size per
+                       batch);
   serve_image_bytes    image_bytes: string [batch], encoded JPEG/PNG/BMP/GIF of any size
                        (grayscale and RGBA are converted to RGB), shown to the model as
                        displayed: the EXIF orientation in the bytes is applied, so boxes
@@ -15,6 +16,13 @@ the first ``num_masks`` boxes. The label map is stored as the asset ``label_map.
 The default export is detection-only: the model is rebuilt without the mask head and
 only the detector's weights are restored, so the graph is RetinaNet's.
 
+Input of the wrong rank or channel count (a single string instead of a batch, RGBA or
+grayscale arrays) and empty images fail with a message saying what is expected.
+
+``export_servable`` writes TF Serving's layout, ``<base>/<version>/saved_model.pb``
+(version: the checkpoint's step unless given), atomically: a half-written version never
+appears under the base path TF Serving watches.
+
 The weights are frozen into the graph as constants (``freeze=True``, the default): both
 signatures call one frozen function, so they are stored once. On CPU this lets oneDNN
 keep each convolution's filter in its own blocked layout between calls instead of
@@ -25,6 +33,8 @@ SavedModel has no variables: fine-tune from the training checkpoints.
 """
 
 import os
+import re
+import shutil
 
 import tensorflow as tf
 from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
@@ -75,6 +85,37 @@ def load_for_export(model_dir, include_masks=False, checkpoint=None):
     return model, config, class_ids, class_names
 
 
+def _fail_unless(ok, message, tensor, placeholder):
+    """``tensor()`` if ``ok``, else an InvalidArgumentError with ``message`` (a list of
+    strings and tensors). A ``tf.cond``: the failing branch is the only way on, so no
+    other op can fail first with a message of its own (with control dependencies alone,
+    TF sometimes ran a later op first: the resize, or an ``EnsureShape``)."""
+    def fail():
+        with tf.control_dependencies([tf.debugging.Assert(False, message)]):
+            return tf.identity(placeholder)
+
+    return tf.cond(ok, tensor, fail)
+
+
+def _checked(tensor, rank, expected, channels=None):
+    """``tensor`` [rank dims (last ``channels``)], or an error with ``expected`` and the
+    shape given."""
+    shape = tf.shape(tensor)
+    ok = tf.equal(tf.rank(tensor), rank)
+    hint = []
+    if channels is not None:  # (a scalar has no last dimension: its rank fails instead)
+        ok &= tf.reduce_all(tf.equal(shape[-1:], channels))
+        hint = ["(drop an alpha channel, convert grayscale to RGB, or send encoded bytes to "
+                "serve_image_bytes)"]
+    def checked():
+        out = tf.identity(tensor)
+        out.set_shape([None] * (rank - 1) + [channels])  # static only: no op that can fail
+        return out
+
+    placeholder = tf.zeros([0] * (rank - 1) + [channels or 0], tensor.dtype)
+    return _fail_unless(ok, [f"{expected}; got shape", shape] + hint, checked, placeholder)
+
+
 class _Untracked:
     """Holds a function out of sight of SavedModel's object tracking."""
 
@@ -113,8 +154,9 @@ class ServingModule(tf.Module):
     def _preprocess(self, image):
         """[H, W, 3] (any dtype) -> (padded float32 [S, S, 3], image_info [4])."""
         shape = tf.shape(image)
-        tf.debugging.assert_positive(shape[0] * shape[1],
-                                     message="empty image: height and width must be > 0")
+        image = _fail_unless(shape[0] * shape[1] > 0,  # before the resize fails its own way
+                             ["empty image: height and width must be > 0; got", shape[:2]],
+                             lambda: image, tf.zeros([1, 1, 3], image.dtype))
         return parser.resize_and_pad(tf.cast(image, tf.float32), self.short_side,
                                      self.long_side, self.image_size)
 
@@ -142,13 +184,21 @@ class ServingModule(tf.Module):
     def _spec(self):
         return (tf.TensorSpec(self.image_size + (3,), tf.float32), tf.TensorSpec([4], tf.float32))
 
-    @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8, name="images")])
+    # The inputs take any shape, so that a wrong one gets a message saying what is expected
+    # (a fixed signature shape would fail with a bare shape mismatch, or in TF Serving with
+    # an error about its placeholder).
+    @tf.function(input_signature=[tf.TensorSpec(None, tf.uint8, name="images")])
     def serve_images(self, images):
+        images = _checked(images, 4, "images must be uint8 [batch, height, width, 3] (RGB)",
+                          channels=3)
         padded, info = tf.map_fn(self._preprocess, images, fn_output_signature=self._spec())
         return self._detect(padded, info)
 
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="image_bytes")])
+    @tf.function(input_signature=[tf.TensorSpec(None, tf.string, name="image_bytes")])
     def serve_image_bytes(self, image_bytes):
+        image_bytes = _checked(image_bytes, 1, "image_bytes must be a batch [batch] of encoded "
+                               "images (a list, also for one image)")
+
         def decode(data):
             return self._preprocess(parser.decode_displayed(data))  # EXIF orientation applied
 
@@ -166,3 +216,47 @@ def export_saved_model(model_dir, export_dir, include_masks=False, checkpoint=No
                   "serve_image_bytes": module.serve_image_bytes.get_concrete_function()}
     tf.saved_model.save(module, export_dir, signatures=signatures)
     return export_dir
+
+
+def checkpoint_step(model_dir, checkpoint=None):
+    """The step of ``checkpoint`` (default: the latest in ``model_dir/checkpoints``)."""
+    checkpoint = checkpoint or tf.train.latest_checkpoint(os.path.join(model_dir, "checkpoints"))
+    if not checkpoint:
+        raise ExportError(f"no checkpoint in {model_dir}/checkpoints")
+    match = re.search(r"-(\d+)$", checkpoint)
+    if not match:
+        raise ExportError(f"cannot read a step from the checkpoint name {checkpoint}")
+    return int(match.group(1))
+
+
+def export_servable(model_dir, base_dir, version=None, include_masks=False, checkpoint=None,
+                    freeze=True):
+    """``export_saved_model`` into TF Serving's layout: ``base_dir/<version>/`` (version:
+    the checkpoint's step unless given), written beside it and moved into place, replacing
+    an earlier export of the same version. Returns the version's folder."""
+    version = int(checkpoint_step(model_dir, checkpoint) if version is None else version)
+    if version < 0:
+        raise ExportError(f"--export_version must be >= 0, got {version}")
+    final = os.path.join(base_dir, str(version))
+    partial = os.path.join(base_dir, f".partial-{version}-{os.getpid()}")
+    shutil.rmtree(partial, ignore_errors=True)
+    os.makedirs(base_dir, exist_ok=True)
+    try:
+        export_saved_model(model_dir, partial, include_masks, checkpoint, freeze)
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(partial, final)
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
+    return final
+
+
+def resolve_servable(path):
+    """A SavedModel folder, or a TF Serving base folder (its highest numbered version)."""
+    if os.path.exists(os.path.join(path, "saved_model.pb")):
+        return path
+    versions = [int(n) for n in (os.listdir(path) if os.path.isdir(path) else []) if n.isdigit()
+                and os.path.exists(os.path.join(path, n, "saved_model.pb"))]
+    if not versions:
+        raise ExportError(f"{path} holds no SavedModel (saved_model.pb) and no numbered "
+                          "version folder with one")
+    return os.path.join(path, str(max(versions)))

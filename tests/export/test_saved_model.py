@@ -1,5 +1,7 @@
 """SavedModel export: signatures, parity with the Keras model in a fresh process, bad input."""
 
+import base64
+import io
 import json
 import os
 import subprocess
@@ -10,6 +12,7 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
+from retinamask_tf import image_io
 from retinamask_tf.data import parser
 from retinamask_tf.export import saved_model
 
@@ -88,8 +91,12 @@ def test_mask_export_and_bad_input(trained_dir, tmp_path):
     fn = loaded.signatures["serving_default"]
     out = fn(images=tf.zeros((2, 50, 70, 3), tf.uint8))
     assert out["detection_masks"].shape == (2, 50, 28, 28)
-    with pytest.raises(tf.errors.InvalidArgumentError, match="empty image"):
-        fn(images=tf.zeros((1, 0, 5, 3), tf.uint8))
+    # The emptiness check runs before the resize (which fails its own way on an empty
+    # image): without that order the message depended on which op ran first, and this
+    # test failed on a loaded machine. Repeated to catch a race.
+    for _ in range(10):
+        with pytest.raises(tf.errors.InvalidArgumentError, match="empty image"):
+            fn(images=tf.zeros((1, 0, 5, 3), tf.uint8))
     # Grayscale and RGBA files are converted, not rejected.
     for mode, array in (("L", np.zeros((40, 30), np.uint8)), ("RGBA", np.zeros((40, 30, 4), np.uint8))):
         path = tmp_path / f"x_{mode}.png"
@@ -98,6 +105,107 @@ def test_mask_export_and_bad_input(trained_dir, tmp_path):
         assert res["detection_boxes"].shape == (1, 100, 4)
     with pytest.raises(tf.errors.InvalidArgumentError):
         loaded.signatures["serve_image_bytes"](image_bytes=tf.constant([b"not an image"]))
+
+
+@pytest.fixture(scope="module")
+def served(trained_dir, tmp_path_factory):
+    """One detection-only export of the shared run, loaded once for this module's tests."""
+    model_dir, _ = trained_dir
+    path = saved_model.export_saved_model(model_dir, str(tmp_path_factory.mktemp("served")))
+    return tf.saved_model.load(path)
+
+
+def _readme_request_command():
+    """The README's command that writes a TF Serving REST request body for an image."""
+    with open(os.path.join(REPO, "README.md"), encoding="utf-8") as f:
+        lines = [line.strip() for line in f if line.strip().startswith("python -c 'import base64")]
+    assert len(lines) == 1, lines
+    return lines[0]
+
+
+def _serve_rest(loaded, body):
+    """What TF Serving's REST predict does with a row-format body: the signature by name,
+    each instance's named inputs batched, {"b64": ...} values decoded to bytes."""
+    sig = loaded.signatures[body.get("signature_name", "serving_default")]
+    inputs = {}
+    for instance in body["instances"]:
+        for key, value in instance.items():
+            if isinstance(value, dict) and "b64" in value:
+                value = base64.b64decode(value["b64"])
+            inputs.setdefault(key, []).append(value)
+    return sig(**{k: tf.constant(v) for k, v in inputs.items()})
+
+
+def test_tf_serving_layout_request_and_bad_input(trained_dir, coco128, tmp_path):
+    model_dir, _ = trained_dir
+    export_dir = saved_model.export_servable(model_dir, str(tmp_path / "base"))
+    assert export_dir == str(tmp_path / "base" / "4")  # the checkpoint's step
+    assert sorted(os.listdir(tmp_path / "base")) == ["4"]
+    assert saved_model.resolve_servable(str(tmp_path / "base")) == export_dir
+    loaded = tf.saved_model.load(export_dir)
+    sig = loaded.signatures["serve_image_bytes"]
+    (name, spec), = sig.structured_input_signature[1].items()
+    assert name.endswith("_bytes") and spec.dtype == tf.string  # TF Serving's b64 rule
+    # The README's request body, as TF Serving decodes it.
+    _, images = coco128
+    photo = os.path.join(images, sorted(os.listdir(images))[0])
+    command = _readme_request_command().replace("photo.jpg", photo).split(" > ")[0]
+    body = json.loads(subprocess.run(command, shell=True, capture_output=True, text=True,
+                                     check=True).stdout)
+    out = _serve_rest(loaded, body)
+    direct = sig(image_bytes=tf.constant([open(photo, "rb").read()]))
+    assert out["detection_boxes"].shape == (1, 100, 4)
+    np.testing.assert_array_equal(out["detection_scores"].numpy(),
+                                  direct["detection_scores"].numpy())
+    # A single string instead of a batch, an RGBA or batch-less array: a message saying
+    # what is expected, not a shape mismatch.
+    with pytest.raises(tf.errors.InvalidArgumentError, match="image_bytes must be a batch"):
+        sig(image_bytes=tf.constant(open(photo, "rb").read()))
+    images_sig = loaded.signatures["serving_default"]
+    for bad in (tf.zeros((1, 20, 30, 4), tf.uint8), tf.zeros((20, 30, 3), tf.uint8)):
+        with pytest.raises(tf.errors.InvalidArgumentError,
+                           match=r"images must be uint8 \[batch, height, width, 3\]"):
+            images_sig(images=bad)
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_bytes_signature_applies_exif_orientation(served, coco128, orientation):
+    """serve_image_bytes shows the model the displayed view: the same detections as
+    serving_default given the displayed pixels, boxes in the displayed frame."""
+    _, images = coco128
+    stored = np.asarray(Image.open(os.path.join(images, sorted(os.listdir(images))[1]))
+                        .convert("RGB"))[::4, ::4]
+    im = Image.fromarray(stored)
+    tags = im.getexif()
+    tags[0x0112] = orientation
+    buf = io.BytesIO()
+    im.save(buf, "PNG", exif=tags.tobytes())  # lossless: the same pixels on both paths
+    displayed = image_io.orient(stored, orientation)
+    a = served.signatures["serve_image_bytes"](image_bytes=tf.constant([buf.getvalue()]))
+    b = served.signatures["serving_default"](images=tf.constant(displayed[None]))
+    np.testing.assert_allclose(a["detection_scores"].numpy(), b["detection_scores"].numpy(),
+                               atol=1e-6)
+    np.testing.assert_allclose(a["detection_boxes"].numpy(), b["detection_boxes"].numpy(),
+                               atol=1e-3)
+    assert a["detection_boxes"].numpy()[0, :, 2].max() <= displayed.shape[0] + 1e-3
+    assert a["detection_boxes"].numpy()[0, :, 3].max() <= displayed.shape[1] + 1e-3
+
+
+def test_extreme_aspect_images_are_served(served):
+    loaded = served
+    for shape in ((1, 3000), (3000, 1)):
+        pixels = np.full(shape + (3,), 100, np.uint8)
+        out = loaded.signatures["serving_default"](images=tf.constant(pixels[None]))
+        buf = io.BytesIO()
+        Image.fromarray(pixels).save(buf, "PNG")
+        out_bytes = loaded.signatures["serve_image_bytes"](image_bytes=tf.constant([buf.getvalue()]))
+        for res in (out, out_bytes):
+            n = int(res["num_detections"][0])
+            boxes = res["detection_boxes"].numpy()[0, :n]
+            assert boxes[:, 2].max(initial=0) <= shape[0] + 1e-3
+            assert boxes[:, 3].max(initial=0) <= shape[1] + 1e-3
+        np.testing.assert_allclose(out["detection_scores"].numpy(),
+                                   out_bytes["detection_scores"].numpy(), atol=1e-6)
 
 
 def test_export_errors_name_what_does_not_match(trained_dir, tmp_path):

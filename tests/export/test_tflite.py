@@ -215,20 +215,31 @@ def test_main_export_writes_and_prints_everything(trained_dir, tmp_path):
     """``main.py --mode=export``: SavedModel + the TFLite variants asked for, drawn examples,
     every path printed."""
     model_dir, _ = trained_dir
-    export_dir = tmp_path / "exp" / "saved_model"
+    root = tmp_path / "exp"
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-    res = subprocess.run([sys.executable, os.path.join(REPO, "main.py"), "--mode=export",
-                          f"--model_dir={model_dir}", f"--export_dir={export_dir}",
-                          "--tflite_variants=float32,dynamic_int8"],
-                         capture_output=True, text=True, env=env, timeout=300)
+    cmd = [sys.executable, os.path.join(REPO, "main.py"), "--mode=export",
+           f"--model_dir={model_dir}", f"--export_dir={root}",
+           "--tflite_variants=float32,dynamic_int8"]
+    res = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     assert res.returncode == 0, res.stderr[-3000:]
-    tflite_dir = tmp_path / "exp" / "tflite"
+    # TF Serving's layout, version = the checkpoint's step (4), everything under --export_dir.
+    export_dir = root / "saved_model" / "4"
+    tflite_dir = root / "tflite"
     for path in (export_dir, tflite_dir / "model_float32.tflite",
                  tflite_dir / "model_dynamic_int8.tflite"):
         assert path.exists() and str(path) in res.stdout, res.stdout
+    assert (export_dir / "saved_model.pb").exists()
+    assert f"--model_base_path={root / 'saved_model'}" in res.stdout
     assert not (tflite_dir / "model_int8.tflite").exists()
-    drawn = os.path.join(model_dir, "export", "drawn")
-    assert len(os.listdir(drawn)) == 4 and drawn in res.stdout
+    drawn = root / "drawn"
+    assert len(os.listdir(drawn)) == 4 and str(drawn) in res.stdout
+    assert sorted(os.listdir(root)) == ["drawn", "saved_model", "tflite"]
+    assert sorted(os.listdir(tmp_path)) == ["exp"]  # nothing written beside the folder asked for
+    # Again with a version of its own: a second servable beside the first, none half-written.
+    res = subprocess.run(cmd + ["--export_version=7", "--tflite_variants="], capture_output=True,
+                         text=True, env=env, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert sorted(os.listdir(root / "saved_model")) == ["4", "7"]
     res = subprocess.run([sys.executable, os.path.join(REPO, "main.py"), "--mode=export",
                           f"--model_dir={tmp_path / 'nothing'}"],
                          capture_output=True, text=True, env=env, timeout=300)

@@ -71,6 +71,8 @@ def _train(config, model_dir):
     trainer = Trainer(config, model_dir, strategy=strategy)
     say = print if trainer.is_chief else (lambda *a, **k: None)
     say(f"Data: {trainer.train_data.summary()}\n      {trainer.val_data.summary()}", flush=True)
+    if trainer.skips.truncation_summary(config.data.max_instances):
+        say(f"      {trainer.skips.truncation_summary(config.data.max_instances)}", flush=True)
     c, replicas = trainer.config, strategy.num_replicas_in_sync
     split = f" ({replicas} replicas x {c.train.batch_size // replicas})" if replicas > 1 else ""
     say(f"Training {c.train.steps} steps, batch {c.train.batch_size}{split}, "

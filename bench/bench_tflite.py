@@ -73,7 +73,7 @@ def main():
     import tensorflow as tf
 
     from retinamask_tf.data import parser, pipeline
-    from retinamask_tf.evaluation.coco_evaluator import evaluate
+    from retinamask_tf.evaluation.coco_evaluator import evaluate, fmt
     from retinamask_tf.evaluation.litert_eval import evaluate_litert
     from retinamask_tf.export import letterbox, saved_model, tflite
     from retinamask_tf.export.litert_runner import LiteRTDetector
@@ -140,8 +140,8 @@ def main():
              "", "| model | latency ms (median) | size MB | AP | AP50 | AP75 |", "|---|---|---|---|---|---|"]
     for r in rows:
         size = f"{r['size_mb']:.2f}" if r["size_mb"] is not None else "-"
-        lines.append(f"| {r['model']} | {r['latency_ms']:.1f} | {size} | {r['AP']:.3f} | "
-                     f"{r['AP50']:.3f} | {r['AP75']:.3f} |")
+        lines.append(f"| {r['model']} | {r['latency_ms']:.1f} | {size} | {fmt(r['AP'])} | "
+                     f"{fmt(r['AP50'])} | {fmt(r['AP75'])} |")
     lines.append(f"\nNumPy letterbox (TFLite preprocessing): {lb_s * 1000:.1f} ms")
     write_results(args.out, "tflite_bench", result, lines)
 

@@ -112,7 +112,10 @@ def run_one(config_paths, model_dir, variant, seed, extra_overrides=(), python=s
 
 
 def summarize(values):
-    """mean, sample std (0 for one value), min, max and n of a list of numbers."""
+    """mean, sample std (0 for one value), min, max and n of a list of numbers; None when
+    the metric is absent (nothing to score, e.g. APs without small objects)."""
+    if any(v is None for v in values):
+        return None
     values = [float(v) for v in values]
     return {"mean": statistics.fmean(values),
             "std": statistics.stdev(values) if len(values) > 1 else 0.0,
@@ -167,7 +170,8 @@ def markdown(rows):
                       f"| ΔAP vs {present[0]['variant']}, paired (seeds > 0) | paper AP (Δ) |",
                       "|---|---|" + "---|" * (len(METRICS) + 3)]
             for r in present:
-                cells = [f"{r['bbox'][m]['mean']:.3f} ± {r['bbox'][m]['std']:.3f}" for m in METRICS]
+                cells = [f"{r['bbox'][m]['mean']:.3f} ± {r['bbox'][m]['std']:.3f}"
+                         if r["bbox"][m] else "-" for m in METRICS]
                 mask = (f"{r['segm']['AP']['mean']:.3f} ± {r['segm']['AP']['std']:.3f}"
                         if "segm" in r else "-")
                 delta = paired_delta(r, present[0])

@@ -55,6 +55,7 @@ def test_summarize_golden():
     assert s["mean"] == pytest.approx(0.2) and s["std"] == pytest.approx(0.1)
     assert (s["min"], s["max"], s["n"]) == (0.1, 0.3, 3)
     assert ablation.summarize([0.25])["std"] == 0.0
+    assert ablation.summarize([None, None]) is None  # absent (COCOeval's -1), not 0
 
 
 def test_markdown_paired_delta_and_paper_columns():

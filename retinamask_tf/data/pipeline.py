@@ -121,6 +121,8 @@ def build_dataset(dataset, batch_size, image_size, short_side, long_side, max_in
         num_examples = dataset.num_examples
     else:
         tensors, truncated = records_to_tensors(dataset.records, max_instances, bool(mask_size))
+        if skips is not None:
+            skips.truncated = truncated
         if truncated:
             for image_id, path, count in truncated[:20]:
                 log.warning("%s: image %d (%s) has %d annotations; kept the %d largest "

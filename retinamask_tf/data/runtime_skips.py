@@ -39,6 +39,9 @@ class RuntimeSkips:
         self._lock = threading.Lock()
         self.images = {}  # image_id -> (path, reason)
         self.count = 0  # drops, counting an image again each epoch it fails
+        # (image_id, path, count) of the images with more than data.max_instances
+        # annotations: the smallest are left out of every example (set by build_dataset).
+        self.truncated = []
 
     def add(self, path, image_id):
         path = path.decode("utf-8", "replace") if isinstance(path, bytes) else str(path)
@@ -51,6 +54,14 @@ class RuntimeSkips:
             log.warning("%sdropped image %d (%s) from the input stream: %s",
                         f"{self.name}: " if self.name else "", int(image_id), path or "-",
                         reason)
+
+    def truncation_summary(self, max_instances):
+        """One line on the annotations ``data.max_instances`` leaves out, or ''."""
+        if not self.truncated:
+            return ""
+        left_out = sum(c - max_instances for _, _, c in self.truncated)
+        return (f"{left_out} annotations of {len(self.truncated)} images left out by "
+                f"data.max_instances={max_instances} (the smallest; images named in the log)")
 
     def summary(self):
         """One line for the end of a run, or '' when nothing was dropped."""

@@ -74,6 +74,13 @@ def test_every_drop_is_named_and_counted_and_matches_the_stream(tmp_path, caplog
     assert path.endswith("later.jpg") and "unreadable image" in reason
     assert any("later.jpg" in m and f"image {ids['later.jpg']}" in m for m in caplog.messages)
     assert "1 images could not be decoded while streaming" in skips.summary()
+    # ok_a has 2 annotations: with max_instances=1 one is left out, named and counted.
+    skips = RuntimeSkips()
+    list(pipeline.build_dataset(ds, 2, (64, 64), 48, 64, 1, training=False, skips=skips))
+    assert [(i, os.path.basename(p), n) for i, p, n in skips.truncated] == [
+        (ids["ok_a.jpg"], "ok_a.jpg", 2)]
+    assert skips.truncation_summary(1).startswith("1 annotations of 1 images left out by "
+                                                  "data.max_instances=1")
 
     # Training (shuffled, repeated, flipped) never yields it either, and counts each epoch.
     skips = RuntimeSkips()

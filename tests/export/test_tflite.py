@@ -159,17 +159,27 @@ def test_runner_cli_prints_and_draws(exported, coco128, tmp_path):
     Image.open(image).convert("L").save(gray)
     rgba = tmp_path / "rgba.png"
     Image.open(image).convert("RGBA").save(rgba)
+    # A photo taken with the camera turned: stored rotated back, EXIF orientation 6.
+    turned = tmp_path / "turned.jpg"
+    stored = Image.open(image).convert("RGB").transpose(Image.Transpose.ROTATE_90)
+    tags = stored.getexif()
+    tags[0x0112] = 6
+    stored.save(turned, quality=95, exif=tags.tobytes())
     out_dir = tmp_path / "drawn"
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
     res = subprocess.run([sys.executable, os.path.join(REPO, "tflite", "run.py"),
                           "--model", paths["float32"], "--image", image, "--image", str(gray),
-                          "--image", str(rgba), "--output_dir", str(out_dir),
-                          "--score_threshold", "0.0"],
+                          "--image", str(rgba), "--image", str(turned), "--output_dir",
+                          str(out_dir), "--score_threshold", "0.0"],
                          capture_output=True, text=True, env=env, timeout=300)
     assert res.returncode == 0, res.stderr
     assert "100 detections >= 0.0" in res.stdout
     results = json.load(open(out_dir / "detections.json"))
-    assert len(results) == 3
+    assert len(results) == 4
+    # Shown as displayed: drawn upright, at the displayed size, boxes in that frame.
+    assert Image.open(out_dir / "turned.png").size == Image.open(image).size
+    turned_boxes = np.array(results[3]["boxes_yxyx"])
+    assert turned_boxes[:, 2].max() <= Image.open(image).height + 1e-3
     height, width = np.asarray(Image.open(image)).shape[:2]
     boxes = np.array(results[0]["boxes_yxyx"])
     assert boxes.shape == (100, 4) and boxes.min() >= 0
@@ -202,6 +212,10 @@ def test_bad_input_and_errors(exported, trained_dir, tmp_path):
     with pytest.raises(ValueError, match="uint8"):
         runner.detect(np.zeros((4, 4, 3), np.float32))
     assert len(runner.detect(np.zeros((30, 20), np.uint8))["scores"]) == 100
+    for shape in ((1, 3000, 3), (3000, 1, 3)):  # extreme aspect ratios run too
+        det = runner.detect(np.full(shape, 100, np.uint8))
+        assert len(det["scores"]) == 100
+        assert (det["boxes"][:, 2] <= shape[0]).all() and (det["boxes"][:, 3] <= shape[1]).all()
     lone = tmp_path / "lone.tflite"
     lone.write_bytes(open(paths["float32"], "rb").read())
     with pytest.raises(FileNotFoundError, match="tflite_model.json"):

@@ -9,6 +9,7 @@ did not see.
 """
 
 import logging
+import os
 import threading
 
 from PIL import Image
@@ -44,7 +45,7 @@ class RuntimeSkips:
         self.truncated = []
 
     def add(self, path, image_id):
-        path = path.decode("utf-8", "replace") if isinstance(path, bytes) else str(path)
+        path = os.fsdecode(path) if isinstance(path, bytes) else str(path)
         reason = why_unreadable(path)
         with self._lock:
             self.count += 1

@@ -107,6 +107,7 @@ def _checked(tensor, rank, expected, channels=None):
         ok &= tf.reduce_all(tf.equal(shape[-1:], channels))
         hint = ["(drop an alpha channel, convert grayscale to RGB, or send encoded bytes to "
                 "serve_image_bytes)"]
+
     def checked():
         out = tf.identity(tensor)
         out.set_shape([None] * (rank - 1) + [channels])  # static only: no op that can fail
@@ -239,8 +240,11 @@ def export_servable(model_dir, base_dir, version=None, include_masks=False, chec
         raise ExportError(f"--export_version must be >= 0, got {version}")
     final = os.path.join(base_dir, str(version))
     partial = os.path.join(base_dir, f".partial-{version}-{os.getpid()}")
-    shutil.rmtree(partial, ignore_errors=True)
     os.makedirs(base_dir, exist_ok=True)
+    for name in os.listdir(base_dir):  # left by an export that was killed
+        match = re.fullmatch(r"\.partial-\d+-(\d+)", name)
+        if match and not _alive(int(match.group(1))):
+            shutil.rmtree(os.path.join(base_dir, name), ignore_errors=True)
     try:
         export_saved_model(model_dir, partial, include_masks, checkpoint, freeze)
         shutil.rmtree(final, ignore_errors=True)
@@ -248,6 +252,16 @@ def export_servable(model_dir, base_dir, version=None, include_masks=False, chec
     finally:
         shutil.rmtree(partial, ignore_errors=True)
     return final
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
 
 
 def resolve_servable(path):

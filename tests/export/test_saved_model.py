@@ -138,6 +138,7 @@ def _serve_rest(loaded, body):
 
 def test_tf_serving_layout_request_and_bad_input(trained_dir, coco128, tmp_path):
     model_dir, _ = trained_dir
+    (tmp_path / "base" / ".partial-4-999999999").mkdir(parents=True)  # a killed export's
     export_dir = saved_model.export_servable(model_dir, str(tmp_path / "base"))
     assert export_dir == str(tmp_path / "base" / "4")  # the checkpoint's step
     assert sorted(os.listdir(tmp_path / "base")) == ["4"]

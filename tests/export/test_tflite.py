@@ -214,7 +214,7 @@ def test_bad_input_and_errors(exported, trained_dir, tmp_path):
     assert len(runner.detect(np.zeros((30, 20), np.uint8))["scores"]) == 100
     for shape in ((1, 3000, 3), (3000, 1, 3)):  # extreme aspect ratios run too
         det = runner.detect(np.full(shape, 100, np.uint8))
-        assert len(det["scores"]) == 100
+        assert 0 < len(det["scores"]) <= 100  # candidates whose clipped box is empty are dropped
         assert (det["boxes"][:, 2] <= shape[0]).all() and (det["boxes"][:, 3] <= shape[1]).all()
     lone = tmp_path / "lone.tflite"
     lone.write_bytes(open(paths["float32"], "rb").read())

@@ -62,6 +62,9 @@ class ImageCheck:
 # What each format's last bytes hold when the file is complete. JPEG writers may pad
 # after the end-of-image marker, so it is looked for in the last bytes, not only at the end.
 TAIL_BYTES = 1024
+# Part of each cached verdict's key: raised when the checks change, so that verdicts of
+# older checks (e.g. header mode before it looked at the end marker) are not reused.
+CHECK_VERSION = 2
 TAIL_MARKERS = {"JPEG": b"\xff\xd9", "PNG": b"IEND", "GIF": b"\x3b"}
 
 
@@ -115,7 +118,7 @@ def check_image(path, height, width, full=True):
 
 def _cache_key(path, height, width, full):
     stat = os.stat(path) if os.path.exists(path) else None
-    sig = (os.path.abspath(path), height, width, full,
+    sig = (CHECK_VERSION, os.path.abspath(path), height, width, full,
            (stat.st_size, stat.st_mtime_ns) if stat else None)
     return hashlib.sha1(repr(sig).encode()).hexdigest()
 

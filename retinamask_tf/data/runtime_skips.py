@@ -14,6 +14,8 @@ import threading
 
 from PIL import Image
 
+from retinamask_tf.image_io import READ_ERRORS
+
 log = logging.getLogger(__name__)
 
 
@@ -26,7 +28,7 @@ def why_unreadable(path):
             im.load()
     except FileNotFoundError:
         return "file missing (removed after the start-up check)"
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+    except READ_ERRORS as e:
         return f"unreadable image ({type(e).__name__}: {e})"
     return "TensorFlow could not decode it (PIL can: changed on disk after the check?)"
 

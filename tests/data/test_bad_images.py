@@ -78,6 +78,10 @@ def test_results_are_cached_by_file_signature(tmp_path, monkeypatch):
 
     monkeypatch.setattr(image_check, "check_image", fail)
     assert image_check.check_images(ds.records, "full", str(tmp_path)) == first
+    # Verdicts of an older version of the checks are not reused.
+    monkeypatch.setattr(image_check, "CHECK_VERSION", image_check.CHECK_VERSION + 1)
+    with pytest.raises(AssertionError, match="checked again"):
+        image_check.check_images(ds.records, "full", str(tmp_path))
 
 
 def test_verified_dataset_skips_names_and_counts(tmp_path, caplog):

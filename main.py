@@ -318,7 +318,10 @@ def main(argv):
             if not trainer.is_chief:  # multi-worker: the chief evaluates and exports
                 return 0
             report = _eval(FLAGS.model_dir, trainer) if FLAGS.mode == "train_and_eval" else None
-    except (config_lib.ConfigError, DatasetError, FileNotFoundError, RunLockedError) as e:
+    except (config_lib.ConfigError, DatasetError, RunLockedError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # a file where a folder should be, no space or permission, ...
         print(f"error: {e}", file=sys.stderr)
         return 2
     except NonFiniteLossError as e:  # the message names the step and the last checkpoint

@@ -528,6 +528,11 @@ def load_config(paths=(), overrides=(), base: Optional[ExperimentConfig] = None)
                 loaded = _yaml_load(f) or {}
         except FileNotFoundError as e:
             raise ConfigError(f"config file not found: {path}") from e
+        except UnicodeDecodeError as e:
+            raise ConfigError(f"config file {path} is not UTF-8 text (byte {e.object[e.start]:#04x} "
+                              f"at offset {e.start})") from e
+        except OSError as e:  # a folder, no permission, ...
+            raise ConfigError(f"config file {path} cannot be read: {e.strerror or e}") from e
         except yaml.YAMLError as e:
             raise ConfigError(f"config file {path} is not valid YAML: {e}") from e
         if not isinstance(loaded, dict):

@@ -84,6 +84,12 @@ def test_bad_files(tmp_path):
         C.load_config([str(unknown)])
     with pytest.raises(C.ConfigError, match="key=value"):
         C.load_config([], ["train.steps"])
+    latin1 = tmp_path / "latin1.yaml"
+    latin1.write_bytes(b"train:\n  steps: \xff\n")
+    with pytest.raises(C.ConfigError, match=r"latin1\.yaml is not UTF-8 text \(byte 0xff"):
+        C.load_config([str(latin1)])
+    with pytest.raises(C.ConfigError, match="cannot be read: Is a directory"):
+        C.load_config([str(tmp_path)])
     with pytest.raises(C.ConfigError, match="data.train_json"):
         C.load_config([], ["data.kind=coco"])
 

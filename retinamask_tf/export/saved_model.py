@@ -98,10 +98,10 @@ def _fail_unless(ok, message, tensor, placeholder):
 
 
 def _checked(tensor, rank, expected, channels=None):
-    """``tensor`` [rank dims (last ``channels``)], or an error with ``expected`` and the
-    shape given."""
+    """``tensor`` [rank dims (last ``channels``), a batch of at least one], or an error with
+    ``expected`` and the shape given."""
     shape = tf.shape(tensor)
-    ok = tf.equal(tf.rank(tensor), rank)
+    ok = tf.equal(tf.rank(tensor), rank) & tf.reduce_all(shape[:1] > 0)
     hint = []
     if channels is not None:  # (a scalar has no last dimension: its rank fails instead)
         ok &= tf.reduce_all(tf.equal(shape[-1:], channels))
@@ -190,15 +190,15 @@ class ServingModule(tf.Module):
     # an error about its placeholder).
     @tf.function(input_signature=[tf.TensorSpec(None, tf.uint8, name="images")])
     def serve_images(self, images):
-        images = _checked(images, 4, "images must be uint8 [batch, height, width, 3] (RGB)",
-                          channels=3)
+        images = _checked(images, 4, "images must be uint8 [batch, height, width, 3] (RGB), "
+                          "batch >= 1", channels=3)
         padded, info = tf.map_fn(self._preprocess, images, fn_output_signature=self._spec())
         return self._detect(padded, info)
 
     @tf.function(input_signature=[tf.TensorSpec(None, tf.string, name="image_bytes")])
     def serve_image_bytes(self, image_bytes):
-        image_bytes = _checked(image_bytes, 1, "image_bytes must be a batch [batch] of encoded "
-                               "images (a list, also for one image)")
+        image_bytes = _checked(image_bytes, 1, "image_bytes must be a batch [batch >= 1] of "
+                               "encoded images (a list, also for one image)")
 
         def decode(data):
             return self._preprocess(parser.decode_displayed(data))  # EXIF orientation applied

@@ -162,8 +162,11 @@ def test_tf_serving_layout_request_and_bad_input(trained_dir, coco128, tmp_path)
     # what is expected, not a shape mismatch.
     with pytest.raises(tf.errors.InvalidArgumentError, match="image_bytes must be a batch"):
         sig(image_bytes=tf.constant(open(photo, "rb").read()))
+    with pytest.raises(tf.errors.InvalidArgumentError, match="image_bytes must be a batch"):
+        sig(image_bytes=tf.constant([], tf.string))  # an empty batch
     images_sig = loaded.signatures["serving_default"]
-    for bad in (tf.zeros((1, 20, 30, 4), tf.uint8), tf.zeros((20, 30, 3), tf.uint8)):
+    for bad in (tf.zeros((1, 20, 30, 4), tf.uint8), tf.zeros((20, 30, 3), tf.uint8),
+                tf.zeros((0, 20, 30, 3), tf.uint8)):
         with pytest.raises(tf.errors.InvalidArgumentError,
                            match=r"images must be uint8 \[batch, height, width, 3\]"):
             images_sig(images=bad)

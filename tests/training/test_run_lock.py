@@ -30,3 +30,14 @@ def test_lock_refuses_names_the_holder_and_dies_with_it(tmp_path):
     with RunLock(str(tmp_path)) as lock:  # the killed holder's lock went with it
         assert f'"pid": {os.getpid()}' in open(lock.path).read()
     RunLock(str(tmp_path)).release()  # released on exit
+
+
+def test_main_names_a_model_dir_that_is_a_file(tmp_path):
+    afile = tmp_path / "not_a_folder"
+    afile.write_text("")
+    res = subprocess.run([sys.executable, os.path.join(REPO, "main.py"), "--mode=train",
+                          f"--model_dir={afile}", "--override=train.steps=1"],
+                         capture_output=True, text=True, timeout=300,
+                         env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    assert f"error: [Errno 17] File exists: '{afile}'" in res.stderr

@@ -42,7 +42,11 @@ def main(argv=None):
     except FileNotFoundError as e:
         print(f"error: --image: {e}", file=sys.stderr)
         return 2
-    detector = LiteRTDetector(args.model, num_threads=args.threads)
+    try:
+        detector = LiteRTDetector(args.model, num_threads=args.threads)
+    except (OSError, ValueError, ImportError) as e:  # no such model, not a model, no runtime
+        print(f"error: --model={args.model}: {e}", file=sys.stderr)
+        return 2
     results, failed = [], []
     for path in paths:
         try:

@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -202,6 +203,17 @@ def test_runner_cli_prints_and_draws(exported, coco128, tmp_path):
     assert "1 of 2 images could not be read" in res.stderr
     results = json.load(open(tmp_path / "folder_out" / "detections.json"))
     assert [os.path.basename(r["image"]) for r in results] == ["b.webp"]
+    # A model that is not a .tflite: named, no traceback.
+    fake = tmp_path / "fake" / "model.tflite"
+    fake.parent.mkdir()
+    fake.write_bytes(b"not a flatbuffer")
+    for name in ("tflite_model.json", "label_map.json"):
+        shutil.copy(os.path.join(os.path.dirname(paths["float32"]), name), fake.parent / name)
+    res = subprocess.run([sys.executable, os.path.join(REPO, "tflite", "run.py"), "--model",
+                          str(fake), "--image", image], capture_output=True, text=True, env=env,
+                         timeout=300)
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    assert f"error: --model={fake}:" in res.stderr
 
 
 def test_bad_input_and_errors(exported, trained_dir, tmp_path):

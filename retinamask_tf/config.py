@@ -481,10 +481,18 @@ def to_dict(config) -> dict:
 
 
 class _Loader(yaml.SafeLoader):
-    """YAML 1.1 (PyYAML) plus the float forms of YAML 1.2 and Python that 1.1 reads as
-    strings: ``1e-4``, ``1E5``, ``+2e3`` (1.1 wants a dot in the mantissa)."""
+    """PyYAML's YAML 1.1 with two of YAML 1.2's rules: the float forms 1.1 reads as strings
+    (``1e-4``, ``1E5``, ``+2e3``: 1.1 wants a dot in the mantissa), and booleans only
+    ``true``/``false`` (1.1 also reads ``on``/``off``/``yes``/``no`` as booleans, so that
+    ``data.verify_images: off`` became ``False``)."""
 
 
+_BOOL = "tag:yaml.org,2002:bool"
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != _BOOL]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+_Loader.add_implicit_resolver(_BOOL, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
+                              list("tTfF"))
 _Loader.add_implicit_resolver(
     "tag:yaml.org,2002:float",
     re.compile(r"^[-+]?(?:[0-9][0-9_]*)?(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),

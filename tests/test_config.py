@@ -46,6 +46,17 @@ def test_numbers_in_any_usual_notation(tmp_path, text, value):
     assert C.load_config([str(f)]).train.weight_decay == value
 
 
+def test_off_is_a_string_and_booleans_are_true_false(tmp_path):
+    # YAML 1.1 reads off/on/yes/no as booleans: 'verify_images: off' became False.
+    assert C.load_config([], ["data.verify_images=off"]).data.verify_images == "off"
+    f = tmp_path / "c.yaml"
+    f.write_text("data:\n  verify_images: off\n  hflip: false\n")
+    cfg = C.load_config([str(f)])
+    assert cfg.data.verify_images == "off" and cfg.data.hflip is False
+    with pytest.raises(C.ConfigError, match=r"data\.hflip.*expected true/false, got 'yes'"):
+        C.load_config([], ["data.hflip=yes"])
+
+
 def test_integral_numbers_for_integer_keys():
     assert C.load_config([], ["train.steps=1e3"]).train.steps == 1000
     assert C.load_config([], ["train.steps=1_000"]).train.steps == 1000

@@ -14,6 +14,7 @@ import threading
 
 from PIL import Image
 
+from retinamask_tf.data.errors import DatasetError
 from retinamask_tf.image_io import READ_ERRORS
 
 log = logging.getLogger(__name__)
@@ -35,10 +36,17 @@ def why_unreadable(path):
 
 class RuntimeSkips:
     """Thread-safe record of the images dropped while streaming (tf.data calls ``add``
-    from its worker threads)."""
+    from its worker threads).
 
-    def __init__(self, name=""):
+    ``total``: the number of images in the stream, for a stream that repeats (training):
+    once every one of them has failed, ``add`` raises ``DatasetError`` instead of letting
+    the stream filter forever (``exhausted`` says so afterwards).
+    """
+
+    def __init__(self, name="", total=None):
         self.name = name
+        self.total = total
+        self.exhausted = False
         self._lock = threading.Lock()
         self.images = {}  # image_id -> (path, reason)
         self.count = 0  # drops, counting an image again each epoch it fails
@@ -57,6 +65,10 @@ class RuntimeSkips:
             log.warning("%sdropped image %d (%s) from the input stream: %s",
                         f"{self.name}: " if self.name else "", int(image_id), path or "-",
                         reason)
+        if self.total and len(self.images) >= self.total:
+            self.exhausted = True
+            raise DatasetError(f"{self.name}: none of the {self.total} images could be "
+                               f"decoded: {self.summary()}")
 
     def truncation_summary(self, max_instances):
         """One line on the annotations ``data.max_instances`` leaves out, or ''."""

@@ -16,6 +16,7 @@ import tensorflow as tf
 
 from retinamask_tf import config as config_lib
 from retinamask_tf.data import pipeline
+from retinamask_tf.data.errors import DatasetError
 from retinamask_tf.data.runtime_skips import RuntimeSkips
 from retinamask_tf.export.label_map import write_label_map
 from retinamask_tf.modeling import factory
@@ -116,7 +117,9 @@ class Trainer:
             self.optimizer.build(self.model.trainable_variables)
         c = self.config
         # Images that stop decoding after the start-up check: named in the log, listed here.
-        self.skips = RuntimeSkips(getattr(self.train_data, "json_path", "train"))
+        self.skips = RuntimeSkips(
+            getattr(self.train_data, "json_path", "train"),
+            total=getattr(self.train_data, "num_examples", None) or len(self.train_data.records))
         dataset = pipeline.build_dataset(
             self.train_data, c.train.batch_size, c.image_size, c.data.short_side,
             c.data.long_side, c.data.max_instances, training=True, hflip=c.data.hflip,
@@ -206,6 +209,7 @@ class Trainer:
           checkpoint was already at ``steps``: a finished run, re-run) and ``steps_per_sec``.
         Raises:
           NonFiniteLossError: naming the step; no checkpoint is written for it.
+          DatasetError: when no training image can be decoded any more.
         """
         total = int(steps or self.config.train.steps)
         start = self.restore()
@@ -217,7 +221,15 @@ class Trainer:
         values = {}
         t0, s0 = time.time(), start
         while self.step < total:
-            out = self._step_fn(self.iterator)
+            try:
+                out = self._step_fn(self.iterator)
+            except tf.errors.OpError as e:
+                if self.skips.exhausted:  # every image failed to decode: say so, not how
+                    raise DatasetError(
+                        f"{self.skips.name}: none of the {self.skips.total} training images "
+                        f"could be decoded: {self.skips.summary()}; last checkpoint: "
+                        f"{self.manager.latest_checkpoint}") from e
+                raise
             step = self.step
             values = {k: np.asarray(v) for k, v in out.items()}
             loss = float(values["total_loss"])

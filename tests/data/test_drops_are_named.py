@@ -135,3 +135,22 @@ def test_a_file_name_that_is_not_utf8_is_read(tmp_path, caplog):
     assert len(ds.records) == 1 and not ds.skipped_images
     features, _ = next(iter(pipeline.build_dataset(ds, 1, (32, 32), 24, 32, 2, training=False)))
     assert features["images"].numpy().max() > 0
+
+
+def test_training_stops_by_name_when_no_image_decodes(tiny_shapes, tmp_path):
+    """With the start-up check off and the image folder wrong, every image fails in the
+    stream: training ends with a DatasetError naming them, instead of filtering forever."""
+    import pytest
+
+    from retinamask_tf.data.errors import DatasetError
+    from retinamask_tf.training.trainer import Trainer
+    from tests.conftest import tiny_config
+
+    empty = tmp_path / "no_images"
+    empty.mkdir()
+    cfg = tiny_config(tiny_shapes, {"data.verify_images": "off", "data.train_images": str(empty),
+                                    "train.steps": 3})
+    trainer = Trainer(cfg, str(tmp_path / "run"))
+    with pytest.raises(DatasetError, match=r"train\.json: none of the 48 training images could "
+                                           r"be decoded: 48 images could not be decoded"):
+        trainer.train(progress=False)

@@ -237,7 +237,9 @@ def load_coco(json_path: str, image_dir: str, crowd: str = "drop",
                                f"{ann['image_id']}, which is not in 'images'")
         if ann["category_id"] not in index_of:
             raise DatasetError(f"{json_path}: annotation {ann['id']} (image {ann['image_id']}) has "
-                               f"category id {ann['category_id']}, which is not in 'categories'")
+                               f"category id {ann['category_id']}, which is not in "
+                               + ("'categories'" if categories is None else
+                                  "the training split's categories (val shares train's classes)"))
         crowd_flag = bool(ann.get("iscrowd", 0))
         if crowd_flag and crowd == "drop":
             continue

@@ -129,6 +129,14 @@ REJECTED = [  # (case, data, words of the message)
 ]
 
 
+def test_val_category_missing_from_train_names_the_training_split(tmp_path):
+    path = tmp_path / "ann.json"
+    path.write_text(json.dumps(_base()))
+    with pytest.raises(coco.DatasetError, match="category id 3, which is not in the training "
+                                                "split's categories"):
+        coco.load_coco(str(path), str(tmp_path), categories=[{"id": 5, "name": "other"}])
+
+
 @pytest.mark.parametrize("case,data,words", REJECTED, ids=[c[0] for c in REJECTED])
 def test_rejected_at_start_up_with_a_clear_message(tmp_path, case, data, words):
     with pytest.raises(coco.DatasetError, match=words) as err:

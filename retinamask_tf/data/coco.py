@@ -99,8 +99,11 @@ def _positive_int(value):
     return _is_int(value) and value > 0
 
 
-def _is_int(value):
-    return isinstance(value, int) and not isinstance(value, bool)
+def _is_int(value, bits=64):
+    """An integer (not a bool) that fits a signed integer of ``bits`` (image and annotation
+    ids travel as int64 tensors, category ids as int32 in the exported models)."""
+    return (isinstance(value, int) and not isinstance(value, bool)
+            and -2 ** (bits - 1) <= value < 2 ** (bits - 1))
 
 
 def _is_number(value):
@@ -173,9 +176,10 @@ def load_coco(json_path: str, image_dir: str, crowd: str = "drop",
     if categories is None:
         for i, cat in enumerate(data["categories"]):
             _require(cat, ("id",), f"{json_path}: category entry {i}")
-            if not _is_int(cat["id"]):
+            if not _is_int(cat["id"], bits=32):
                 raise DatasetError(f"{json_path}: category entry {i} has id {_shown(cat['id'])} "
-                                   f"({type(cat['id']).__name__}); category ids must be integers")
+                                   f"({type(cat['id']).__name__}); category ids must be 32-bit "
+                                   "integers")
     cats = sorted(categories if categories is not None else data["categories"], key=lambda c: c["id"])
     if not cats:
         raise DatasetError(f"{json_path} has no categories")
@@ -190,7 +194,7 @@ def load_coco(json_path: str, image_dir: str, crowd: str = "drop",
         _require(img, ("id", "file_name", "height", "width"), where)
         if not _is_int(img["id"]):
             raise DatasetError(f"{where} has id {_shown(img['id'])} "
-                               f"({type(img['id']).__name__}); image ids must be integers")
+                               f"({type(img['id']).__name__}); image ids must be 64-bit integers")
         if not isinstance(img["file_name"], str) or not img["file_name"]:
             raise DatasetError(f"{where} (id {img['id']}) has file_name "
                                f"{_shown(img['file_name'])}; expected a non-empty string")
@@ -217,7 +221,7 @@ def load_coco(json_path: str, image_dir: str, crowd: str = "drop",
         for key in ("id", "image_id", "category_id"):
             if not _is_int(ann[key]):
                 raise DatasetError(f"{where} has {key} {_shown(ann[key])} "
-                                   f"({type(ann[key]).__name__}); it must be an integer")
+                                   f"({type(ann[key]).__name__}); it must be a 64-bit integer")
         bbox = ann["bbox"]
         if (not isinstance(bbox, (list, tuple)) or len(bbox) != 4
                 or not all(_is_number(v) or v is None for v in bbox)):

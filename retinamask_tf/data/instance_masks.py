@@ -12,9 +12,11 @@ import numpy as np
 from retinamask_tf.data.errors import DatasetError
 
 
-def polygon_problem(segmentation):
+def polygon_problem(segmentation, height=None, width=None):
     """Why a polygon segmentation is unusable (None when it is fine): no polygon
-    with >= 3 points, an odd coordinate count, non-finite values or zero area."""
+    with >= 3 points, an odd coordinate count, non-finite values, coordinates far outside
+    an image of (height, width) (pycocotools' rasteriser walks every pixel of each edge:
+    a coordinate of 2**31 would take all memory) or zero area."""
     if not segmentation:
         return "empty polygon list"
     polys = []
@@ -30,6 +32,8 @@ def polygon_problem(segmentation):
             return "polygon with an odd number of coordinates"
         if not np.all(np.isfinite(arr)):
             return "polygon with non-finite coordinates"
+        if height is not None and np.abs(arr).max(initial=0) > 4 * max(height, width) + 64:
+            return "polygon far outside the image"
         if arr.size >= 6:
             polys.append(arr.reshape(-1, 2))
     if not polys:
@@ -98,7 +102,7 @@ def segmentation_problem(segmentation, height, width):
     if segmentation is None:
         return "no segmentation"
     if isinstance(segmentation, list):
-        return polygon_problem(segmentation)
+        return polygon_problem(segmentation, height, width)
     if isinstance(segmentation, dict):
         return rle_problem(segmentation, height, width)
     return f"unknown segmentation format {type(segmentation).__name__}"

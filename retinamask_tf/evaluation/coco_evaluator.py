@@ -18,6 +18,7 @@ import tensorflow as tf
 
 from retinamask_tf.data import pipeline
 from retinamask_tf.data.errors import DatasetError
+from retinamask_tf.data.instance_masks import segmentation_problem
 from retinamask_tf.data.runtime_skips import RuntimeSkips
 from retinamask_tf.ops.masks import paste_masks
 from retinamask_tf.training.progress import Progress
@@ -89,22 +90,18 @@ def masks_to_coco(det, image_ids, class_ids, image_sizes, threshold=0.5):
     return results
 
 
-def coco_metrics(gt_json, results, image_ids, iou_type="bbox"):
-    """COCOeval on ``results`` restricted to ``image_ids``.
-
-    Returns:
-      (metrics dict of STAT_NAMES -> float, or None where there is no ground truth to
-      score (COCOeval's -1, e.g. APs without small objects), per-class list of
-      {"category_id", "name", "AP", "AP50", "num_gt"}, summary text).
-    """
+def _ground_truth(gt_json, iou_type):
+    """pycocotools' COCO of ``gt_json`` as the reader used it: boxes with a null or
+    non-finite coordinate were skipped (and counted) there, so they are not scored here;
+    for segm, an annotation whose segmentation the reader could not use (its mask was
+    skipped) becomes an ignored region of its box (``iscrowd``), so that a broken polygon or
+    RLE can neither crash the rasteriser nor count as a miss; keys COCOeval reads that COCO
+    files may leave out get their usual values."""
     from pycocotools.coco import COCO
-    from pycocotools.cocoeval import COCOeval
 
     with open(gt_json, "rb") as f:
         dataset = json.loads(f.read().decode("utf-8-sig"))
-    # The ground truth as the reader used it: boxes with a null or non-finite coordinate
-    # were skipped (and counted) there, so they are not scored here; keys COCOeval reads
-    # that COCO files may leave out get their usual values.
+    sizes = {img["id"]: (img["height"], img["width"]) for img in dataset["images"]}
     kept = []
     for ann in dataset["annotations"]:
         try:
@@ -115,12 +112,34 @@ def coco_metrics(gt_json, results, image_ids, iou_type="bbox"):
             continue
         ann.setdefault("iscrowd", 0)
         ann.setdefault("area", float(box[2] * box[3]))
+        segmentation = ann.get("segmentation")
+        if iou_type == "segm" and segmentation_problem(segmentation, *sizes[ann["image_id"]]):
+            x, y, w, h = box.tolist()
+            ann.update(segmentation=[[x, y, x + w, y, x + w, y + h, x, y + h]], iscrowd=1)
+        elif iou_type == "segm" and isinstance(segmentation, list):
+            # Polygons of under 3 points are left out, as the reader's rasteriser does
+            # (pycocotools would read a first one of 4 numbers as a box).
+            ann["segmentation"] = [p for p in segmentation if len(p) >= 6]
         kept.append(ann)
     dataset["annotations"] = kept
     with contextlib.redirect_stdout(io.StringIO()):
         gt = COCO()
         gt.dataset = dataset
         gt.createIndex()
+    return gt
+
+
+def coco_metrics(gt_json, results, image_ids, iou_type="bbox"):
+    """COCOeval on ``results`` restricted to ``image_ids``.
+
+    Returns:
+      (metrics dict of STAT_NAMES -> float, or None where there is no ground truth to
+      score (COCOeval's -1, e.g. APs without small objects), per-class list of
+      {"category_id", "name", "AP", "AP50", "num_gt"}, summary text).
+    """
+    from pycocotools.cocoeval import COCOeval
+
+    gt = _ground_truth(gt_json, iou_type)
     cat_ids = sorted(gt.getCatIds())
     if not results:
         # Zero where there is ground truth to miss; absent where there is none.

@@ -8,12 +8,14 @@ import json
 import random
 
 import pytest
+from pycocotools import mask as mask_utils
 
 from retinamask_tf.data import coco, instance_masks, pipeline
 from retinamask_tf.evaluation import coco_evaluator
 
 NUM_MUTATIONS = 400
-ODD_VALUES = [None, True, False, 0, -1, 1, 2.5, -3.5, 1e308, 10 ** 400, float("nan"),
+ODD_VALUES = [None, True, False, 0, -1, 1, 2.5, -3.5, 1e308, 10 ** 400, 2 ** 31, 2 ** 63,
+              float("nan"),
               float("inf"), "", "1", "x", "\udcff.jpg", "é.jpg", [], [1], [1, 2, 3, 4],
               [[1, 2, 3]], [["a", "b", "c", "d", "e", "f"]], {}, {"a": 1},
               {"size": [40, 50], "counts": "0000"}, {"size": [40, 50], "counts": [1, 2]},
@@ -109,7 +111,18 @@ def _host_side(ds, json_path):
     results = [{"image_id": r.image_id, "category_id": ds.class_ids[int(c)],
                 "bbox": [float(b[1]), float(b[0]), float(b[3] - b[1]), float(b[2] - b[0])],
                 "score": 0.9} for r in ds.records for b, c in zip(r.boxes, r.classes)]
-    coco_evaluator.coco_metrics(json_path, results, [r.image_id for r in ds.records])
+    image_ids = [r.image_id for r in ds.records]
+    coco_evaluator.coco_metrics(json_path, results, image_ids)
+    # segm: each detection's box as its mask.
+    sizes = {r.image_id: (r.height, r.width) for r in ds.records}
+    segm = []
+    for res in results:
+        x, y, w, h = res["bbox"]
+        rle = mask_utils.merge(mask_utils.frPyObjects([[x, y, x + w, y, x + w, y + h, x, y + h]],
+                                                      *sizes[res["image_id"]]))
+        segm.append(dict(res, segmentation={"size": rle["size"],
+                                            "counts": rle["counts"].decode("ascii")}))
+    coco_evaluator.coco_metrics(json_path, segm, image_ids, "segm")
 
 
 def test_fuzzed_annotation_files_fail_by_name_or_load(tmp_path):

@@ -32,6 +32,8 @@ from typing import Optional
 
 from PIL import Image
 
+from retinamask_tf.image_io import READ_ERRORS
+
 log = logging.getLogger(__name__)
 
 EXIF_ORIENTATION_TAG = 0x0112
@@ -94,7 +96,7 @@ def check_image(path, height, width, full=True):
             if full:
                 im.load()
         truncated = None if full else truncation_problem(path, fmt)
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+    except READ_ERRORS as e:
         return ImageCheck(problem=f"unreadable image ({type(e).__name__}: {e})",
                           kind="unreadable image")
     if truncated:

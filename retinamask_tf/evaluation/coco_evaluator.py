@@ -111,7 +111,7 @@ def _ground_truth(gt_json, iou_type):
         if not np.all(np.isfinite(box)):
             continue
         ann.setdefault("iscrowd", 0)
-        ann.setdefault("area", float(box[2] * box[3]))
+        ann.setdefault("area", float(box[2]) * float(box[3]))  # (inf past float range)
         segmentation = ann.get("segmentation")
         if iou_type == "segm" and segmentation_problem(segmentation, *sizes[ann["image_id"]]):
             x, y, w, h = box.tolist()

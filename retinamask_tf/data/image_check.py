@@ -32,11 +32,10 @@ from typing import Optional
 
 from PIL import Image
 
-from retinamask_tf.image_io import READ_ERRORS
+from retinamask_tf.image_io import EXIF_ORIENTATION_TAG, READ_ERRORS
 
 log = logging.getLogger(__name__)
 
-EXIF_ORIENTATION_TAG = 0x0112
 # EXIF orientations whose displayed image has width and height swapped.
 TRANSPOSED_ORIENTATIONS = (5, 6, 7, 8)
 TF_FORMATS = ("JPEG", "PNG", "BMP", "GIF")
@@ -61,12 +60,12 @@ class ImageCheck:
     note: Optional[str] = None
 
 
-# What each format's last bytes hold when the file is complete. JPEG writers may pad
-# after the end-of-image marker, so it is looked for in the last bytes, not only at the end.
-TAIL_BYTES = 1024
 # Part of each cached verdict's key: raised when the checks change, so that verdicts of
 # older checks (e.g. header mode before it looked at the end marker) are not reused.
 CHECK_VERSION = 2
+# What each format's last bytes hold when the file is complete. JPEG writers may pad
+# after the end-of-image marker, so it is looked for in the last bytes, not only at the end.
+TAIL_BYTES = 1024
 TAIL_MARKERS = {"JPEG": b"\xff\xd9", "PNG": b"IEND", "GIF": b"\x3b"}
 
 

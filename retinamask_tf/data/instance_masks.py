@@ -12,6 +12,15 @@ import numpy as np
 from retinamask_tf.data.errors import DatasetError
 
 
+def _is_number(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _is_count(value):
+    """A non-negative integer (not a bool)."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
 def polygon_problem(segmentation, height=None, width=None):
     """Why a polygon segmentation is unusable (None when it is fine): no polygon
     with >= 3 points, an odd coordinate count, non-finite values, coordinates far outside
@@ -21,8 +30,7 @@ def polygon_problem(segmentation, height=None, width=None):
         return "empty polygon list"
     polys = []
     for poly in segmentation:
-        if not isinstance(poly, list) or not all(
-                isinstance(v, (int, float)) and not isinstance(v, bool) for v in poly):
+        if not isinstance(poly, list) or not all(_is_number(v) for v in poly):
             return "polygon that is not a list of numbers"
         try:
             arr = np.asarray(poly, np.float64)
@@ -80,7 +88,7 @@ def rle_problem(segmentation, height, width):
     size, counts that are not non-negative integers summing to height x width."""
     size = segmentation.get("size")
     if (not isinstance(size, (list, tuple)) or len(size) != 2
-            or not all(isinstance(v, int) and not isinstance(v, bool) for v in size)
+            or not all(_is_count(v) for v in size)
             or list(size) != [height, width]):
         return f"RLE size {size} differs from the image size {[height, width]}"
     counts = segmentation.get("counts")
@@ -90,7 +98,7 @@ def rle_problem(segmentation, height, width):
             return counts
     elif not isinstance(counts, list):
         return "RLE without counts"
-    if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in counts):
+    if not all(_is_count(v) for v in counts):
         return "RLE counts that are not non-negative integers"
     if sum(counts) != height * width:
         return f"RLE counts sum to {sum(counts)}, not height x width = {height * width}"

@@ -195,9 +195,10 @@ def evaluate(model, dataset, config, out_dir=None, step=None, max_images=None, p
       dict: ``bbox`` metrics, ``per_class`` table, (``segm``, ``per_class_segm``),
       ``num_images`` (scored), ``partial`` (``max_images`` cut the split short),
       ``skipped_images`` (at start-up) and ``dropped_images`` ({image id: [file, reason]},
-      failed to decode here), both left out of AP, ``step``; also written to ``out_dir/metrics[_step].json`` with the
-      detections (and segmentations) beside it; a partial evaluation writes
-      ``metrics[_step]_first<N>.json`` instead, so it never replaces a full one.
+      failed to decode here), both left out of AP, ``step``; also written to
+      ``out_dir/metrics[_step].json`` with the detections (and segmentations) beside it;
+      a partial evaluation writes ``metrics[_step]_first<N>.json`` instead, so it never
+      replaces a full one.
     """
     records = dataset.records[:max_images] if max_images else dataset.records
     subset = dataclasses.replace(dataset, records=list(records))
@@ -232,11 +233,10 @@ def evaluate(model, dataset, config, out_dir=None, step=None, max_images=None, p
     if not seen:
         raise DatasetError(f"{dataset.json_path}: none of the {len(records)} val images could "
                            f"be decoded: {skips.summary()}")
-    image_ids = seen
-    metrics, per_class, summary = coco_metrics(dataset.json_path, results, image_ids, "bbox")
+    metrics, per_class, summary = coco_metrics(dataset.json_path, results, seen, "bbox")
     # Images the start-up check skipped (unreadable, wrong size) or that failed to decode
     # here are not in AP: their ground truth is left out with them (``coco_metrics``
-    # scores ``image_ids`` only).
+    # scores the ``seen`` images only).
     partial = len(records) < len(dataset.records)
     report = {"step": step, "num_images": len(seen), "partial": partial,
               "num_detections": len(results),
@@ -245,7 +245,7 @@ def evaluate(model, dataset, config, out_dir=None, step=None, max_images=None, p
               "bbox": metrics, "per_class": per_class}
     if with_masks:
         segm, per_class_segm, segm_summary = coco_metrics(dataset.json_path, segm_results,
-                                                          image_ids, "segm")
+                                                          seen, "segm")
         report.update(segm=segm, per_class_segm=per_class_segm)
         summary += "\n" + segm_summary
     if out_dir:

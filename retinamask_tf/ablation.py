@@ -47,7 +47,7 @@ TABLES = {
     "Table 3: mask head (with both changes)": ["self_adjusting_0.11", "retinamask"],
 }
 # The paper's bbox AP (COCO minival, ResNet-50-FPN, 1x) for the same rows, per table
-# (../shared/REFERENCE.md): Table 1 has no row without best matching; Table 3's base is
+# (Fu, Shvets, Berg 2019, Tables 1-3): Table 1 has no row without best matching; Table 3's base is
 # 36.2, not Table 2's 36.6.
 PAPER_AP = {
     "Table 1: best matching (threshold)": {

@@ -198,7 +198,7 @@ class HeadConfig:
 
 @dataclasses.dataclass(frozen=True)
 class MaskHeadConfig:
-    """The mask branch (REFERENCE.md section 4); ``enabled: false`` is RetinaNet with
+    """The mask branch (README, "Faithfulness to the released code"); ``enabled: false`` is RetinaNet with
     best matching and the self-adjusting loss, nothing else."""
 
     enabled: bool = True

@@ -1,4 +1,4 @@
-"""The RetinaMask mask head (REFERENCE.md section 4)."""
+"""The RetinaMask mask head (README, "Faithfulness to the released code": mask branch)."""
 
 import keras
 import tensorflow as tf

@@ -1,4 +1,4 @@
-"""RetinaNet inference post-processing (REFERENCE.md section 5).
+"""RetinaNet inference post-processing, as the released code's.
 
 score > threshold; per level the top-k (anchor, class) pairs; decode; clip to
 the image; per-class NMS; top detections per image.

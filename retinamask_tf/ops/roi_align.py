@@ -11,7 +11,7 @@ edge. Padding the feature map by one replicated pixel on every side and letting
 ``crop_and_resize`` extrapolate zeros beyond the padded map reproduces both
 rules exactly.
 
-Two kernels (REFERENCE.md section 4):
+Two kernels (the released code's and the aligned one):
   * ``aligned=False``: the legacy kernel of the released code: box corners map to
     feature coordinates by ``x * scale`` (pixel i's centre is at i), and a box is
     at least one feature pixel wide;

@@ -1,4 +1,4 @@
-"""Learning-rate schedule: linear warm-up then step drops (REFERENCE.md section 6)."""
+"""Learning-rate schedule: linear warm-up then step drops, as the released code's."""
 
 import keras
 import tensorflow as tf

@@ -71,16 +71,18 @@ def _train(config, model_dir):
     trainer = Trainer(config, model_dir, strategy=strategy)
     say = print if trainer.is_chief else (lambda *a, **k: None)
     say(f"Data: {trainer.train_data.summary()}\n      {trainer.val_data.summary()}", flush=True)
-    if trainer.skips.truncation_summary(config.data.max_instances):
-        say(f"      {trainer.skips.truncation_summary(config.data.max_instances)}", flush=True)
+    truncated = trainer.skips.truncation_summary(config.data.max_instances)
+    if truncated:
+        say(f"      {truncated}", flush=True)
     c, replicas = trainer.config, strategy.num_replicas_in_sync
     split = f" ({replicas} replicas x {c.train.batch_size // replicas})" if replicas > 1 else ""
     say(f"Training {c.train.steps} steps, batch {c.train.batch_size}{split}, "
         f"{trainer.model.count_params():,} parameters, {trainer.train_data.num_classes} classes; "
         f"model_dir={model_dir}", flush=True)
     result = trainer.train()
-    if trainer.skips.summary():
-        say(f"Data: {trainer.skips.summary()}", flush=True)
+    dropped = trainer.skips.summary()
+    if dropped:
+        say(f"Data: {dropped}", flush=True)
     if result["steps_run"]:
         say(f"Training done at step {trainer.step}: loss {result['total_loss']:.4f}, "
             f"{result['steps_per_sec']:.2f} steps/s", flush=True)

@@ -8,7 +8,7 @@ dataset config and seed.
       --seeds 0 --override train.steps=300
   python bench/ablation.py --out bench/results/ablation_short \\
       --configs configs/demo.yaml+configs/ablation/short_demo.yaml,\\
-configs/fruits_nuts.yaml+configs/ablation/short_fruits_nuts.yaml     # the README's table
+configs/fruits_nuts.yaml+configs/ablation/short_fruits_nuts.yaml     # docs/results.md's table
 
 Each run is ``main.py --mode=train_and_eval --noexport`` in ``<out>/<dataset>/<variant>/
 seed<k>``; finished runs are skipped, so the same command resumes an interrupted

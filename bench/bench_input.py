@@ -1,7 +1,7 @@
 """Input-pipeline throughput: training batches per second from COCO JSON and from TFRecords.
 
-  python bench/bench_input.py [--json ../shared/data/coco128/annotations.json
-      --images ../shared/data/coco128/images] [--short_sides 512,800] [--batches 40]
+  python bench/bench_input.py [--json $RETINAMASK_TEST_DATA/coco128/annotations.json
+      --images $RETINAMASK_TEST_DATA/coco128/images] [--short_sides 512,800] [--batches 40]
 
 The training pipeline (decode, resize, random flip, pad, and with ``--masks`` the
 box-frame instance masks rasterised from polygons) at batch ``--batch_size``, on this
@@ -23,13 +23,14 @@ sys.path.insert(0, REPO)
 from bench.report import write_results  # noqa: E402
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-SHARED = os.path.join(os.path.dirname(REPO), "shared", "data", "coco128")
+DATASETS = os.environ.get("RETINAMASK_TEST_DATA", "data")  # the folder holding coco128/
+COCO128 = os.path.join(DATASETS, "coco128")
 
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--json", default=os.path.join(SHARED, "annotations.json"))
-    p.add_argument("--images", default=os.path.join(SHARED, "images"))
+    p.add_argument("--json", default=os.path.join(COCO128, "annotations.json"))
+    p.add_argument("--images", default=os.path.join(COCO128, "images"))
     p.add_argument("--short_sides", default="512,800")
     p.add_argument("--long_side_ratio", type=float, default=1333 / 800)
     p.add_argument("--batch_size", type=int, default=2)
@@ -50,9 +51,7 @@ def main():
         side = -(-long_side // 128) * 128
         for masks in (False, True):
             for name, data in (("json", ds), ("tfrecord", source)):
-                pipe = pipeline.build_dataset(
-                    data, args.batch_size, (side, side), short, long_side, 100, training=True,
-                    mask_size=112 if masks else None)
+                pipe = pipeline.build_dataset(data, pipeline.InputSpec(args.batch_size, (side, side), short, long_side, 100, training=True, mask_size=112 if masks else None))
                 it = iter(pipe)
                 for _ in range(5):
                     next(it)

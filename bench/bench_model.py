@@ -18,7 +18,7 @@ Modes:
   train_retinanet  the same without the mask branch (the overhead is the difference).
 ``--override train.precision=mixed_float16`` (or mixed_bfloat16) builds the model under
 that policy, as training does. With ``--jit_compile`` the timed function is compiled with
-XLA (``model.xla_compatible``: the XLA-compilable NMS and crops). Times are medians over
+XLA (``xla_compatible=True``: the XLA-compilable NMS and crops). Times are medians over
 ``--repeats`` runs after one warm-up (which includes the compilation). Writes
 ``<out>/model_bench.json`` and ``model_bench.md``.
 """
@@ -65,13 +65,13 @@ def worker(args):
         model = factory.build_model(cfg, num_classes, image_size=(ph, pw))
     finally:
         keras.config.set_dtype_policy(previous)
-    model.xla_compatible = args.jit_compile
     rng = np.random.default_rng(0)
     if args.mode.startswith("infer"):
         images = tf.constant(rng.uniform(0, 255, (1, ph, pw, 3)).astype(np.float32))
         info = tf.constant([[h, w, 1.0, 1.0]], tf.float32)
         with_masks = args.mode == "infer_masks"
-        fn = tf.function(lambda a, b: model.detect(a, b, with_masks=with_masks),
+        fn = tf.function(lambda a, b: model.detect(a, b, with_masks=with_masks,
+                                                     xla_compatible=args.jit_compile),
                          jit_compile=args.jit_compile)
         call = lambda: fn(images, info)["num_detections"].numpy()  # noqa: E731
     else:
@@ -89,7 +89,8 @@ def worker(args):
             s = cfg.model.mask_head.gt_mask_size
             labels.update(gt_masks=tf.ones((b, g, s, s), tf.uint8),
                           gt_mask_valid=tf.ones((b, g), tf.bool))
-        fn = tf.function(model.train_step, jit_compile=args.jit_compile)
+        fn = tf.function(lambda data: model.train_step_with(data, args.jit_compile),
+                         jit_compile=args.jit_compile)
         call = lambda: fn((features, labels))["total_loss"].numpy()  # noqa: E731
     row = timed(call, args.repeats)
     row.update(mode=args.mode + (" xla" if args.jit_compile else ""), size=args.size,

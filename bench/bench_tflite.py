@@ -72,10 +72,11 @@ def main():
 
     import tensorflow as tf
 
-    from retinamask_tf.data import parser, pipeline
+    from retinamask_tf.data import pipeline
     from retinamask_tf.evaluation.coco_evaluator import evaluate, fmt
     from retinamask_tf.evaluation.litert_eval import evaluate_litert
-    from retinamask_tf.export import letterbox, saved_model, tflite
+    from retinamask_tf.export import saved_model, tflite
+    from retinamask_tf.ops import resize
     from retinamask_tf.export.litert_runner import LiteRTDetector
     from retinamask_tf.image_io import read_rgb
 
@@ -90,7 +91,8 @@ def main():
     if not all(os.path.exists(os.path.join(tfl_dir, f"model_{v}.tflite")) for v in variants):
         tflite.export_tflite(args.model_dir, tfl_dir, variants, args.num_calibration_images)
 
-    model, config, class_ids, _ = saved_model.load_for_export(args.model_dir)
+    run = saved_model.restore_for_export(args.model_dir)
+    model, config = run.model, run.config
     _, val = pipeline.load_splits(config.data)
     records = val.records[:args.max_images] if args.max_images else val.records
     val = type(val)(**{**val.__dict__, "records": list(records)})
@@ -98,7 +100,7 @@ def main():
     rows = []
 
     # Keras
-    padded, info = parser.resize_and_pad(tf.constant(image, tf.float32), config.data.short_side,
+    padded, info = resize.resize_and_pad(tf.constant(image, tf.float32), config.data.short_side,
                                          config.data.long_side, model.image_size)
     detect = tf.function(model.detect)
     keras_s = _median_seconds(lambda: detect(padded[None], info[None], with_masks=False),
@@ -116,7 +118,7 @@ def main():
                  **{k: metrics[k] for k in ("AP", "AP50", "AP75")}})
 
     # TFLite
-    lb_s = _median_seconds(lambda: letterbox.letterbox(image, config.data.short_side,
+    lb_s = _median_seconds(lambda: resize.letterbox(image, config.data.short_side,
                                                        config.data.long_side, model.image_size),
                            args.repeats)
     for v in variants:

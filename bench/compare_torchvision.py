@@ -92,7 +92,7 @@ def _random_model_dir(size, out_dir, coco128, pad_stride):
     import tensorflow as tf
 
     from retinamask_tf import config as C
-    from retinamask_tf.export.label_map import write_label_map
+    from retinamask_tf.run_dir import write_label_map
     from retinamask_tf.modeling import factory
 
     h, w = (int(v) for v in size.split("x"))
@@ -171,8 +171,8 @@ def main():
                    help="int8 calibration images (latency does not depend on them)")
     p.add_argument("--torch_python", default=sys.executable,
                    help="a python with torch + torchvision (default: this one)")
-    p.add_argument("--shared_data", default=os.environ.get(
-        "RETINAMASK_SHARED_DATA", os.path.join(os.path.dirname(REPO), "shared", "data")))
+    p.add_argument("--datasets", default=os.environ.get("RETINAMASK_TEST_DATA"),
+                   help="folder holding coco128/ (default: $RETINAMASK_TEST_DATA)")
     p.add_argument("--out", default=os.path.join(REPO, "bench", "results"))
     p.add_argument("--work", default=None, help=argparse.SUPPRESS)
     p.add_argument("--worker", choices=["torch", "prepare", "ours"], help=argparse.SUPPRESS)
@@ -190,8 +190,10 @@ def main():
 
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=REPO)
     work = args.work or tempfile.mkdtemp(prefix="compare_torchvision_")
-    coco = [os.path.join(args.shared_data, "coco128", "annotations.json"),
-            os.path.join(args.shared_data, "coco128", "images")]
+    if not args.datasets:
+        p.error("--datasets (or $RETINAMASK_TEST_DATA): the folder holding coco128/")
+    coco = [os.path.join(args.datasets, "coco128", "annotations.json"),
+            os.path.join(args.datasets, "coco128", "images")]
     common = ["--threads", str(args.threads), "--work", work]
     rows, rounds = [], []
     modes = ["savedmodel", "savedmodel_variables", "savedmodel_variables_assume_frozen"] + [

@@ -1,3 +1,31 @@
-"""retinamask_tf: RetinaMask (Fu, Shvets, Berg 2019) in TensorFlow 2 / Keras 3."""
+"""retinamask_tf: RetinaMask (Fu, Shvets, Berg 2019) in TensorFlow 2 / Keras 3.
+
+The Python API (see docs/python_api.md):
+
+  Detector            a trained run directory -> detections on NumPy images
+  build_model         an ExperimentConfig -> the RetinaMask keras.Model (compile/fit ready)
+  load_config         defaults <- YAML files <- key=value overrides
+  build_dataset       a config's training or validation tf.data pipeline
+  restore             a run directory -> its model, config and label map
+
+Importing the package does not import TensorFlow; each name does, when first used.
+"""
 
 __version__ = "0.1.0"
+
+_API = {
+    "Detector": ("retinamask_tf.detector", "Detector"),
+    "build_model": ("retinamask_tf.modeling.factory", "build_model"),
+    "load_config": ("retinamask_tf.config", "load_config"),
+    "build_dataset": ("retinamask_tf.data.pipeline", "dataset_for"),
+    "restore": ("retinamask_tf.run_dir", "restore"),
+}
+__all__ = sorted(_API)
+
+
+def __getattr__(name):
+    if name not in _API:
+        raise AttributeError(f"module 'retinamask_tf' has no attribute {name!r}")
+    import importlib
+    module, attr = _API[name]
+    return getattr(importlib.import_module(module), attr)

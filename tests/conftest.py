@@ -5,14 +5,18 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import pytest  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SHARED_DATA = os.environ.get("RETINAMASK_SHARED_DATA",
-                             os.path.join(os.path.dirname(REPO), "shared", "data"))
+# The folder holding the real test datasets (coco128/, fruits_nuts/); tests that need them
+# are skipped with a message when it is not set or lacks them.
+TEST_DATA = os.environ.get("RETINAMASK_TEST_DATA")
 
 
 def shared_path(*parts):
-    path = os.path.join(SHARED_DATA, *parts)
+    if not TEST_DATA:
+        pytest.skip("test datasets not found: set RETINAMASK_TEST_DATA to the folder holding "
+                    "coco128/ and fruits_nuts/")
+    path = os.path.join(TEST_DATA, *parts)
     if not os.path.exists(path):
-        pytest.skip(f"shared data not found at {path} (set RETINAMASK_SHARED_DATA)")
+        pytest.skip(f"test dataset not found at {path} (RETINAMASK_TEST_DATA)")
     return path
 
 

@@ -1,4 +1,6 @@
 import dataclasses
+import os
+import re
 
 import pytest
 
@@ -36,7 +38,7 @@ def test_yaml_and_overrides(tmp_path):
 
 @pytest.mark.parametrize("text, value", [
     ("1e-4", 1e-4), ("1E-4", 1e-4), ("+2e-3", 2e-3), (".5e-3", 5e-4), ("1.e-3", 1e-3),
-    ("0.0001", 1e-4), ("1.0e-4", 1e-4), ("-1e-4", -1e-4),
+    ("0.0001", 1e-4), ("1.0e-4", 1e-4),
 ])
 def test_numbers_in_any_usual_notation(tmp_path, text, value):
     # PyYAML (YAML 1.1) reads 1e-4 as a string; overrides and files must both take it.
@@ -44,6 +46,7 @@ def test_numbers_in_any_usual_notation(tmp_path, text, value):
     f = tmp_path / "c.yaml"
     f.write_text(f"train:\n  weight_decay: {text}\n")
     assert C.load_config([str(f)]).train.weight_decay == value
+    assert C.parse_override(f"a.b=-{text.lstrip('+')}") == {"a": {"b": -value}}
 
 
 def test_off_is_a_string_and_booleans_are_true_false(tmp_path):
@@ -144,3 +147,42 @@ def test_pad_stride():
         C.load_config([], ["data.padded_size=[800, 1344]"])
     with pytest.raises(C.ConfigError, match="data.pad_stride"):
         C.load_config([], ["data.pad_stride=48"])
+
+
+def test_config_reference_is_current_and_every_key_documented():
+    """docs/config.md is what the schema generates, and no key lacks its sentence."""
+    import dataclasses
+    import typing
+
+    from retinamask_tf.config import docs, schema
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    with open(os.path.join(repo, "docs", "config.md")) as fh:
+        assert fh.read() == docs.markdown(), "run: python -m retinamask_tf.config.docs"
+
+    def leaves(cls, prefix=""):
+        hints = typing.get_type_hints(cls)
+        for fld in dataclasses.fields(cls):
+            if dataclasses.is_dataclass(hints[fld.name]):
+                yield from leaves(hints[fld.name], f"{prefix}{fld.name}.")
+            else:
+                yield prefix + fld.name, fld.metadata.get("doc")
+
+    keys = dict(leaves(schema.ExperimentConfig))
+    assert len(keys) > 90 and all(keys.values()), [k for k, d in keys.items() if not d]
+
+
+@pytest.mark.parametrize("key,bad", [
+    ("anchors.anchor_scale", 0), ("data.shuffle_buffer", 0), ("data.num_parallel_calls", 0),
+    ("model.head.channels", 0), ("box_coder.scale_clip", -1), ("loss.box_weight", -0.5),
+    ("train.warmup_steps", -1), ("train.warmup_factor", 0), ("train.lr_drop_factor", 2),
+    ("train.momentum", 1.0), ("train.weight_decay", -1e-4), ("train.clip_grad_norm", 0),
+    ("train.keep_checkpoints", 0), ("eval.batch_size", 0), ("eval.max_images", 0),
+    ("data.builtin.min_object_size", 0), ("train.lr_drop_steps", "[0, 10]")])
+def test_numeric_keys_are_checked(key, bad):
+    with pytest.raises(C.ConfigError, match=re.escape(f"'{key}'")):
+        C.load_config([], [f"{key}={bad}"])
+
+
+def test_dead_keys_are_gone():
+    with pytest.raises(C.ConfigError, match="unknown config key 'data.cache_decoded'"):
+        C.load_config([], ["data.cache_decoded=false"])

@@ -55,9 +55,34 @@ class CocoDataset:
         """Whether any non-crowd annotation has a usable segmentation."""
         return any(s is not None for r in self.records for s in r.segmentations)
 
+    truncated: list = dataclasses.field(default_factory=list)  # see DetectionSource
+
     @property
     def num_classes(self) -> int:
         return len(self.class_ids)
+
+    @property
+    def num_examples(self) -> int:
+        return len(self.records)
+
+    def read_examples(self, max_instances, with_masks=False):
+        """``DetectionSource.read_examples`` from the records in memory; images with more
+        than ``max_instances`` annotations keep the largest boxes, are logged (the first 20
+        by name) and listed in ``truncated``."""
+        import tensorflow as tf
+
+        from retinamask_tf.data.coco_tensors import records_to_tensors
+        tensors, self.truncated = records_to_tensors(self.records, max_instances, with_masks)
+        for image_id, path, count in self.truncated[:20]:
+            log.warning("%s: image %d (%s) has %d annotations; kept the %d largest "
+                        "(data.max_instances)", self.json_path, image_id, path, count,
+                        max_instances)
+        if self.truncated:
+            log.warning("%s: %d images have more than data.max_instances=%d annotations: %d "
+                        "annotations left out%s", self.json_path, len(self.truncated),
+                        max_instances, sum(c - max_instances for _, _, c in self.truncated),
+                        " (the first 20 named above)" if len(self.truncated) > 20 else "")
+        return tf.data.Dataset.from_tensor_slices(tensors)
 
     def summary(self) -> str:
         """One line on what was used, skipped and converted (printed at the start of training)."""

@@ -1,6 +1,6 @@
 """Start-up check of every image file a dataset refers to (PIL, once, cached).
 
-What is decided for each kind of file (README "Bad input" lists the same):
+What is decided for each kind of file (docs/data.md, "Bad input", lists the same):
   converted, used   grayscale, RGBA, palette, CMYK, 16-bit PNG: TF's decoder turns them
                     into 8-bit RGB (``parser.decode_image`` asks for 3 channels);
   EXIF orientation  the annotations are taken in the frame of the stored pixels (as the

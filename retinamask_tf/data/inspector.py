@@ -18,7 +18,7 @@ import numpy as np
 import tensorflow as tf
 
 from retinamask_tf.data import instance_masks
-from retinamask_tf.export.letterbox import resized_size
+from retinamask_tf.ops.resize import resized_size
 from retinamask_tf.image_io import read_rgb
 from retinamask_tf.ops import anchors as anchor_ops
 from retinamask_tf.ops import box_ops, matcher

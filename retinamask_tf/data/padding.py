@@ -6,7 +6,7 @@ import tensorflow as tf
 def keep_largest_padded(boxes, max_instances, columns):
     """The ``max_instances`` largest objects (in their original order), zero-padded.
 
-    The same rule as ``pipeline.records_to_tensors`` for JSON datasets.
+    The same rule as ``coco_tensors.records_to_tensors`` for JSON datasets.
 
     Args:
       boxes: [n, 4] yxyx (any unit; the area ranks the objects).

@@ -10,6 +10,7 @@ import tensorflow as tf
 
 from retinamask_tf.data import instance_masks
 from retinamask_tf.ops.exif import apply_exif_orientation, exif_orientation
+from retinamask_tf.ops.resize import resize_and_pad
 
 
 def decode_image(path=None, data=None):
@@ -29,37 +30,6 @@ def decode_displayed(data):
     image = apply_exif_orientation(image, exif_orientation(data))
     image.set_shape([None, None, 3])
     return image
-
-
-def resize_scale(height, width, short_side, long_side):
-    """Scale factor that maps the short side to ``short_side`` unless the long side
-    would exceed ``long_side``. height/width: float32 scalars."""
-    return tf.minimum(short_side / tf.minimum(height, width), long_side / tf.maximum(height, width))
-
-
-def resize_and_pad(image, short_side, long_side, output_size, jitter=None):
-    """Resizes [H, W, 3] and pads to ``output_size`` (static (h, w)).
-
-    ``short_side`` may be a scalar tensor (multi-scale training); ``jitter`` multiplies the
-    scale (the result still fits ``output_size``).
-    Returns:
-      (padded image [oh, ow, 3] float32, image_info [4] float32 =
-      (original height, original width, scale_y, scale_x)).
-    """
-    shape = tf.cast(tf.shape(image)[:2], tf.float32)
-    short_side = tf.cast(short_side, tf.float32)
-    scale = resize_scale(shape[0], shape[1], short_side, float(long_side))
-    if jitter is not None:
-        scale = scale * jitter
-    scale = tf.minimum(scale, tf.minimum(float(output_size[0]) / shape[0],
-                                         float(output_size[1]) / shape[1]))
-    new_size = tf.cast(tf.round(shape * scale), tf.int32)
-    # At least one pixel: an extreme aspect ratio (1x3000) would round its short side to 0.
-    new_size = tf.maximum(tf.minimum(new_size, tf.constant(output_size, tf.int32)), 1)
-    resized = tf.image.resize(image, new_size, method="bilinear")
-    padded = tf.image.pad_to_bounding_box(resized, 0, 0, output_size[0], output_size[1])
-    scales = tf.cast(new_size, tf.float32) / shape
-    return padded, tf.concat([shape, scales], axis=0)
 
 
 def scale_boxes(boxes, image_info):
@@ -114,7 +84,7 @@ def parse_example(example, short_side, long_side, output_size, training, hflip_e
         normalized_boxes [M, 4] in [0, 1] of the decoded image), classes [M],
         crowd [M], valid [M], orientation (EXIF, optional: 1 = as stored), and index
         (the element's position: seeds the flip and the multi-scale draws); with
-        ``mask_size`` also segmentations, height, width, mask_valid (see ``pipeline.records_to_tensors``).
+        ``mask_size`` also segmentations, height, width, mask_valid (see ``coco_tensors.records_to_tensors``).
     Returns:
       features: images [oh, ow, 3] float32, image_info [4], image_id int64.
       labels: gt_boxes [M, 4] (resized frame), gt_classes [M] int32, gt_valid [M]

@@ -52,6 +52,9 @@ class TFDSSource:
     crowd: str = "drop"
     has_masks: bool = False
 
+    records = None  # streamed: no records in memory (see DetectionSource)
+    truncated = ()  # cut in the graph, not listed
+
     @property
     def num_classes(self) -> int:
         return len(self.class_ids)

@@ -36,6 +36,9 @@ class TFRecordSource:
     has_masks: bool
     source_json: str
 
+    records = None  # streamed: no records in memory (see DetectionSource)
+    truncated = ()  # cut in the graph, not listed
+
     @property
     def num_classes(self) -> int:
         return len(self.class_ids)
@@ -144,7 +147,7 @@ FEATURES = {
 
 
 def parse_serialized(serialized, max_instances, with_masks=False):
-    """One serialized Example -> the element ``pipeline.records_to_tensors`` makes (with
+    """One serialized Example -> the element ``coco_tensors.records_to_tensors`` makes (with
     ``image_bytes`` instead of ``path``): objects padded to ``max_instances``, the largest
     kept (in their original order) when there are more."""
     ex = tf.io.parse_single_example(serialized, FEATURES)

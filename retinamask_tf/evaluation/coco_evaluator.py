@@ -16,12 +16,13 @@ import os
 import numpy as np
 import tensorflow as tf
 
+from retinamask_tf.coco_results import split_by_iou_type, to_coco_results
 from retinamask_tf.data import pipeline
 from retinamask_tf.data.errors import DatasetError
 from retinamask_tf.data.instance_masks import segmentation_problem
 from retinamask_tf.data.runtime_skips import RuntimeSkips
 from retinamask_tf.ops.masks import paste_masks
-from retinamask_tf.training.progress import Progress
+from retinamask_tf.progress import Progress
 
 STAT_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl",
               "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
@@ -39,54 +40,29 @@ def _metric(value):
     return None if value is None or value < 0 else float(value)
 
 
-def detections_to_coco(det, image_ids, class_ids):
-    """Batched detections -> list of COCO result dicts.
+def batch_to_coco(det, image_ids, class_ids, image_sizes=None, threshold=0.5):
+    """COCO results (``coco_results.to_coco_results``) of a batch of ``model.detect``
+    outputs.
 
     Args:
-      det: numpy dict boxes [B, D, 4] yxyx original pixels, scores [B, D],
-        classes [B, D] contiguous, num_detections [B].
-      image_ids: [B] ints; class_ids: contiguous index -> category id, or None when
-        ``classes`` already hold category ids (the exported models' output).
+      det: numpy dict boxes [B, D, 4] yxyx original pixels, scores [B, D], classes [B, D]
+        contiguous, num_detections [B]; optionally masks [B, num_masks, m, m] probabilities
+        in the frame of each box (pasted at ``image_sizes`` [B] (height, width) and
+        thresholded at ``threshold``).
+      image_ids: [B] ints; class_ids: contiguous index -> category id.
     """
     results = []
     for b, image_id in enumerate(image_ids):
-        for i in range(int(det["num_detections"][b])):
-            y0, x0, y1, x1 = (float(v) for v in det["boxes"][b, i])
-            results.append({"image_id": int(image_id),
-                            "category_id": int(det["classes"][b, i] if class_ids is None
-                                               else class_ids[int(det["classes"][b, i])]),
-                            "bbox": [round(x0, 2), round(y0, 2), round(x1 - x0, 2), round(y1 - y0, 2)],
-                            "score": round(float(det["scores"][b, i]), 5)})
-    return results
-
-
-def masks_to_coco(det, image_ids, class_ids, image_sizes, threshold=0.5):
-    """Segm results of the detections that have masks (the first ``num_masks``).
-
-    Args:
-      det: numpy dict as ``detections_to_coco`` plus masks [B, num_masks, m, m]
-        probabilities in the frame of each box.
-      image_sizes: [B] (height, width) of the original images.
-    Returns:
-      list of COCO result dicts with RLE ``segmentation``.
-    """
-    from pycocotools import mask as mask_utils
-
-    results = []
-    for b, image_id in enumerate(image_ids):
-        n = min(int(det["num_detections"][b]), det["masks"].shape[1])
-        if n == 0:
-            continue
-        height, width = (int(v) for v in image_sizes[b])
-        binary = paste_masks(det["masks"][b, :n], det["boxes"][b, :n], height, width,
-                             threshold).numpy()
-        rles = mask_utils.encode(np.asfortranarray(binary.transpose(1, 2, 0).astype(np.uint8)))
-        for i, rle in enumerate(rles):
-            results.append({"image_id": int(image_id),
-                            "category_id": int(class_ids[int(det["classes"][b, i])]),
-                            "segmentation": {"size": [int(v) for v in rle["size"]],
-                                             "counts": rle["counts"].decode("ascii")},
-                            "score": round(float(det["scores"][b, i]), 5)})
+        n = int(det["num_detections"][b])
+        boxes = det["boxes"][b, :n]
+        binary = None
+        if "masks" in det and image_sizes is not None:
+            k = min(n, det["masks"].shape[1])
+            height, width = (int(v) for v in image_sizes[b])
+            binary = (paste_masks(det["masks"][b, :k], boxes[:k], height, width,
+                                  threshold).numpy() if k else None)
+        ids = np.asarray(class_ids)[det["classes"][b, :n].astype(np.int64)]
+        results.extend(to_coco_results(image_id, boxes, det["scores"][b, :n], ids, binary))
     return results
 
 
@@ -203,33 +179,27 @@ def evaluate(model, dataset, config, out_dir=None, step=None, max_images=None, p
     records = dataset.records[:max_images] if max_images else dataset.records
     subset = dataclasses.replace(dataset, records=list(records))
     skips = RuntimeSkips(dataset.json_path)
-    ds = pipeline.build_dataset(subset, config.eval.batch_size, config.image_size,
-                                config.data.short_side, config.data.long_side,
-                                config.data.max_instances, training=False, skips=skips)
+    ds = pipeline.dataset_for(config, subset, training=False, skips=skips)
     with_masks = model.has_masks
-    previous = model.xla_compatible
-    if config.eval.jit_compile:
-        model.xla_compatible = True  # the same detections, in ops XLA compiles (while tracing)
-    detect = tf.function(model.detect, jit_compile=config.eval.jit_compile)
+    jit = bool(config.eval.jit_compile)  # the same detections, in ops XLA compiles
+    detect = tf.function(lambda images, info: model.detect(images, info, xla_compatible=jit),
+                         jit_compile=jit)
     threshold = config.model.mask_head.mask_threshold
     results, segm_results = [], []
     bar = Progress(len(records), unit="image") if progress else None
     done, seen = 0, []
-    try:
-        for features, _ in ds:
-            det = {k: v.numpy() for k, v in detect(features["images"], features["image_info"]).items()}
-            image_ids = features["image_id"].numpy()
-            seen.extend(int(i) for i in image_ids)
-            results.extend(detections_to_coco(det, image_ids, dataset.class_ids))
-            if with_masks:
-                sizes = features["image_info"].numpy()[:, :2]
-                segm_results.extend(masks_to_coco(det, image_ids, dataset.class_ids, sizes,
-                                                  threshold))
-            done += int(image_ids.shape[0])
-            if bar:
-                bar.update(done)
-    finally:  # the caller's model is left as it was given
-        model.xla_compatible = previous
+    for features, _ in ds:
+        det = {k: v.numpy() for k, v in detect(features["images"], features["image_info"]).items()}
+        image_ids = features["image_id"].numpy()
+        seen.extend(int(i) for i in image_ids)
+        sizes = features["image_info"].numpy()[:, :2]
+        bbox, segm = split_by_iou_type(batch_to_coco(det, image_ids, dataset.class_ids,
+                                                     sizes if with_masks else None, threshold))
+        results.extend(bbox)
+        segm_results.extend(segm)
+        done += int(image_ids.shape[0])
+        if bar:
+            bar.update(done)
     if not seen:
         raise DatasetError(f"{dataset.json_path}: none of the {len(records)} val images could "
                            f"be decoded: {skips.summary()}")

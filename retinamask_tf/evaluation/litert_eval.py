@@ -1,11 +1,10 @@
 """COCO bbox AP of an exported model (a TFLite model in LiteRT, or any detector with the
 same ``detect(image)``) on a split."""
 
-import numpy as np
-
-from retinamask_tf.evaluation.coco_evaluator import coco_metrics, detections_to_coco
+from retinamask_tf.coco_results import to_coco_results
+from retinamask_tf.evaluation.coco_evaluator import coco_metrics
 from retinamask_tf.image_io import read_rgb
-from retinamask_tf.training.progress import Progress
+from retinamask_tf.progress import Progress
 
 
 def evaluate_litert(detector, dataset, max_images=None, progress=True):
@@ -23,10 +22,8 @@ def evaluate_litert(detector, dataset, max_images=None, progress=True):
     for i, record in enumerate(records):
         image = read_rgb(record.path, record.orientation)  # the annotations' frame
         det = detector.detect(image)
-        n = len(det["scores"])
-        batch = {"boxes": det["boxes"][None], "scores": det["scores"][None],
-                 "classes": det["classes"][None], "num_detections": np.array([n])}
-        results.extend(detections_to_coco(batch, [record.image_id], None))
+        results.extend(to_coco_results(record.image_id, det["boxes"], det["scores"],
+                                       det["classes"]))
         if bar:
             bar.update(i + 1)
     metrics, per_class, _ = coco_metrics(dataset.json_path, results,

@@ -10,8 +10,8 @@ import os
 
 import numpy as np
 
-from retinamask_tf.export import letterbox
-from retinamask_tf.export.label_map import LABEL_MAP_FILE
+from retinamask_tf.ops import resize
+from retinamask_tf.run_dir import read_label_map
 from retinamask_tf.native_noise import drop_known_native_noise
 
 INFO_FILE = "tflite_model.json"
@@ -49,8 +49,7 @@ class LiteRTDetector:
                                     "folder written by the TFLite export")
         with open(info_path) as f:
             self.info = json.load(f)
-        with open(os.path.join(folder, LABEL_MAP_FILE)) as f:
-            self.names = {e["id"]: e["name"] for e in json.load(f)}
+        self.names = dict(zip(*read_label_map(folder)))
         self.model_path = model_path
         with drop_known_native_noise():
             self.interpreter = interpreter_class()(model_path=model_path, num_threads=num_threads)
@@ -72,7 +71,7 @@ class LiteRTDetector:
         image = image[..., :3]
         if image.dtype != np.uint8:
             raise ValueError(f"expected uint8 pixels, got {image.dtype}")
-        return letterbox.letterbox(image, self.info["short_side"], self.info["long_side"],
+        return resize.letterbox(image, self.info["short_side"], self.info["long_side"],
                                    self.image_size)
 
     def run_letterboxed(self, padded, true_image_shape):

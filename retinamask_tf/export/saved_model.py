@@ -39,50 +39,22 @@ import shutil
 import tensorflow as tf
 from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
-from retinamask_tf import config as config_lib
+from retinamask_tf import run_dir
 from retinamask_tf.data import parser
-from retinamask_tf.export.label_map import LABEL_MAP_FILE, read_label_map
-from retinamask_tf.modeling import factory
-from retinamask_tf.training.trainer import read_config
+from retinamask_tf.ops import resize
+from retinamask_tf.run_dir import LABEL_MAP_FILE, RunDirError
 
 
-class ExportError(RuntimeError):
-    """The checkpoint or config cannot be exported; the message says what does not match."""
+class ExportError(RunDirError):
+    """The run cannot be exported; the message says what does not match."""
 
 
-def load_for_export(model_dir, include_masks=False, checkpoint=None):
-    """(model, config, class_ids, class_names) restored from a training directory.
-
-    Args:
-      model_dir: a directory written by training (config.yaml, label_map.json, checkpoints/).
-      include_masks: keep the mask head (the config must have it).
-      checkpoint: a checkpoint prefix; default the latest in ``model_dir/checkpoints``.
-    Raises:
-      ExportError: no checkpoint, a mask export of a model without mask head, or a
-        checkpoint whose variables do not fit the config (the message names them).
-    """
-    config = read_config(model_dir)
-    if include_masks and not config.model.mask_head.enabled:
-        raise ExportError(f"{model_dir}/config.yaml has model.mask_head.enabled=false: "
-                          "there is no mask head to export")
-    if not include_masks:
-        config = config_lib.replace(config, **{"model.mask_head.enabled": False})
-    class_ids, class_names = read_label_map(model_dir)
-    if len(class_ids) != config.model.num_classes:
-        raise ExportError(f"{model_dir}: label_map.json has {len(class_ids)} classes but "
-                          f"config.yaml has model.num_classes={config.model.num_classes}")
-    checkpoint = checkpoint or tf.train.latest_checkpoint(os.path.join(model_dir, "checkpoints"))
-    if not checkpoint:
-        raise ExportError(f"no checkpoint in {model_dir}/checkpoints")
-    model = factory.build_model(config)
+def restore_for_export(model_dir, include_masks=False, checkpoint=None):
+    """``run_dir.restore`` with its errors as ExportError."""
     try:
-        status = tf.train.Checkpoint(model=model).restore(checkpoint)
-        status.expect_partial()  # optimizer slots, data iterator, (the mask head)
-        status.assert_existing_objects_matched()
-    except (AssertionError, ValueError, tf.errors.OpError) as e:
-        raise ExportError(f"checkpoint {checkpoint} does not match {model_dir}/config.yaml: "
-                          f"{str(e).splitlines()[0][:500]}") from e
-    return model, config, class_ids, class_names
+        return run_dir.restore(model_dir, include_masks, checkpoint)
+    except RunDirError as e:
+        raise ExportError(str(e)) from e
 
 
 def _fail_unless(ok, message, tensor, placeholder):
@@ -158,7 +130,7 @@ class ServingModule(tf.Module):
         image = _fail_unless(shape[0] * shape[1] > 0,  # before the resize fails its own way
                              ["empty image: height and width must be > 0; got", shape[:2]],
                              lambda: image, tf.zeros([1, 1, 3], image.dtype))
-        return parser.resize_and_pad(tf.cast(image, tf.float32), self.short_side,
+        return resize.resize_and_pad(tf.cast(image, tf.float32), self.short_side,
                                      self.long_side, self.image_size)
 
     def _network_fn(self, model):
@@ -210,8 +182,8 @@ class ServingModule(tf.Module):
 def export_saved_model(model_dir, export_dir, include_masks=False, checkpoint=None, freeze=True):
     """Writes a SavedModel with the signatures above; returns ``export_dir``. ``freeze``:
     weights as graph constants (faster on CPU; see the module docstring) or variables."""
-    model, config, class_ids, _ = load_for_export(model_dir, include_masks, checkpoint)
-    module = ServingModule(model, config, class_ids, include_masks,
+    run = restore_for_export(model_dir, include_masks, checkpoint)
+    module = ServingModule(run.model, run.config, run.class_ids, include_masks,
                            os.path.join(model_dir, LABEL_MAP_FILE), freeze=freeze)
     signatures = {"serving_default": module.serve_images.get_concrete_function(),
                   "serve_image_bytes": module.serve_image_bytes.get_concrete_function()}
@@ -221,13 +193,13 @@ def export_saved_model(model_dir, export_dir, include_masks=False, checkpoint=No
 
 def checkpoint_step(model_dir, checkpoint=None):
     """The step of ``checkpoint`` (default: the latest in ``model_dir/checkpoints``)."""
-    checkpoint = checkpoint or tf.train.latest_checkpoint(os.path.join(model_dir, "checkpoints"))
+    checkpoint = checkpoint or run_dir.latest_checkpoint(model_dir)
     if not checkpoint:
-        raise ExportError(f"no checkpoint in {model_dir}/checkpoints")
-    match = re.search(r"-(\d+)$", checkpoint)
-    if not match:
-        raise ExportError(f"cannot read a step from the checkpoint name {checkpoint}")
-    return int(match.group(1))
+        raise ExportError(f"no checkpoint in {run_dir.checkpoint_dir(model_dir)}")
+    try:
+        return run_dir.checkpoint_step(checkpoint)
+    except RunDirError as e:
+        raise ExportError(str(e)) from e
 
 
 def export_servable(model_dir, base_dir, version=None, include_masks=False, checkpoint=None,

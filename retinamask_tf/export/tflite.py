@@ -2,7 +2,7 @@
 
 The model (signature ``serving_default``) takes
   images            uint8 [1, S_h, S_w, 3]: RGB, resized and padded to the config's static
-                    size by ``letterbox.letterbox`` (bottom/right zero padding);
+                    size by ``ops.resize.letterbox`` (bottom/right zero padding);
   true_image_shape  float32 [1, 2]: (height, width) of the resized image inside ``images``
                     (boxes are clipped to it, as in training and the SavedModel);
 and returns
@@ -28,11 +28,12 @@ from tensorflow.python.framework.convert_to_constants import (
     convert_variables_to_constants_v2,
 )
 
+from retinamask_tf import run_dir
 from retinamask_tf.data import pipeline
-from retinamask_tf.export import letterbox, litert_runner
-from retinamask_tf.export.label_map import write_label_map
+from retinamask_tf.export import litert_runner
+from retinamask_tf.ops import resize
 from retinamask_tf.export.litert_runner import INFO_FILE
-from retinamask_tf.export.saved_model import ExportError, load_for_export
+from retinamask_tf.export.saved_model import ExportError, restore_for_export
 from retinamask_tf.image_io import read_rgb
 from retinamask_tf.native_noise import drop_known_native_noise
 from retinamask_tf.ops import postprocess
@@ -48,7 +49,7 @@ class TFLiteDetector(tf.Module):
         super().__init__(name="retinamask_tflite")
         if model.has_masks:
             raise ExportError("the TFLite export is detection-only: build the model without "
-                              "its mask head (load_for_export does)")
+                              "its mask head (restore_for_export does)")
         self.model = model
         self.image_size = tuple(int(s) for s in model.image_size)
         self.class_ids = tf.constant(class_ids, tf.int32)
@@ -76,7 +77,7 @@ def calibration_images(dataset, config, num_images, seed=0):
     images (a fixed random sample of a CocoDataset, or the first ones of a streamed
     source: TFRecords or TFDS), in the frame training sees them (their orientation, see
     ``image_io``), letterboxed exactly as at inference."""
-    if hasattr(dataset, "read_examples"):  # streamed: TFRecords or TFDS
+    if dataset.records is None:  # streamed: TFRecords or TFDS
         def encoded():
             for ex in dataset.read_examples(1).take(num_images):
                 yield ex["image_bytes"].numpy(), int(ex["orientation"].numpy())
@@ -92,7 +93,7 @@ def calibration_images(dataset, config, num_images, seed=0):
     def generate():
         for source, orientation in encoded():
             image = read_rgb(source, orientation)
-            padded, shape, _ = letterbox.letterbox(image, config.data.short_side,
+            padded, shape, _ = resize.letterbox(image, config.data.short_side,
                                                    config.data.long_side, config.image_size)
             yield {"images": padded[None], "true_image_shape": shape[None]}
     return generate
@@ -172,7 +173,8 @@ def export_tflite(model_dir, output_dir, variants=VARIANTS, num_calibration_imag
     for v in variants:
         if v not in VARIANTS:
             raise ExportError(f"unknown TFLite variant {v!r}; choose from {', '.join(VARIANTS)}")
-    model, config, class_ids, class_names = load_for_export(model_dir, False, checkpoint)
+    run = restore_for_export(model_dir, False, checkpoint)
+    model, config, class_ids, class_names = run.model, run.config, run.class_ids, run.class_names
     detector = TFLiteDetector(model, class_ids)
     representative = None
     if "int8" in variants:
@@ -192,7 +194,7 @@ def export_tflite(model_dir, output_dir, variants=VARIANTS, num_calibration_imag
             f.write(data)
         os.replace(path + ".tmp", path)
         paths[v], sizes[v] = path, len(data)
-    write_label_map(output_dir, class_ids, class_names)
+    run_dir.write_label_map(output_dir, class_ids, class_names)
     info = {"image_size": list(detector.image_size), "short_side": config.data.short_side,
             "long_side": config.data.long_side, "max_detections": config.postprocess.max_detections,
             "inputs": ["images", "true_image_shape"], "variants": sizes,

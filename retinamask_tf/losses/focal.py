@@ -1,5 +1,6 @@
 """Sigmoid focal loss (Lin et al. 2017), written out so no addon package is needed."""
 
+import keras
 import tensorflow as tf
 
 
@@ -40,3 +41,24 @@ def classification_loss(cls_logits, cls_targets, labels, alpha=0.25, gamma=2.0):
     loss = sigmoid_focal_loss(cls_logits, one_hot, alpha, gamma)
     keep = tf.cast(labels >= 0, tf.float32)[..., None]
     return tf.reduce_sum(loss * keep)
+
+
+@keras.saving.register_keras_serializable(package="retinamask_tf")
+class FocalLoss:
+    """The classification loss part of the detector: ``classification_loss`` with its
+    (alpha, gamma)."""
+
+    def __init__(self, alpha=0.25, gamma=2.0):
+        self.alpha = float(alpha)
+        self.gamma = float(gamma)
+
+    def __call__(self, cls_logits, cls_targets, labels):
+        """Sum over non-ignored anchors and classes (see ``classification_loss``)."""
+        return classification_loss(cls_logits, cls_targets, labels, self.alpha, self.gamma)
+
+    def get_config(self):
+        return {"alpha": self.alpha, "gamma": self.gamma}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)

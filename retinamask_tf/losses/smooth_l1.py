@@ -95,3 +95,28 @@ class SelfAdjustingSmoothL1(keras.layers.Layer):
         config = super().get_config()
         config.update(beta_hat=self.beta_hat, momentum=self.momentum, beta_min=self.beta_min)
         return config
+
+
+@keras.saving.register_keras_serializable(package="retinamask_tf")
+class SmoothL1Loss(keras.layers.Layer):
+    """Smooth L1 with a fixed ``beta``: the box loss of plain RetinaNet, with the same call
+    as ``SelfAdjustingSmoothL1`` (so that either is the model's box-loss part)."""
+
+    def __init__(self, beta=0.11, **kwargs):
+        kwargs.setdefault("dtype", "float32")
+        super().__init__(**kwargs)
+        self.beta_value = float(beta)
+
+    @property
+    def beta(self):
+        """beta per coordinate [4] (constant)."""
+        return tf.fill([4], self.beta_value)
+
+    def call(self, abs_diff, positive, training=False):
+        loss = smooth_l1(tf.cast(abs_diff, tf.float32), self.beta)
+        return tf.reduce_sum(loss * tf.cast(positive, tf.float32)[..., None])
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(beta=self.beta_value)
+        return config

@@ -1,10 +1,16 @@
-"""Builds the model from an ``ExperimentConfig``: the one place that reads model config."""
+"""Builds the model from an ``ExperimentConfig`` out of its parts: the one place that reads
+the model's config."""
 
 from retinamask_tf.config import ExperimentConfig
+from retinamask_tf.layers.anchor_generator import AnchorGenerator
 from retinamask_tf.layers.detection_generator import DetectionGenerator
 from retinamask_tf.layers.roi_aligner import RoIAligner
+from retinamask_tf.layers.target_assigner import TargetAssigner
+from retinamask_tf.losses.focal import FocalLoss
+from retinamask_tf.losses.smooth_l1 import SelfAdjustingSmoothL1, SmoothL1Loss
 from retinamask_tf.modeling.fpn import FPN
 from retinamask_tf.modeling.heads import RetinaNetHead
+from retinamask_tf.modeling.mask_branch import MaskBranch
 from retinamask_tf.modeling.mask_head import MaskHead
 from retinamask_tf.modeling.resnet import build_keras_applications_resnet, build_resnet
 from retinamask_tf.modeling.retinamask import RetinaMask
@@ -38,28 +44,32 @@ def build_model(config: ExperimentConfig, num_classes: int = None, image_size=No
                                    p.max_detections, config.box_coder.weights,
                                    config.box_coder.scale_clip, name="detection_generator")
     mh = m.mask_head
-    mask_head = roi_aligner = None
+    mask_branch = None
     if mh.enabled:
-        mask_head = MaskHead(num_classes, mh.num_convs, mh.channels, mh.group_norm, name="mask_head")
-        roi_aligner = RoIAligner(mh.roi_size, mh.sampling_ratio, mh.aligned, mh.min_level,
-                                 mh.max_level, mh.canonical_level, mh.canonical_size,
-                                 name="roi_aligner")
-    loss = config.loss
+        mask_branch = MaskBranch(
+            RoIAligner(mh.roi_size, mh.sampling_ratio, mh.aligned, mh.min_level, mh.max_level,
+                       mh.canonical_level, mh.canonical_size, name="roi_aligner"),
+            MaskHead(num_classes, mh.num_convs, mh.channels, mh.group_norm, name="mask_head"),
+            proposal_iou=mh.proposal_iou, train_detections=mh.train_detections,
+            num_masks=mh.num_masks, loss_weight=mh.loss_weight,
+            max_train_rois=mh.max_train_rois, name="mask_branch")
+    loss, mc = config.loss, config.matcher
+    if loss.box_loss == "self_adjusting":
+        box_loss = SelfAdjustingSmoothL1(loss.beta, loss.beta_momentum, loss.beta_min,
+                                         name="self_adjusting_smooth_l1")
+    else:
+        box_loss = SmoothL1Loss(loss.beta, name="smooth_l1")
     model = RetinaMask(
-        backbone, fpn, head, generator, image_size or config.image_size,
-        anchor_params=dict(min_level=a.min_level, max_level=a.max_level, num_scales=a.num_scales,
-                           aspect_ratios=tuple(a.aspect_ratios), anchor_scale=a.anchor_scale),
-        matcher_params=dict(positive_threshold=config.matcher.positive_threshold,
-                            negative_threshold=config.matcher.negative_threshold,
-                            best_match_threshold=config.matcher.best_match_threshold),
-        coder_weights=config.box_coder.weights, focal_alpha=loss.focal_alpha,
-        focal_gamma=loss.focal_gamma, box_loss=loss.box_loss, beta=loss.beta,
-        beta_momentum=loss.beta_momentum, beta_min=loss.beta_min, box_weight=loss.box_weight,
-        use_crowd=config.data.crowd == "ignore", normalization=normalization,
-        clip_grad_norm=config.train.clip_grad_norm, mask_head=mask_head, roi_aligner=roi_aligner,
-        mask_params=dict(proposal_iou=mh.proposal_iou, train_detections=mh.train_detections,
-                         num_masks=mh.num_masks, mask_weight=mh.loss_weight,
-                         max_train_rois=mh.max_train_rois),
-        name="retinamask")
+        backbone, fpn, head,
+        anchor_generator=AnchorGenerator(a.min_level, a.max_level, a.num_scales,
+                                         a.aspect_ratios, a.anchor_scale),
+        target_assigner=TargetAssigner(mc.positive_threshold, mc.negative_threshold,
+                                       mc.best_match_threshold, config.box_coder.weights,
+                                       use_crowd=config.data.crowd == "ignore"),
+        class_loss=FocalLoss(loss.focal_alpha, loss.focal_gamma),
+        box_loss=box_loss, detection_generator=generator,
+        image_size=image_size or config.image_size, mask_branch=mask_branch,
+        box_weight=loss.box_weight, normalization=normalization,
+        clip_grad_norm=config.train.clip_grad_norm, name="retinamask")
     model.build()
     return model

@@ -1,4 +1,4 @@
-"""The RetinaMask mask head (README, "Faithfulness to the released code": mask branch)."""
+"""The RetinaMask mask head (docs/faithfulness.md: mask branch)."""
 
 import keras
 import tensorflow as tf

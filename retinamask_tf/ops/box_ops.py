@@ -79,9 +79,3 @@ def xywh_to_yxyx(boxes):
     """COCO (x, y, width, height) [..., 4] -> yxyx [..., 4]."""
     x, y, w, h = tf.unstack(boxes, axis=-1)
     return tf.stack([y, x, y + h, x + w], axis=-1)
-
-
-def yxyx_to_xywh(boxes):
-    """yxyx [..., 4] -> COCO (x, y, width, height) [..., 4]."""
-    return tf.stack([boxes[..., 1], boxes[..., 0],
-                     boxes[..., 3] - boxes[..., 1], boxes[..., 2] - boxes[..., 0]], axis=-1)

@@ -104,8 +104,7 @@ def test_verified_dataset_skips_names_and_counts(tmp_path, caplog):
 
 def test_pipeline_decodes_every_kept_image_in_the_annotation_frame(tmp_path):
     ds = pipeline.verify_images(coco.load_coco(JSON, FIXTURES), "full", str(tmp_path))
-    data = pipeline.build_dataset(ds, batch_size=len(ds.records), image_size=(32, 32),
-                                  short_side=24, long_side=32, max_instances=2, training=False)
+    data = pipeline.build_dataset(ds, pipeline.InputSpec(batch_size=len(ds.records), image_size=(32, 32), short_side=24, long_side=32, max_instances=2, training=False))
     features, labels = next(iter(data))
     images = features["images"].numpy()
     assert images.shape == (8, 32, 32, 3)

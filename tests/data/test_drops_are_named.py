@@ -63,8 +63,7 @@ def test_every_drop_is_named_and_counted_and_matches_the_stream(tmp_path, caplog
     (tmp_path / "later.jpg").write_bytes(b"\xff\xd8 not a JPEG any more")
     caplog.clear()
     skips = RuntimeSkips("train.json")
-    data = pipeline.build_dataset(ds, 2, (64, 64), 48, 64, 4, training=False, mask_size=16,
-                                  skips=skips)
+    data = pipeline.build_dataset(ds, pipeline.InputSpec(2, (64, 64), 48, 64, 4, training=False, mask_size=16), skips=skips)
     seen = [int(i) for f, _ in data for i in f["image_id"].numpy()]
     expected = {ids[n] for n in ("ok_a.jpg", "ok_b.jpg", "wide.png", "tall.png")}
     assert sorted(seen) == sorted(expected)  # the extreme-aspect images are used
@@ -76,7 +75,7 @@ def test_every_drop_is_named_and_counted_and_matches_the_stream(tmp_path, caplog
     assert "1 images could not be decoded while streaming" in skips.summary()
     # ok_a has 2 annotations: with max_instances=1 one is left out, named and counted.
     skips = RuntimeSkips()
-    list(pipeline.build_dataset(ds, 2, (64, 64), 48, 64, 1, training=False, skips=skips))
+    list(pipeline.build_dataset(ds, pipeline.InputSpec(2, (64, 64), 48, 64, 1, training=False), skips=skips))
     assert [(i, os.path.basename(p), n) for i, p, n in skips.truncated] == [
         (ids["ok_a.jpg"], "ok_a.jpg", 2)]
     assert skips.truncation_summary(1).startswith("1 annotations of 1 images left out by "
@@ -84,8 +83,7 @@ def test_every_drop_is_named_and_counted_and_matches_the_stream(tmp_path, caplog
 
     # Training (shuffled, repeated, flipped) never yields it either, and counts each epoch.
     skips = RuntimeSkips()
-    data = pipeline.build_dataset(ds, 1, (64, 64), 48, 64, 4, training=True, mask_size=16,
-                                  skips=skips, shuffle_buffer=8)
+    data = pipeline.build_dataset(ds, pipeline.InputSpec(1, (64, 64), 48, 64, 4, training=True, mask_size=16, shuffle_buffer=8), skips=skips)
     seen = [int(f["image_id"].numpy()[0]) for f, _ in data.take(12)]
     # 12 images = 3 epochs of 4 (read-ahead may have met it once more).
     assert set(seen) == expected and skips.count >= 3
@@ -133,7 +131,7 @@ def test_a_file_name_that_is_not_utf8_is_read(tmp_path, caplog):
     path.write_text(json.dumps(data))  # ensure_ascii: written as the escape "\udce9"
     ds = pipeline.verify_images(coco.load_coco(str(path), str(tmp_path)), "full", None)
     assert len(ds.records) == 1 and not ds.skipped_images
-    features, _ = next(iter(pipeline.build_dataset(ds, 1, (32, 32), 24, 32, 2, training=False)))
+    features, _ = next(iter(pipeline.build_dataset(ds, pipeline.InputSpec(1, (32, 32), 24, 32, 2, training=False))))
     assert features["images"].numpy().max() > 0
 
 

@@ -10,7 +10,7 @@ import random
 import pytest
 from pycocotools import mask as mask_utils
 
-from retinamask_tf.data import coco, instance_masks, pipeline
+from retinamask_tf.data import coco, coco_tensors, instance_masks
 from retinamask_tf.evaluation import coco_evaluator
 
 NUM_MUTATIONS = 400
@@ -102,7 +102,7 @@ def _mutate(rng):
 
 def _host_side(ds, json_path):
     """What training and evaluation do with a loaded dataset before TensorFlow."""
-    tensors, _ = pipeline.records_to_tensors(ds.records, 4, with_masks=True)
+    tensors, _ = coco_tensors.records_to_tensors(ds.records, 4, with_masks=True)
     for i, r in enumerate(ds.records):
         masks = instance_masks.rasterize_instances(tensors["segmentations"][i], tensors["boxes"][i],
                                                    r.height, r.width, 8, r.image_id)

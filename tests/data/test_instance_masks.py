@@ -93,8 +93,7 @@ def test_bad_segmentations_are_skipped_with_a_warning_and_boxes_kept(tmp_path, c
         assert f"annotation {ann_id} of image 7" in text
     assert "3 annotations have no usable mask" in text
     # Through the pipeline: unusable masks are all-zero and flagged invalid (never trained on).
-    batch = next(iter(pipeline.build_dataset(ds, 1, (64, 64), 40, 64, 5, training=False,
-                                             mask_size=16)))
+    batch = next(iter(pipeline.build_dataset(ds, pipeline.InputSpec(1, (64, 64), 40, 64, 5, training=False, mask_size=16))))
     labels = batch[1]
     assert labels["gt_masks"].shape == (1, 5, 16, 16)
     assert labels["gt_mask_valid"].numpy()[0].tolist() == [True, False, False, False, False]
@@ -110,17 +109,16 @@ def test_boxes_only_dataset_with_mask_head_is_a_clear_error(tmp_path):
     open(path, "w").write(json.dumps(data))
     ds = coco.load_coco(path, str(tmp_path))
     with pytest.raises(coco.DatasetError, match="mask_head.enabled=false"):
-        pipeline.build_dataset(ds, 1, (64, 64), 40, 64, 5, training=False, mask_size=16)
+        pipeline.build_dataset(ds, pipeline.InputSpec(1, (64, 64), 40, 64, 5, training=False, mask_size=16))
 
 
 def test_flip_mirrors_masks_with_their_boxes(tiny_shapes):
     ds = coco.load_coco(tiny_shapes["train_json"], tiny_shapes["train_images"])
-    plain = pipeline.build_dataset(ds, 1, (128, 128), 128, 128, 8, training=False, mask_size=24)
+    plain = pipeline.build_dataset(ds, pipeline.InputSpec(1, (128, 128), 128, 128, 8, training=False, mask_size=24))
     plain = {int(f["image_id"][0]): (l["gt_boxes"].numpy()[0], l["gt_masks"].numpy()[0])
              for f, l in plain.take(len(ds.records))}
     flipped_seen = 0
-    for f, l in pipeline.build_dataset(ds, 1, (128, 128), 128, 128, 8, training=True,
-                                       mask_size=24).take(12):
+    for f, l in pipeline.build_dataset(ds, pipeline.InputSpec(1, (128, 128), 128, 128, 8, training=True, mask_size=24)).take(12):
         boxes, masks = plain[int(f["image_id"][0])]
         got_boxes, got_masks = l["gt_boxes"].numpy()[0], l["gt_masks"].numpy()[0]
         if np.allclose(got_boxes, boxes):

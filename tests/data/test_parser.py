@@ -2,7 +2,8 @@ import numpy as np
 import tensorflow as tf
 from PIL import Image
 
-from retinamask_tf.data import coco, parser, pipeline
+from retinamask_tf.data import coco, coco_tensors, parser, pipeline
+from retinamask_tf.ops import resize
 
 
 def _image(tmp_path, h, w):
@@ -15,7 +16,7 @@ def _image(tmp_path, h, w):
 
 def test_resize_and_pad_geometry(tmp_path):
     img = parser.decode_image(_image(tmp_path, 300, 500))
-    out, info = parser.resize_and_pad(img, 256, 384, (384, 384))
+    out, info = resize.resize_and_pad(img, 256, 384, (384, 384))
     # scale = min(256/300, 384/500) = 0.768 -> 230 x 384
     np.testing.assert_allclose(info.numpy(), [300, 500, 230 / 300, 384 / 500], rtol=1e-6)
     assert out.shape == (384, 384, 3)
@@ -27,7 +28,7 @@ def test_resize_and_pad_geometry(tmp_path):
 
 def test_hflip_mirrors_valid_region_and_boxes(tmp_path):
     img = parser.decode_image(_image(tmp_path, 100, 200))
-    out, info = parser.resize_and_pad(img, 100, 200, (256, 256))
+    out, info = resize.resize_and_pad(img, 100, 200, (256, 256))
     boxes = tf.constant([[10.0, 0.0, 20.0, 50.0]])
     flipped, fboxes = parser.hflip(out, boxes, info)
     f = flipped.numpy()
@@ -38,7 +39,7 @@ def test_hflip_mirrors_valid_region_and_boxes(tmp_path):
 
 def test_pipeline_batches(tiny_shapes):
     ds = coco.load_coco(tiny_shapes["train_json"], tiny_shapes["train_images"])
-    data = pipeline.build_dataset(ds, 4, (128, 128), 128, 128, 10, training=True, seed=1)
+    data = pipeline.build_dataset(ds, pipeline.InputSpec(4, (128, 128), 128, 128, 10, training=True, seed=1))
     features, labels = next(iter(data))
     assert features["images"].shape == (4, 128, 128, 3)
     assert features["image_info"].shape == (4, 4)
@@ -49,7 +50,7 @@ def test_pipeline_batches(tiny_shapes):
     assert (boxes[valid][:, 2] > boxes[valid][:, 0]).all() and boxes.max() <= 128
     # Eval order is the file order and keeps the partial batch.
     val = coco.load_coco(tiny_shapes["val_json"], tiny_shapes["val_images"])
-    ids = [int(i) for f, _ in pipeline.build_dataset(val, 5, (128, 128), 128, 128, 10, False)
+    ids = [int(i) for f, _ in pipeline.build_dataset(val, pipeline.InputSpec(5, (128, 128), 128, 128, 10, False))
            for i in f["image_id"].numpy()]
     assert ids == [r.image_id for r in val.records]
 
@@ -59,7 +60,7 @@ def test_truncation_keeps_largest_boxes():
                            boxes=np.array([[0, 0, 5, 5], [0, 0, 50, 50], [0, 0, 20, 20]], np.float32),
                            classes=np.array([0, 1, 2], np.int32), is_crowd=np.zeros(3, bool),
                            ann_ids=np.arange(3), segmentations=[None] * 3)
-    tensors, truncated = pipeline.records_to_tensors([rec], 2)
+    tensors, truncated = coco_tensors.records_to_tensors([rec], 2)
     assert truncated == [(1, "x.jpg", 3)]  # named: image id, file, annotations
     np.testing.assert_array_equal(tensors["classes"][0], [1, 2])
 
@@ -72,8 +73,7 @@ def test_multi_scale_and_jitter_are_seeded_and_fit(tiny_shapes):
     ds = coco.load_coco(tiny_shapes["train_json"], tiny_shapes["train_images"])
 
     def sizes(**kwargs):
-        data = pipeline.build_dataset(ds, 8, (128, 256), 96, 256, 6, training=True, seed=1,
-                                      shuffle_buffer=4, **kwargs)
+        data = pipeline.build_dataset(ds, pipeline.InputSpec(8, (128, 256), 96, 256, 6, training=True, seed=1, shuffle_buffer=4, **kwargs))
         infos = np.concatenate([f["image_info"].numpy() for f, _ in data.take(6)])
         return np.round(infos[:, 0] * infos[:, 2]), infos[:, 2]
 

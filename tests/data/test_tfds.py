@@ -60,8 +60,8 @@ def test_tfds_examples_equal_json_examples(prepared):
     assert source.class_names == ds.class_names and source.class_ids == ds.class_ids
     kwargs = dict(image_size=(128, 128), short_side=96, long_side=128, max_instances=8,
                   training=False)
-    a = _by_image(pipeline.build_dataset(ds, 8, **kwargs))
-    b = _by_image(pipeline.build_dataset(source, 8, **kwargs))
+    a = _by_image(pipeline.build_dataset(ds, pipeline.InputSpec(8, **kwargs)))
+    b = _by_image(pipeline.build_dataset(source, pipeline.InputSpec(8, **kwargs)))
     assert sorted(a) == sorted(b)
     for image_id in a:
         (fa, la), (fb, lb) = a[image_id], b[image_id]
@@ -71,9 +71,7 @@ def test_tfds_examples_equal_json_examples(prepared):
             np.testing.assert_array_equal(la[key], lb[key], err_msg=f"{image_id} {key}")
         np.testing.assert_allclose(la["gt_boxes"], lb["gt_boxes"], atol=1e-3)
     # Training batches come out (shuffled, flipped) with the right shapes.
-    features, labels = next(iter(pipeline.build_dataset(
-        source, 4, image_size=(128, 128), short_side=96, long_side=128, max_instances=8,
-        training=True, seed=1)))
+    features, labels = next(iter(pipeline.build_dataset(source, pipeline.InputSpec(4, image_size=(128, 128), short_side=96, long_side=128, max_instances=8, training=True, seed=1))))
     assert features["images"].shape == (4, 128, 128, 3) and labels["gt_boxes"].shape == (4, 8, 4)
 
 

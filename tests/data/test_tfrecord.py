@@ -28,11 +28,11 @@ def test_tfrecords_equal_json(coco128, tmp_path, num_shards):
     assert source.class_ids == ds.class_ids and source.has_masks
     kwargs = dict(image_size=(256, 256), short_side=192, long_side=256, max_instances=8,
                   mask_size=28)
-    _assert_same(pipeline.build_dataset(ds, 4, training=False, **kwargs),
-                 pipeline.build_dataset(source, 4, training=False, **kwargs))
+    _assert_same(pipeline.build_dataset(ds, pipeline.InputSpec(4, training=False, **kwargs)),
+                 pipeline.build_dataset(source, pipeline.InputSpec(4, training=False, **kwargs)))
     train = dict(training=True, shuffle_buffer=16, seed=5, **kwargs)
-    _assert_same(pipeline.build_dataset(ds, 4, **train).take(6),
-                 pipeline.build_dataset(source, 4, **train).take(6))
+    _assert_same(pipeline.build_dataset(ds, pipeline.InputSpec(4, **train)).take(6),
+                 pipeline.build_dataset(source, pipeline.InputSpec(4, **train)).take(6))
 
 
 def test_missing_shard_and_meta_are_named(coco128, tmp_path):

@@ -4,18 +4,34 @@ import numpy as np
 import pytest
 
 from retinamask_tf import config as C
+from retinamask_tf.coco_results import split_by_iou_type, to_coco_results
 from retinamask_tf.data import coco, instance_masks
 from retinamask_tf.evaluation import coco_evaluator as ev
 from retinamask_tf.modeling import factory
 
 
-def test_detections_to_coco_maps_ids_and_boxes():
+def test_batch_to_coco_maps_ids_and_boxes():
     det = {"boxes": np.array([[[10, 20, 40, 60], [0, 0, 0, 0]]], np.float32),
            "scores": np.array([[0.9, 0.0]], np.float32),
            "classes": np.array([[1, 0]], np.int32), "num_detections": np.array([1])}
-    out = ev.detections_to_coco(det, [42], class_ids=[5, 90])
+    out = ev.batch_to_coco(det, [42], class_ids=[5, 90])
     assert out == [{"image_id": 42, "category_id": 90, "bbox": [20.0, 10.0, 40.0, 30.0],
                     "score": 0.9}]
+
+
+def test_to_coco_results_masks_and_split():
+    """A 2x3 mask RLE-encodes (column-major counts), file_name rides along, and the split
+    gives COCOeval bbox results without masks and segm results without boxes."""
+    mask = np.array([[[0, 1, 1], [0, 1, 0]]], bool)
+    out = to_coco_results(7, np.array([[0.0, 1, 2, 3], [1, 1, 2, 2]]), [0.5, 0.25], [3, 4],
+                          mask, file_name="a.jpg")
+    assert out[0]["segmentation"] == {"size": [2, 3], "counts": "231"}
+    assert out[0]["file_name"] == out[1]["file_name"] == "a.jpg"
+    assert "segmentation" not in out[1] and out[1]["bbox"] == [1.0, 1.0, 1.0, 1.0]
+    bbox, segm = split_by_iou_type(out)
+    assert [sorted(r) for r in bbox] == [["bbox", "category_id", "file_name", "image_id",
+                                          "score"]] * 2
+    assert len(segm) == 1 and "bbox" not in segm[0] and segm[0]["score"] == 0.5
 
 
 def test_ground_truth_scores_perfectly_and_noise_does_not(fruits_nuts):
@@ -103,8 +119,8 @@ def test_ground_truth_masks_score_high_in_segm(fruits_nuts):
         results = []
         for rec in ds.records:
             det = _gt_as_mask_detections(ds, rec, shift)
-            results += ev.masks_to_coco(det, [rec.image_id], ds.class_ids,
-                                        [(rec.height, rec.width)])
+            results += split_by_iou_type(ev.batch_to_coco(
+                det, [rec.image_id], ds.class_ids, [(rec.height, rec.width)]))[1]
         metrics, _, _ = ev.coco_metrics(val, results, [r.image_id for r in ds.records],
                                                 "segm")
         assert low <= metrics["AP"] <= high, (shift, metrics["AP"])

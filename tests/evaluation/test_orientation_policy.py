@@ -9,7 +9,7 @@ from retinamask_tf import config as C
 from retinamask_tf import image_io
 from retinamask_tf.data import coco, pipeline
 from retinamask_tf.evaluation.litert_eval import evaluate_litert
-from retinamask_tf.export import letterbox
+from retinamask_tf.ops import resize
 from retinamask_tf.export.tflite import calibration_images
 
 FIXTURES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data",
@@ -58,6 +58,6 @@ def test_litert_evaluation_and_calibration_use_the_annotation_frame():
     config = C.load_config([], ["data.short_side=128", "data.long_side=128"])
     batches = list(calibration_images(ds, config, num_images=len(ds.records))())
     got = sorted(b["images"][0].tobytes() for b in batches)
-    want = sorted(letterbox.letterbox(image, 128, 128, config.image_size)[0].tobytes()
+    want = sorted(resize.letterbox(image, 128, 128, config.image_size)[0].tobytes()
                   for image in expected.values())
     assert got == want

@@ -12,6 +12,7 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 
 from retinamask_tf import predict
+from retinamask_tf.detector import Detector
 from retinamask_tf.export import saved_model
 from retinamask_tf.image_io import read_rgb
 
@@ -26,7 +27,7 @@ def _images(coco128, n):
 def test_checkpoint_and_saved_model_predictors_agree(trained_dir, coco128, tmp_path):
     model_dir, _ = trained_dir
     export_dir = saved_model.export_saved_model(model_dir, str(tmp_path / "sm"), include_masks=True)
-    ckpt, served = predict.CheckpointPredictor(model_dir), predict.SavedModelPredictor(export_dir)
+    ckpt, served = Detector.from_run_dir(model_dir), predict.SavedModelPredictor(export_dir)
     for path in _images(coco128, 2):
         image = read_rgb(path)
         a, b = ckpt(image), served(image)
@@ -55,7 +56,7 @@ def test_predict_files_writes_drawings_and_coco_results(trained_dir, coco128, tm
     bad.write_bytes(b"not an image")
     twin = tmp_path / os.path.basename(paths[0])  # same file name in another folder
     shutil.copy(paths[0], twin)
-    out = predict.predict_files(predict.CheckpointPredictor(model_dir),
+    out = predict.predict_files(Detector.from_run_dir(model_dir),
                                 paths + [str(bad), str(twin)], str(tmp_path / "out"), 0.0)
     assert [p for p, _ in out["failed"]] == [str(bad)]
     assert len(out["drawn"]) == 3 and len(set(out["drawn"])) == 3

@@ -13,7 +13,7 @@ import tensorflow as tf
 from PIL import Image
 
 from retinamask_tf import image_io
-from retinamask_tf.data import parser
+from retinamask_tf.ops import resize
 from retinamask_tf.export import saved_model
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -36,7 +36,7 @@ np.savez(sys.argv[2], **out)
 
 
 def _keras_reference(model, config, image):
-    padded, info = parser.resize_and_pad(tf.constant(image, tf.float32), config.data.short_side,
+    padded, info = resize.resize_and_pad(tf.constant(image, tf.float32), config.data.short_side,
                                          config.data.long_side, model.image_size)
     det = tf.function(model.detect)(padded[None], info[None], with_masks=False)
     return {k: v.numpy()[0] for k, v in det.items()}

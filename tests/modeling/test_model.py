@@ -147,8 +147,8 @@ def test_detection_graph_is_exactly_retinanet_with_or_without_mask_head():
     assert det_only == _graph_params(lambda a, b: without.detect(a, b), x, info)
     # Everything but the loss state (running mean/var of the self-adjusting smooth L1).
     assert det_only == without.count_params() - 8 == without.count_params() - sum(
-        int(np.prod(v.shape)) for v in without.box_loss_layer.weights)
-    mask_params = with_mask.mask_head.count_params()
+        int(np.prod(v.shape)) for v in without.box_loss.weights)
+    mask_params = with_mask.mask_branch.count_params()
     assert with_mask.count_params() == without.count_params() + mask_params > det_only
     assert _graph_params(lambda a, b: with_mask.detect(a, b), x, info) == det_only + mask_params
 
@@ -188,9 +188,7 @@ def test_mask_rois_count(train_detections, max_rois, want):
                                      "postprocess.score_threshold=0.999"])
     model = factory.build_model(cfg, num_classes=3)
     images = tf.zeros((1, 128, 128, 3))
-    pyramid = model.features(images)
-    outputs = model.head(pyramid)
-    out = model.mask_losses(pyramid, outputs, _mask_labels(), tf.constant([[128.0, 128, 1, 1]]))
+    out = model.all_losses(images, _mask_labels(), tf.constant([[128.0, 128, 1, 1]]))
     assert float(out["num_mask_rois"]) == want
     assert float(out["mask_rois_dropped"]) == 2 - want
     assert np.isfinite(float(out["mask_loss"])) and float(out["mask_loss"]) > 0

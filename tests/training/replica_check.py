@@ -34,9 +34,11 @@ def main(out_dir, steps):
         step_fn, losses = trainer._make_step_fn(), []
         for _ in range(steps):
             out = step_fn(trainer.iterator)
-            losses.append({k: np.asarray(out[k]).tolist() for k in (
-                "total_loss", "cls_loss", "box_loss", "mask_loss", "num_positives", "beta")})
-        layer = trainer.model.box_loss_layer
+            values = {k: np.asarray(out[k]).tolist() for k in (
+                "total_loss", "cls_loss", "box_loss", "mask_loss", "num_positives")}
+            values["beta"] = [float(out[f"beta_{c}"]) for c in ("dy", "dx", "dh", "dw")]
+            losses.append(values)
+        layer = trainer.model.box_loss
         runs[name] = {
             "replicas": strategy.num_replicas_in_sync, "losses": losses,
             "weights": {v.path: v.numpy().ravel()[:64].tolist() for v in trainer.model.weights},

@@ -15,7 +15,7 @@ def test_plots_read_the_logged_state(tiny_shapes, tmp_path):
     trainer = Trainer(config, str(tmp_path))
     result = trainer.train(progress=False)
     scalars = plots.read_scalars(str(tmp_path / "train"))
-    layer = trainer.model.box_loss_layer
+    layer = trainer.model.box_loss
     for i, name in enumerate(plots.COORDS):
         steps, values = scalars[f"running_mean/{name}"]
         np.testing.assert_array_equal(steps, [1, 2, 3])

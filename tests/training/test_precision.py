@@ -37,7 +37,7 @@ def test_mixed_precision_trains_and_exports(tiny_shapes, tmp_path, precision, co
     assert trainer.step == 3
     for key in ("total_loss", "cls_loss", "box_loss", "mask_loss"):
         assert np.isfinite(result[key]), (key, result)
-    layer = model.box_loss_layer
+    layer = model.box_loss
     assert layer.running_mean.dtype == "float32" and np.isfinite(layer.running_var.numpy()).all()
     path = saved_model.export_saved_model(str(tmp_path), str(tmp_path / "export"))
     serving = tf.saved_model.load(path).signatures["serving_default"]

@@ -47,7 +47,7 @@ def test_loss_falls_when_fitting_one_batch(tiny_shapes, tmp_path):
     first, last = np.mean(losses[:5]), np.mean(losses[-5:])
     assert np.isfinite(losses).all()
     assert last < 0.35 * first, (first, last)
-    beta = trainer.model.box_loss_layer.beta.numpy()
+    beta = trainer.model.box_loss.beta.numpy()
     assert (beta < 0.11).any() and (beta >= 1e-3).all()  # self-adjusting state moved
 
 
@@ -60,7 +60,8 @@ def test_mask_loss_falls_and_reaches_the_backbone(tiny_shapes, tmp_path):
     with tf.GradientTape() as tape:
         pyramid = model.features(features["images"], training=True)
         outputs = model.head(pyramid, training=True)
-        mask = model.mask_losses(pyramid, outputs, labels, features["image_info"], training=True)
+        det = model.mask_training_detections(outputs, features["image_info"])
+        mask = model.mask_branch.losses(pyramid, det, labels, training=True)
     grads = tape.gradient(mask["mask_loss"], model.backbone.trainable_variables
                           + model.fpn.trainable_variables + model.head.trainable_variables)
     nb, nf = len(model.backbone.trainable_variables), len(model.fpn.trainable_variables)
@@ -96,8 +97,8 @@ def _check_resume(tiny_shapes, tmp_path):
     assert sorted(os.listdir(tmp_path / "b" / "checkpoints"))[-1].startswith("ckpt-6")
     resumed = Trainer(cfg, str(tmp_path / "b"))
     assert resumed.restore() == 6
-    np.testing.assert_allclose(resumed.model.box_loss_layer.running_mean.numpy(),
-                               first.model.box_loss_layer.running_mean.numpy())
+    np.testing.assert_allclose(resumed.model.box_loss.running_mean.numpy(),
+                               first.model.box_loss.running_mean.numpy())
     resumed.train(progress=False)
     assert resumed.step == 9
     for a, b in zip(straight.model.weights, resumed.model.weights):

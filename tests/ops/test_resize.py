@@ -4,8 +4,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from retinamask_tf.data import parser
-from retinamask_tf.export import letterbox
+from retinamask_tf.ops import resize
 
 
 @pytest.mark.parametrize("shape,short,long,size", [
@@ -22,13 +21,13 @@ from retinamask_tf.export import letterbox
 def test_letterbox_equals_resize_and_pad(shape, short, long, size):
     rng = np.random.default_rng(sum(shape))
     image = rng.integers(0, 256, shape + (3,), dtype=np.uint8)
-    padded, info = parser.resize_and_pad(tf.constant(image, tf.float32), short, long, size)
-    ours, true_shape, scale = letterbox.letterbox(image, short, long, size)
+    padded, info = resize.resize_and_pad(tf.constant(image, tf.float32), short, long, size)
+    ours, true_shape, scale = resize.letterbox(image, short, long, size)
     info = info.numpy()
     np.testing.assert_allclose(scale, info[2:4], rtol=1e-6)
     np.testing.assert_array_equal(true_shape, np.round(info[:2] * info[2:4]))
     h, w = (int(v) for v in true_shape)
-    resized = letterbox.resize_bilinear(image, h, w)
+    resized = resize.resize_bilinear(image, h, w)
     np.testing.assert_allclose(resized, padded.numpy()[:h, :w], atol=2e-3)
     # uint8 rounding is the only difference; the padding is zero in both.
     assert np.abs(ours.astype(np.float32) - padded.numpy()).max() <= 0.5 + 2e-3
@@ -37,6 +36,6 @@ def test_letterbox_equals_resize_and_pad(shape, short, long, size):
 
 def test_letterbox_rejects_bad_shapes():
     with pytest.raises(ValueError, match="RGB image"):
-        letterbox.letterbox(np.zeros((0, 5, 3), np.uint8), 128, 192, (256, 256))
+        resize.letterbox(np.zeros((0, 5, 3), np.uint8), 128, 192, (256, 256))
     with pytest.raises(ValueError, match="RGB image"):
-        letterbox.letterbox(np.zeros((5, 5), np.uint8), 128, 192, (256, 256))
+        resize.letterbox(np.zeros((5, 5), np.uint8), 128, 192, (256, 256))

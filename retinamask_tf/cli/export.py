@@ -1,0 +1,57 @@
+"""--mode=export (and the end of train_and_eval): SavedModel in TF Serving's layout, TFLite
+variants, and TFLite detections drawn on a few val images."""
+
+import os
+import sys
+
+from retinamask_tf import run_dir
+from retinamask_tf.data import pipeline
+from retinamask_tf.export.litert_runner import LiteRTDetector
+from retinamask_tf.export.saved_model import export_servable
+from retinamask_tf.export.tflite import export_tflite
+from retinamask_tf.image_io import read_rgb
+from retinamask_tf.visualize import draw_detections
+
+
+def run(model_dir, export_dir=None, include_masks=False, version=None, freeze=True,
+        tflite_variants=("float32", "float16", "dynamic_int8", "int8"), datasets=None):
+    """Exports the run's latest checkpoint; prints where everything went. ``datasets``: the
+    run's (train, val) splits if already loaded (int8 calibration and the drawings read
+    them). Returns 0, or 2 after printing why the run cannot be exported."""
+    from retinamask_tf.run_dir import RunDirError
+    root = export_dir or os.path.join(model_dir, "export")
+    base = os.path.join(root, "saved_model" + ("_masks" if include_masks else ""))
+    try:
+        version_dir = export_servable(model_dir, base, version, include_masks, freeze=freeze)
+        print(f"  SavedModel   {version_dir} (signatures serving_default, serve_image_bytes; "
+              f"inspect: saved_model_cli show --dir {version_dir} --all)\n"
+              f"  TF Serving   --model_base_path={os.path.abspath(base)} (serves its highest "
+              "version)", flush=True)
+        if tflite_variants:
+            train, val = datasets or pipeline.load_splits(run_dir.read_config(model_dir).data)
+            paths = export_tflite(model_dir, os.path.join(root, "tflite"), tflite_variants,
+                                  progress=None, train_data=train)
+            for path in paths.values():
+                print(f"  TFLite       {path} ({os.path.getsize(path) / 1e6:.2f} MB)")
+            draw_examples(os.path.join(root, "drawn"), val, paths[tflite_variants[0]])
+    except (RunDirError, FileNotFoundError, ImportError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def draw_examples(out_dir, val, tflite_path, num_images=4):
+    """Runs the TFLite model on the first val images, draws them into ``out_dir``, prints
+    where they went and the command that does the same for any image."""
+    detector = LiteRTDetector(tflite_path)
+    os.makedirs(out_dir, exist_ok=True)
+    for record in val.records[:num_images]:
+        image = read_rgb(record.path, record.orientation)  # the annotations' frame
+        det = detector.detect(image)
+        draw_detections(image, det["boxes"], det["classes"], det["scores"], det["names"]).save(
+            os.path.join(out_dir, f"{record.image_id}.png"))
+    print(f"  drawn        {out_dir}/ ({min(num_images, len(val.records))} val images, "
+          "TFLite detections >= 0.3)")
+    if val.records:
+        print(f"  try          python tflite/run.py --model={tflite_path} "
+              f"--image={val.records[0].path} --output_dir={out_dir}")

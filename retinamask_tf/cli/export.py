@@ -18,7 +18,6 @@ def run(model_dir, export_dir=None, include_masks=False, version=None, freeze=Tr
     """Exports the run's latest checkpoint; prints where everything went. ``datasets``: the
     run's (train, val) splits if already loaded (int8 calibration and the drawings read
     them). Returns 0, or 2 after printing why the run cannot be exported."""
-    from retinamask_tf.run_dir import RunDirError
     root = export_dir or os.path.join(model_dir, "export")
     base = os.path.join(root, "saved_model" + ("_masks" if include_masks else ""))
     try:
@@ -34,7 +33,7 @@ def run(model_dir, export_dir=None, include_masks=False, version=None, freeze=Tr
             for path in paths.values():
                 print(f"  TFLite       {path} ({os.path.getsize(path) / 1e6:.2f} MB)")
             draw_examples(os.path.join(root, "drawn"), val, paths[tflite_variants[0]])
-    except (RunDirError, FileNotFoundError, ImportError) as e:
+    except (run_dir.RunDirError, FileNotFoundError, ImportError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0

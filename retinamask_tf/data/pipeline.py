@@ -231,10 +231,10 @@ def load_tfds_splits(data_config):
     ``data.val_json`` when given (TFDS labels joined to its categories by name), else the
     TFDS val split written once as COCO JSON + images (``_tfds_val_as_coco``)."""
     d = data_config
-    if d.val_json:
-        val_categories = coco.categories(coco.load_coco(d.val_json, d.val_images, d.crowd))
+    if d.val_json:  # read once: its categories are the class mapping of both splits
+        val = coco.load_coco(d.val_json, d.val_images, d.crowd)
         train = tfds_source.load_source(d.tfds_name, d.tfds_train_split, d.tfds_data_dir,
-                                        d.crowd, categories=val_categories)
-    else:
-        train = tfds_source.load_source(d.tfds_name, d.tfds_train_split, d.tfds_data_dir, d.crowd)
+                                        d.crowd, categories=coco.categories(val))
+        return train, verify_images(val, d.verify_images, d.image_check_cache, progress=True)
+    train = tfds_source.load_source(d.tfds_name, d.tfds_train_split, d.tfds_data_dir, d.crowd)
     return train, load_val(d, coco.categories(train))

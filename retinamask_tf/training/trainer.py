@@ -76,8 +76,8 @@ class Trainer:
         if c.train.checkpoint_data_iterator:
             items["data_iterator"] = self.iterator
         self.checkpoint = tf.train.Checkpoint(**items)
-        # Every worker saves (a collective); only the chief's checkpoints are kept and read.
-        self.chief_checkpoints = run_dir.checkpoint_dir(model_dir)
+        # Every worker saves (a collective); only the chief's checkpoints are kept and read
+        # (``restore`` reads run_dir.latest_checkpoint(model_dir), the chief's).
         self.manager = tf.train.CheckpointManager(
             self.checkpoint, run_dir.checkpoint_dir(distribute.worker_dir(model_dir, self.strategy)),
             max_to_keep=c.train.keep_checkpoints if self.is_chief else 1,

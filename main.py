@@ -10,6 +10,8 @@
   python main.py --mode=plots --model_dir=runs/demo      # beta (Figure 3) and loss curves
   python main.py --mode=inspect_data --config=configs/fruits_nuts.yaml --model_dir=runs/fruits
   python main.py --mode=make_tfrecords --config=configs/fruits_nuts.yaml --model_dir=runs/fruits
+  python main.py --mode=import_weights --source=torchvision_retinanet \
+      --weights=retinanet_resnet50_fpn_coco-eeacb38b.pth --model_dir=runs/tv_retinanet
   python main.py --mode=train --config=configs/coco_r50_fpn.yaml \
       --override data.train_json=/data/coco/annotations/instances_train2017.json ...
 """
@@ -25,9 +27,10 @@ from absl import app, flags  # noqa: E402
 
 flags.DEFINE_enum("mode", "train_and_eval",
                   ["train", "eval", "train_and_eval", "export", "predict", "plots",
-                   "inspect_data", "make_tfrecords"],
+                   "inspect_data", "make_tfrecords", "import_weights"],
                   "What to run.")
-flags.DEFINE_multi_string("config", [], "YAML config file(s); later files win.")
+flags.DEFINE_multi_string("config", [], "YAML config file(s); later files win. --mode=train "
+                          "without one continues the run in --model_dir with its config.yaml.")
 flags.DEFINE_multi_string("override", [], "key=value overrides, e.g. train.steps=100.")
 flags.DEFINE_string("model_dir", None, "Folder for the config, checkpoints, logs and metrics.")
 flags.DEFINE_enum("backbone_weights", None, ["none", "imagenet"],
@@ -58,6 +61,10 @@ flags.DEFINE_bool("export", True, "train_and_eval: export SavedModel + TFLite at
 flags.DEFINE_enum("strategy", "default", ["default", "mirrored", "multi_worker_mirrored", "tpu"],
                   "tf.distribute strategy for training (multi_worker_mirrored reads TF_CONFIG).")
 flags.DEFINE_string("tpu", None, "--strategy=tpu: TPU name or address ('' = local TPU VM).")
+flags.DEFINE_enum("source", None, ["retinamask", "torchvision_retinanet",
+                                    "torchvision_retinanet_v2", "torchvision_resnet"],
+                  "--mode=import_weights: what kind of checkpoint --weights is.")
+flags.DEFINE_string("weights", None, "--mode=import_weights: the PyTorch checkpoint (.pth).")
 FLAGS = flags.FLAGS
 
 
@@ -120,14 +127,23 @@ def _dispatch(overrides):
     if mode == "make_tfrecords":
         return make_tfrecords.run(config_lib.load_config(FLAGS.config, overrides), model_dir,
                                   FLAGS.num_shards)
+    if mode == "import_weights":
+        from retinamask_tf.cli import import_weights
+        if not FLAGS.source or not FLAGS.weights:
+            raise app.UsageError("--mode=import_weights needs --source and --weights")
+        return import_weights.run(FLAGS.source, FLAGS.weights, model_dir, FLAGS.config, overrides)
     if mode == "inspect_data":
         return inspect_data.run(config_lib.load_config(FLAGS.config, overrides), model_dir)
     if mode == "eval":
         report = evaluate.run(model_dir, overrides)
         _print_run_outputs(model_dir, report, with_plots=False)
         return 0
+    from retinamask_tf import run_dir
     from retinamask_tf.cli import train
-    trainer = train.run(config_lib.load_config(FLAGS.config, overrides), model_dir,
+    configs = FLAGS.config
+    if not configs and os.path.exists(run_dir.config_path(model_dir)):
+        configs = [run_dir.config_path(model_dir)]  # continue / fine-tune the run as it is
+    trainer = train.run(config_lib.load_config(configs, overrides), model_dir,
                         FLAGS.strategy, FLAGS.tpu)
     if not trainer.is_chief:  # multi-worker: the chief evaluates and exports
         return 0

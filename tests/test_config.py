@@ -104,8 +104,16 @@ def test_bad_files(tmp_path):
         C.load_config([str(latin1)])
     with pytest.raises(C.ConfigError, match="cannot be read: Is a directory"):
         C.load_config([str(tmp_path)])
-    with pytest.raises(C.ConfigError, match="data.train_json"):
-        C.load_config([], ["data.kind=coco"])
+    with pytest.raises(C.ConfigError, match="data.train_json/train_images': give both"):
+        C.load_config([], ["data.kind=coco", "data.train_json=a.json"])
+    # No paths at all is a valid config (an imported COCO model evaluates with val paths
+    # given later); training or evaluation without them names the missing key.
+    from retinamask_tf.data import pipeline
+    config = C.load_config([], ["data.kind=coco"])
+    with pytest.raises(C.ConfigError, match="'data.train_json' .* required for training"):
+        pipeline.load_splits(config.data)
+    with pytest.raises(C.ConfigError, match="'data.val_json' .* required for evaluation"):
+        pipeline.load_val(config.data, [])
 
 
 def test_replace_with_dotted_keys():

@@ -26,7 +26,7 @@ LAYERS = {
     "modeling": 2,
     "run_dir": 3,
     "training": 4, "evaluation": 4, "export": 4, "detector": 4,
-    "predict": 5, "ablation": 5,
+    "predict": 5, "ablation": 5, "weights": 5,
     "cli": 6,
 }
 

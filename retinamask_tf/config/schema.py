@@ -18,6 +18,9 @@ VerifyImages = Literal["full", "header", "off"]
 BoxLoss = Literal["self_adjusting", "smooth_l1"]
 P6From = Literal["c5", "p5"]
 Precision = Literal["float32", "mixed_float16", "mixed_bfloat16"]
+AnchorStyle = Literal["exact", "released", "torchvision"]
+ConvPadding = Literal["same", "symmetric"]
+InputNorm = Literal["auto", "imagenet", "caffe", "detectron_caffe"]
 
 
 class ConfigError(ValueError):
@@ -126,9 +129,11 @@ class DataConfig:
         if self.padded_size is not None:
             _check(len(self.padded_size) == 2 and min(self.padded_size) > 0,
                    "data.padded_size", "need [height, width] > 0")
-        if self.kind == "coco":
-            for key in ("train_json", "train_images", "val_json", "val_images"):
-                _check(getattr(self, key), f"data.{key}", "is required when data.kind is 'coco'")
+        if self.kind == "coco":  # each split's JSON and images together; training and
+            # evaluation say which split they need when it is missing (data.pipeline)
+            for split in ("train", "val"):
+                _check(bool(getattr(self, f"{split}_json")) == bool(getattr(self, f"{split}_images")),
+                       f"data.{split}_json/{split}_images", "give both or neither")
         if self.kind == "tfds":
             _check(self.tfds_name, "data.tfds_name", "is required when data.kind is 'tfds' "
                    "(e.g. coco/2017)")
@@ -147,6 +152,11 @@ class AnchorConfig:
     num_scales: int = f(3, "Anchor sizes per octave.")
     aspect_ratios: Tuple[float, ...] = f((0.5, 1.0, 2.0), "Height/width ratios of the anchors.")
     anchor_scale: float = f(4.0, "Base anchor size in strides (4: 32 px on P3).")
+    style: AnchorStyle = f("exact", "exact: sizes and centres as the formula says; released: "
+                           "the released RetinaMask generator (ratio applied to a stride-sized "
+                           "cell with rounding, then scaled: up to 6% off on P3/P4); "
+                           "torchvision: integer sizes, rounded half-sides, centred on the "
+                           "cell's corner. Imported weights need their source's style.")
 
     def __post_init__(self):
         _check(2 <= self.min_level <= self.max_level <= 8, "anchors.min_level/max_level",
@@ -173,11 +183,16 @@ class BackboneConfig:
                                "depth 50/101, width 64; downloaded once, needs internet).")
     freeze_stages: int = f(0, "0: none; 1: stem; 2: stem + stage 2 (the paper with ImageNet "
                            "weights).")
+    stride_in_1x1: bool = f(False, "Bottlenecks downsample in their first 1x1 conv (ResNet v1, "
+                            "the MSRA weights of the released code) instead of the 3x3 (v1.5, "
+                            "torchvision).")
 
     def __post_init__(self):
         _check(self.depth in (18, 34, 50, 101), "model.backbone.depth", "must be 18, 34, 50 or 101")
         _check(self.width >= 8 and self.width % 8 == 0, "model.backbone.width", "must be a multiple of 8")
         _check(self.weights in (None, "imagenet"), "model.backbone.weights", "must be null or 'imagenet'")
+        _check(not (self.stride_in_1x1 and self.weights == "imagenet"), "model.backbone.stride_in_1x1",
+               "Keras' ImageNet ResNets are fixed: stride_in_1x1 needs model.backbone.weights: null")
         if self.weights == "imagenet":
             _check(self.depth in (50, 101) and self.width == 64, "model.backbone.weights",
                    "'imagenet' weights exist for depth 50/101 at width 64 only")
@@ -240,6 +255,8 @@ class MaskHeadConfig:
     mask_threshold: float = f(0.5, "Probability at which a mask pixel is inside.")
     loss_weight: float = f(1.0, "Weight of the mask loss in the total.")
     gt_mask_size: int = f(112, "Cells per side of the stored box-frame GT masks.")
+    box_plus_one: bool = f(False, "RoIs reach RoIAlign as the released code's \"+1\" boxes "
+                           "(bottom/right edge 1 px inside): what its mask weights saw.")
 
     def __post_init__(self):
         k = "model.mask_head."
@@ -266,6 +283,14 @@ class ModelConfig:
     """The network."""
 
     num_classes: Optional[int] = f(None, "Classes; null: taken from the dataset.")
+    conv_padding: ConvPadding = f("same", "Padding of the strided convs and the stem's max-pool "
+                                  "(backbone, P6/P7): same (TensorFlow: bottom/right only on "
+                                  "even inputs) or symmetric (PyTorch: every side). Imported "
+                                  "PyTorch weights need symmetric.")
+    input_norm: InputNorm = f("auto", "Pixel normalisation inside the model: imagenet (RGB, "
+                              "ImageNet mean/std; torchvision), caffe (BGR minus Keras' mean), "
+                              "detectron_caffe (BGR minus 102.98/115.95/122.77, the released "
+                              "code); auto: caffe with backbone.weights imagenet, else imagenet.")
     backbone: BackboneConfig = BackboneConfig()
     fpn: FPNConfig = FPNConfig()
     head: HeadConfig = HeadConfig()
@@ -273,6 +298,9 @@ class ModelConfig:
 
     def __post_init__(self):
         _check(self.num_classes is None or self.num_classes >= 1, "model.num_classes", "must be >= 1")
+        _check(not (self.conv_padding == "symmetric" and self.backbone.weights == "imagenet"),
+               "model.conv_padding", "Keras' ImageNet ResNets use TF padding: symmetric needs "
+               "model.backbone.weights: null")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -338,6 +366,9 @@ class PostprocessConfig:
     pre_nms_top_k: int = f(1000, "Candidates kept per level before NMS.")
     nms_iou_threshold: float = f(0.4, "Per-class NMS IoU.")
     max_detections: int = f(100, "Detections per image.")
+    keep_empty_boxes: bool = f(False, "Keep candidates whose box, clipped to the image, has no "
+                               "area (torchvision does; they can only be false positives). "
+                               "TFLite files always drop them.")
 
     def __post_init__(self):
         _check(self.pre_nms_top_k > 0 and self.max_detections > 0,

@@ -70,7 +70,8 @@ def inspect_dataset(dataset, config, max_images=None):
     """
     a = config.anchors
     anchors, _ = anchor_ops.generate_anchors(config.image_size, a.min_level, a.max_level,
-                                             a.num_scales, tuple(a.aspect_ratios), a.anchor_scale)
+                                             a.num_scales, tuple(a.aspect_ratios), a.anchor_scale,
+                                             a.style)
     records = dataset.records[:max_images] if max_images else dataset.records
     m = config.matcher
     counts = np.zeros(dataset.num_classes, np.int64)

@@ -7,6 +7,7 @@ from typing import Optional, Tuple
 
 import tensorflow as tf
 
+from retinamask_tf.config import ConfigError
 from retinamask_tf.data import coco, image_check, parser, synthetic, tfds_source, tfrecord
 from retinamask_tf.data.runtime_skips import RuntimeSkips
 from retinamask_tf.progress import Progress
@@ -168,13 +169,19 @@ def verify_images(dataset, mode="full", cache_dir=None, progress=False):
                                converted_images=converted)
 
 
-def _coco_paths(data_config):
+def _coco_paths(data_config, splits=("train", "val")):
     """{train_json, train_images, val_json, val_images} of a builtin or COCO config; the
-    built-in dataset is generated first (once: it is cached)."""
+    built-in dataset is generated first (once: it is cached). ConfigError naming the key
+    when a split in ``splits`` has no path."""
     if data_config.kind == "builtin":
         b = data_config.builtin
         return synthetic.ensure_dataset(b.cache_dir, b.num_train, b.num_val, b.image_size,
                                         b.max_objects, b.min_object_size, b.seed)
+    for split in splits:
+        if not getattr(data_config, f"{split}_json"):
+            what = "training" if split == "train" else "evaluation"
+            raise ConfigError(f"config key 'data.{split}_json' (and data.{split}_images) is "
+                              f"required for {what} with data.kind '{data_config.kind}'")
     return {k: getattr(data_config, k)
             for k in ("train_json", "train_images", "val_json", "val_images")}
 
@@ -188,7 +195,7 @@ def load_splits(data_config):
     (``verify_images``)."""
     if data_config.kind == "tfds":
         return load_tfds_splits(data_config)
-    paths = _coco_paths(data_config)
+    paths = _coco_paths(data_config, ("val",) if data_config.train_tfrecord else ("train", "val"))
     cache = data_config.image_check_cache
     if data_config.train_tfrecord:
         train = tfrecord.load_source(data_config.train_tfrecord)  # checked when written
@@ -207,7 +214,7 @@ def load_val(data_config, categories):
     if d.kind == "tfds" and not d.val_json:
         json_path, image_dir = _tfds_val_as_coco(d)
     else:
-        paths = _coco_paths(d) if d.kind != "tfds" else {"val_json": d.val_json,
+        paths = _coco_paths(d, ("val",)) if d.kind != "tfds" else {"val_json": d.val_json,
                                                          "val_images": d.val_images}
         json_path, image_dir = paths["val_json"], paths["val_images"]
     val = coco.load_coco(json_path, image_dir, d.crowd, categories=categories)

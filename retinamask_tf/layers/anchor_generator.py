@@ -10,15 +10,18 @@ from retinamask_tf.ops import anchors as anchor_ops
 class AnchorGenerator:
     """Anchors of levels ``min_level..max_level``: per location ``num_scales`` sizes
     ``anchor_scale * 2^level * 2^(i / num_scales)`` times each aspect ratio
-    (``ops.anchors.generate_anchors``)."""
+    (``ops.anchors.generate_anchors``); ``style`` exact, released or torchvision."""
 
     def __init__(self, min_level=3, max_level=7, num_scales=3, aspect_ratios=(0.5, 1.0, 2.0),
-                 anchor_scale=4.0):
+                 anchor_scale=4.0, style="exact"):
         self.min_level = int(min_level)
         self.max_level = int(max_level)
         self.num_scales = int(num_scales)
         self.aspect_ratios = tuple(float(a) for a in aspect_ratios)
         self.anchor_scale = float(anchor_scale)
+        if style not in anchor_ops.STYLES:
+            raise ValueError(f"anchor style must be one of {anchor_ops.STYLES}, got {style!r}")
+        self.style = style
 
     @property
     def num_anchors(self):
@@ -30,13 +33,13 @@ class AnchorGenerator:
         level_counts: anchors per level) for a static (height, width)."""
         boxes, counts = anchor_ops.generate_anchors(
             tuple(int(s) for s in image_size), self.min_level, self.max_level, self.num_scales,
-            self.aspect_ratios, self.anchor_scale)
+            self.aspect_ratios, self.anchor_scale, self.style)
         return np.asarray(boxes, np.float32), counts
 
     def get_config(self):
         return {"min_level": self.min_level, "max_level": self.max_level,
                 "num_scales": self.num_scales, "aspect_ratios": list(self.aspect_ratios),
-                "anchor_scale": self.anchor_scale}
+                "anchor_scale": self.anchor_scale, "style": self.style}
 
     @classmethod
     def from_config(cls, config):

@@ -6,6 +6,9 @@ import tensorflow as tf
 # ImageNet statistics on the 0..255 scale, RGB.
 IMAGENET_MEAN = (123.675, 116.28, 103.53)
 IMAGENET_STD = (58.395, 57.12, 57.375)
+# The released RetinaMask / Detectron (Caffe2) pixel mean, BGR, no scaling.
+DETECTRON_MEAN_BGR = (102.9801, 115.9465, 122.7717)
+MODES = ("imagenet", "caffe", "detectron_caffe")
 
 
 @keras.saving.register_keras_serializable(package="retinamask_tf")
@@ -13,14 +16,17 @@ class ImageNormalization(keras.layers.Layer):
     """RGB 0..255 images [B, H, W, 3] -> normalised float.
 
     mode "imagenet": (x - mean) / std per channel (our own backbones);
+    (torchvision's ``x / 255`` normalised by mean/std is the same map);
     mode "caffe": RGB -> BGR, minus the mean, no scaling (keras.applications
-    ResNet ImageNet weights expect this).
+    ResNet ImageNet weights expect this);
+    mode "detectron_caffe": RGB -> BGR minus (102.9801, 115.9465, 122.7717), no scaling
+    (the MSRA weights of the released RetinaMask).
     """
 
     def __init__(self, mode="imagenet", **kwargs):
         super().__init__(**kwargs)
-        if mode not in ("imagenet", "caffe"):
-            raise ValueError(f"ImageNormalization mode must be 'imagenet' or 'caffe', got {mode!r}")
+        if mode not in MODES:
+            raise ValueError(f"ImageNormalization mode must be one of {MODES}, got {mode!r}")
         self.mode = mode
 
     def call(self, images):
@@ -28,6 +34,8 @@ class ImageNormalization(keras.layers.Layer):
         mean = tf.constant(IMAGENET_MEAN, x.dtype)
         if self.mode == "caffe":
             return x[..., ::-1] - mean[::-1]
+        if self.mode == "detectron_caffe":
+            return x[..., ::-1] - tf.constant(DETECTRON_MEAN_BGR, x.dtype)
         return (x - mean) / tf.constant(IMAGENET_STD, x.dtype)
 
     def get_config(self):

@@ -33,22 +33,28 @@ def build_model(config: ExperimentConfig, num_classes: int = None, image_size=No
         normalization = "caffe"
     else:
         backbone = build_resnet(m.backbone.depth, m.backbone.norm, m.backbone.width,
-                                m.backbone.freeze_stages)
+                                m.backbone.freeze_stages, padding=m.conv_padding,
+                                stride_in_1x1=m.backbone.stride_in_1x1)
         normalization = "imagenet"
-    fpn = FPN(m.fpn.channels, m.fpn.p6_from, m.fpn.group_norm, a.min_level, a.max_level, name="fpn")
+    if m.input_norm != "auto":
+        normalization = m.input_norm
+    fpn = FPN(m.fpn.channels, m.fpn.p6_from, m.fpn.group_norm, a.min_level, a.max_level,
+              padding=m.conv_padding, name="fpn")
     head = RetinaNetHead(num_classes, a.num_anchors, m.head.num_convs, m.head.channels,
                          m.head.group_norm, m.head.prior_prob, a.min_level, a.max_level,
                          name="head")
     p = config.postprocess
     generator = DetectionGenerator(p.score_threshold, p.pre_nms_top_k, p.nms_iou_threshold,
                                    p.max_detections, config.box_coder.weights,
-                                   config.box_coder.scale_clip, name="detection_generator")
+                                   config.box_coder.scale_clip, p.keep_empty_boxes,
+                                   name="detection_generator")
     mh = m.mask_head
     mask_branch = None
     if mh.enabled:
         mask_branch = MaskBranch(
             RoIAligner(mh.roi_size, mh.sampling_ratio, mh.aligned, mh.min_level, mh.max_level,
-                       mh.canonical_level, mh.canonical_size, name="roi_aligner"),
+                       mh.canonical_level, mh.canonical_size, box_plus_one=mh.box_plus_one,
+                       name="roi_aligner"),
             MaskHead(num_classes, mh.num_convs, mh.channels, mh.group_norm, name="mask_head"),
             proposal_iou=mh.proposal_iou, train_detections=mh.train_detections,
             num_masks=mh.num_masks, loss_weight=mh.loss_weight,
@@ -62,7 +68,7 @@ def build_model(config: ExperimentConfig, num_classes: int = None, image_size=No
     model = RetinaMask(
         backbone, fpn, head,
         anchor_generator=AnchorGenerator(a.min_level, a.max_level, a.num_scales,
-                                         a.aspect_ratios, a.anchor_scale),
+                                         a.aspect_ratios, a.anchor_scale, a.style),
         target_assigner=TargetAssigner(mc.positive_threshold, mc.negative_threshold,
                                        mc.best_match_threshold, config.box_coder.weights,
                                        use_crowd=config.data.crowd == "ignore"),

@@ -14,16 +14,21 @@ class FPN(keras.layers.Layer):
 
     Call with ``{"C3": [B, H/8, W/8, c3], "C4": ..., "C5": ...}``; returns
     ``{"P3": [B, H/8, W/8, channels], ..., "P7": [B, H/128, W/128, channels]}``.
-    Input sizes must be multiples of 2^max_level (the parser pads them so).
+    Input sizes must be multiples of 2^max_level (the parser pads them so). ``padding``
+    "same" (TF) or "symmetric" (PyTorch: one pixel on every side) for the stride-2 P6/P7
+    convs.
     """
 
     def __init__(self, channels=256, p6_from="p5", group_norm=False, min_level=3, max_level=7,
-                 **kwargs):
+                 padding="same", **kwargs):
         super().__init__(**kwargs)
         if p6_from not in ("c5", "p5"):
             raise ValueError(f"p6_from must be 'c5' or 'p5', got {p6_from!r}")
         if min_level != 3 or not 5 <= max_level <= 7:
             raise ValueError("FPN supports min_level 3 and max_level 5..7")
+        if padding not in ("same", "symmetric"):
+            raise ValueError(f"padding must be 'same' or 'symmetric', got {padding!r}")
+        self.padding = padding
         self.channels = int(channels)
         self.p6_from = p6_from
         self.group_norm = bool(group_norm)
@@ -32,7 +37,8 @@ class FPN(keras.layers.Layer):
         norm = "group_norm" if self.group_norm else "none"
 
         def conv(kernel, stride, name):
-            return keras.layers.Conv2D(self.channels, kernel, strides=stride, padding="same",
+            pad = "valid" if stride > 1 and padding == "symmetric" else "same"
+            return keras.layers.Conv2D(self.channels, kernel, strides=stride, padding=pad,
                                        use_bias=not self.group_norm,
                                        kernel_initializer=keras.initializers.HeUniform(),
                                        name=name)
@@ -63,6 +69,8 @@ class FPN(keras.layers.Layer):
         for l in range(6, self.max_level + 1):
             if l > 6:
                 prev = tf.nn.relu(prev)
+            if self.padding == "symmetric":
+                prev = tf.pad(prev, [[0, 0], [1, 1], [1, 1], [0, 0]])
             prev = self._norm(f"p{l}", self.extra[f"P{l}"](prev))
             out[f"P{l}"] = prev
         return out
@@ -70,5 +78,5 @@ class FPN(keras.layers.Layer):
     def get_config(self):
         config = super().get_config()
         config.update(channels=self.channels, p6_from=self.p6_from, group_norm=self.group_norm,
-                      min_level=self.min_level, max_level=self.max_level)
+                      min_level=self.min_level, max_level=self.max_level, padding=self.padding)
         return config

@@ -13,8 +13,17 @@ SPECS = {
 }
 
 
-def _conv_norm(x, filters, kernel, stride, norm, name, relu=True):
-    x = keras.layers.Conv2D(filters, kernel, strides=stride, padding="same", use_bias=False,
+PADDINGS = ("same", "symmetric")
+
+
+def _conv_norm(x, filters, kernel, stride, norm, name, relu=True, padding="same"):
+    pad = "same"
+    if padding == "symmetric" and stride > 1 and kernel > 1:
+        # PyTorch's padding=k//2 on every side; TF's "same" would pad a stride-2 conv of an
+        # even input at the bottom/right only, shifting its output by half an input pixel.
+        x = keras.layers.ZeroPadding2D(kernel // 2, name=name + "_pad")(x)
+        pad = "valid"
+    x = keras.layers.Conv2D(filters, kernel, strides=stride, padding=pad, use_bias=False,
                             kernel_initializer="he_normal", name=name + "_conv")(x)
     layer = make_norm(norm, filters, name + "_norm")
     if layer is not None:
@@ -22,23 +31,26 @@ def _conv_norm(x, filters, kernel, stride, norm, name, relu=True):
     return keras.layers.ReLU(name=name + "_relu")(x) if relu else x
 
 
-def _block(x, filters, stride, kind, norm, name):
+def _block(x, filters, stride, kind, norm, name, padding="same", stride_in_1x1=False):
     out_filters = filters * (4 if kind == "bottleneck" else 1)
     shortcut = x
     if stride != 1 or x.shape[-1] != out_filters:
         shortcut = _conv_norm(x, out_filters, 1, stride, norm, name + "_short", relu=False)
     if kind == "bottleneck":
-        # Stride on the 3x3 conv (the "ResNet v1.5" placement torchvision/Detectron use).
-        y = _conv_norm(x, filters, 1, 1, norm, name + "_1")
-        y = _conv_norm(y, filters, 3, stride, norm, name + "_2")
+        # Stride on the 3x3 conv ("ResNet v1.5", torchvision) or on the first 1x1 (the
+        # original ResNet v1, the MSRA weights of the released RetinaMask).
+        s1, s3 = (stride, 1) if stride_in_1x1 else (1, stride)
+        y = _conv_norm(x, filters, 1, s1, norm, name + "_1", padding=padding)
+        y = _conv_norm(y, filters, 3, s3, norm, name + "_2", padding=padding)
         y = _conv_norm(y, out_filters, 1, 1, norm, name + "_3", relu=False)
     else:
-        y = _conv_norm(x, filters, 3, stride, norm, name + "_1")
+        y = _conv_norm(x, filters, 3, stride, norm, name + "_1", padding=padding)
         y = _conv_norm(y, filters, 3, 1, norm, name + "_2", relu=False)
     return keras.layers.ReLU(name=name + "_out")(keras.layers.Add(name=name + "_add")([y, shortcut]))
 
 
-def build_resnet(depth=50, norm="frozen", width=64, freeze_stages=0, name=None):
+def build_resnet(depth=50, norm="frozen", width=64, freeze_stages=0, name=None, padding="same",
+                 stride_in_1x1=False):
     """A functional ResNet taking normalised images [B, H, W, 3].
 
     Args:
@@ -46,21 +58,31 @@ def build_resnet(depth=50, norm="frozen", width=64, freeze_stages=0, name=None):
       norm: see ``norm.make_norm``.
       width: stem channels (64 is the standard ResNet; smaller makes a thin net).
       freeze_stages: 0 none, 1 the stem, k the stem and stages 2..k.
+      padding: "same" (TF) or "symmetric" (PyTorch) for the strided convs and the stem's
+        max-pool; the same variables either way.
+      stride_in_1x1: bottlenecks downsample in their first 1x1 conv (ResNet v1) instead
+        of the 3x3 (v1.5).
     Returns:
       keras.Model with outputs {"C3", "C4", "C5"} at strides 8, 16, 32.
     """
+    if padding not in PADDINGS:
+        raise ValueError(f"padding must be one of {PADDINGS}, got {padding!r}")
     if depth not in SPECS:
         raise ValueError(f"ResNet depth must be one of {sorted(SPECS)}, got {depth}")
     kind, repeats = SPECS[depth]
     inputs = keras.Input((None, None, 3), name="images")
-    x = _conv_norm(inputs, width, 7, 2, norm, "stem")
-    x = keras.layers.MaxPooling2D(3, 2, padding="same", name="stem_pool")(x)
+    x = _conv_norm(inputs, width, 7, 2, norm, "stem", padding=padding)
+    if padding == "symmetric":  # zeros act as -inf: the pool's input is a ReLU output
+        x = keras.layers.ZeroPadding2D(1, name="stem_pool_pad")(x)
+        x = keras.layers.MaxPooling2D(3, 2, padding="valid", name="stem_pool")(x)
+    else:
+        x = keras.layers.MaxPooling2D(3, 2, padding="same", name="stem_pool")(x)
     outputs = {}
     for stage, blocks in enumerate(repeats, start=2):
         filters = width * 2 ** (stage - 2)
         for b in range(blocks):
             stride = 2 if (b == 0 and stage > 2) else 1
-            x = _block(x, filters, stride, kind, norm, f"res{stage}_{b}")
+            x = _block(x, filters, stride, kind, norm, f"res{stage}_{b}", padding, stride_in_1x1)
         if stage >= 3:
             outputs[f"C{stage}"] = x
     model = keras.Model(inputs, outputs, name=name or f"resnet{depth}")

@@ -9,7 +9,8 @@ code's legacy "+1" box widths give such boxes an area of 1 and keep them; they c
 false positives (IoU 0 with every ground truth). Dropping them also keeps TFLite's
 NON_MAX_SUPPRESSION_V5 correct: it suppresses the box it selects by the box's IoU with
 itself, which is 0 for an empty box, so one empty box was selected again and again and
-filled every remaining detection slot.
+filled every remaining detection slot. ``keep_empty_boxes=True`` keeps them, as torchvision
+does (for parity with its detections; the TFLite graph always drops them).
 """
 
 import tensorflow as tf
@@ -49,14 +50,17 @@ def select_top_candidates(cls_logits, box_deltas, anchors, level_counts, pre_nms
 
 
 def _decoded_candidates(cls_logits, box_deltas, anchors, level_counts, image_shape,
-                        pre_nms_top_k, coder_weights, scale_clip):
+                        pre_nms_top_k, coder_weights, scale_clip, keep_empty_boxes=False):
     """Top candidates, decoded and clipped: (boxes [B, C, 4], scores [B, C], classes [B, C]).
-    Candidates whose clipped box is empty get score -1, below any score threshold."""
+    Candidates whose clipped box is empty get score -1, below any score threshold (unless
+    ``keep_empty_boxes``)."""
     scores, classes, deltas, cand_anchors = select_top_candidates(
         cls_logits, box_deltas, anchors, level_counts, pre_nms_top_k)
     boxes = box_coder.decode(deltas, cand_anchors, coder_weights, scale_clip)
     image_shape = tf.cast(image_shape, tf.float32)
     boxes = box_ops.clip_boxes(boxes, image_shape[:, None, 0], image_shape[:, None, 1])
+    if keep_empty_boxes:
+        return boxes, scores, classes
     non_empty = (boxes[..., 2] > boxes[..., 0]) & (boxes[..., 3] > boxes[..., 1])
     return boxes, tf.where(non_empty, scores, -1.0), classes
 
@@ -64,7 +68,8 @@ def _decoded_candidates(cls_logits, box_deltas, anchors, level_counts, image_sha
 def generate_detections(cls_logits, box_deltas, anchors, level_counts, image_shape,
                         score_threshold=0.05, pre_nms_top_k=1000, nms_iou_threshold=0.4,
                         max_detections=100, coder_weights=(10.0, 10.0, 5.0, 5.0),
-                        scale_clip=box_coder.DEFAULT_SCALE_CLIP, padded_nms=False):
+                        scale_clip=box_coder.DEFAULT_SCALE_CLIP, padded_nms=False,
+                        keep_empty_boxes=False):
     """Raw head outputs -> final detections in the model-input frame.
 
     Args:
@@ -73,6 +78,7 @@ def generate_detections(cls_logits, box_deltas, anchors, level_counts, image_sha
         in the model input; boxes are clipped to it.
       padded_nms: use ``nms.padded_per_class_nms`` (XLA-compilable, same result) instead
         of ``combined_non_max_suppression`` (no XLA kernel; faster outside XLA on CPU).
+      keep_empty_boxes: keep candidates whose clipped box has no area (torchvision does).
     Returns:
       dict: boxes [B, D, 4] yxyx model-input pixels, scores [B, D],
       classes [B, D] int32 (contiguous index), num_detections [B] int32.
@@ -80,7 +86,7 @@ def generate_detections(cls_logits, box_deltas, anchors, level_counts, image_sha
     num_classes = int(cls_logits.shape[-1])
     boxes, scores, classes = _decoded_candidates(cls_logits, box_deltas, anchors, level_counts,
                                                  image_shape, pre_nms_top_k, coder_weights,
-                                                 scale_clip)
+                                                 scale_clip, keep_empty_boxes)
     if padded_nms:
         return nms.padded_per_class_nms(boxes, scores, classes, max_detections,
                                         nms_iou_threshold, score_threshold)

@@ -89,7 +89,7 @@ def roi_align_single_level(features, boxes, spatial_scale, output_size=14, sampl
 
 def multilevel_roi_align(features, boxes, output_size=14, sampling_ratio=2, aligned=False,
                          min_level=3, max_level=5, canonical_level=4, canonical_size=224.0,
-                         xla_compatible=False, training=False):
+                         xla_compatible=False, training=False, box_plus_one=False):
     """RoIAlign with each box read from its FPN level (``assign_levels``).
 
     One ``crop_and_resize`` for all boxes: the levels, each padded by one
@@ -107,6 +107,8 @@ def multilevel_roi_align(features, boxes, output_size=14, sampling_ratio=2, alig
         ``CropAndResizeGradImage`` can lose contributions (see ``ops/crop.py``).
       training: crop with ``crop_and_resize_exact_grad`` (the same op forward; on a CPU-only
         host its gradient avoids that race). Inference graphs keep the plain op.
+      box_plus_one: sample each box with its bottom/right edge moved 1 px in (the released
+        code's "+1" box of the same pixels); its level comes from the unmoved box.
     Returns:
       [B, R, output_size, output_size, C], dtype of the features. A box with a
       non-finite coordinate (a diverged model) reads the empty box at 0 instead
@@ -115,6 +117,8 @@ def multilevel_roi_align(features, boxes, output_size=14, sampling_ratio=2, alig
     boxes = tf.cast(boxes, tf.float32)
     boxes = tf.where(tf.math.is_finite(boxes), boxes, 0.0)
     levels = assign_levels(boxes, min_level, max_level, canonical_level, canonical_size)
+    if box_plus_one:
+        boxes = boxes - tf.constant([0.0, 0.0, 1.0, 1.0])
     maps = [features[f"P{l}"] for l in range(min_level, max_level + 1)]
     dtype = maps[0].dtype
     sizes = [tf.shape(m)[1:3] for m in maps]  # dynamic-safe; static shapes fold to constants

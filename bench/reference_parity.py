@@ -1,0 +1,341 @@
+"""Whole-model parity with torchvision's RetinaNet: the same weights, the same input.
+
+  python -m venv /tmp/torchvenv && /tmp/torchvenv/bin/pip install torch==2.14.1 torchvision==0.29.1
+  python bench/reference_parity.py --torch_python /tmp/torchvenv/bin/python \
+      [--sources torchvision_retinanet,torchvision_retinanet_v2] [--size 512x640]
+      [--image path.jpg] [--fixtures_out DIR]
+
+For each source a torch process (the benchmark-only venv: torch is never a dependency of
+the package) builds torchvision's model with seeded random weights (every parameter and
+buffer drawn, so that no layer is an identity), saves its state dict with ``torch.save``
+in the layout of the published checkpoint, and records, for one image already resized to
+``--size`` and normalised as torchvision does, its backbone C3-C5, FPN P3-P7, class logits
+and box deltas of every anchor, the anchors, and the detections after its own
+post-processing. This process then imports that file with ``--mode=import_weights``'s
+converter (91 class channels kept, so that every torchvision output has a counterpart),
+runs our model on the same pixels and reports per output the max abs difference and the
+relative one (max abs difference / max abs value), and for detections the share of
+torchvision's detections that ours reproduces (same class, score within 1e-5, box within
+0.01 px), matched within equal-score groups. Writes ``bench/results/reference_parity.json``
+and ``.md``.
+
+``--fixtures_out`` also writes the small golden fixtures the CI tests use (narrow networks
+on 64x64 inputs, see tests/weights/test_golden.py).
+"""
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+
+import numpy as np
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+
+from bench.report import write_results  # noqa: E402
+
+TARGET_REL = 1e-4
+TARGET_BOX_PX = 0.01
+TARGET_MATCH = 0.99
+
+
+# ---------------------------------------------------------------------------- torch side
+
+def _randomise(model, seed):
+    """Every float parameter/buffer drawn: convs ~ N(0, 1/fan_in), biases ~ N(0, 0.1),
+    norm scales ~ U(0.8, 1.2), running means ~ N(0, 0.1), variances ~ U(0.5, 1.5); class
+    logits' bias around -3 so that scores spread over 0.01..0.5."""
+    import torch
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in list(model.named_parameters()) + list(model.named_buffers()):
+            if not p.dtype.is_floating_point:
+                continue
+            if name.endswith("running_var"):
+                p.copy_(0.5 + torch.rand(p.shape, generator=gen))
+            elif name.endswith("running_mean"):
+                p.copy_(0.1 * torch.randn(p.shape, generator=gen))
+            elif p.dim() == 4:
+                fan_in = p.shape[1] * p.shape[2] * p.shape[3]
+                p.copy_(torch.randn(p.shape, generator=gen) / fan_in ** 0.5)
+            elif name.endswith("cls_logits.bias"):
+                p.copy_(-3.0 + 0.5 * torch.randn(p.shape, generator=gen))
+            elif name.endswith("weight"):  # norm scales
+                p.copy_(0.8 + 0.4 * torch.rand(p.shape, generator=gen))
+            else:
+                p.copy_(0.1 * torch.randn(p.shape, generator=gen))
+
+
+def _v1_file_keys(state):
+    """The key spelling of torchvision's published v1 checkpoint (retinanet_resnet50_fpn_coco-
+    eeacb38b.pth): heads as ``conv.{2i}``, FPN blocks without the inner ``.0``."""
+    import re
+    out = {}
+    for k, v in state.items():
+        k = re.sub(r"(head\.\w+_head\.conv)\.(\d+)\.0\.", lambda m: f"{m.group(1)}.{2 * int(m.group(2))}.", k)
+        k = re.sub(r"(fpn\.(inner|layer)_blocks\.\d+)\.0\.", r"\1.", k)
+        out[k] = v
+    return out
+
+
+def torch_side(args):
+    import collections
+
+    import torch
+    import torchvision
+    from torchvision.models.detection.image_list import ImageList
+
+    torch.set_num_threads(args.threads)
+    tv = torchvision.models.detection
+    ctor = {"torchvision_retinanet": tv.retinanet_resnet50_fpn,
+            "torchvision_retinanet_v2": tv.retinanet_resnet50_fpn_v2}[args.source]
+    kwargs = {}
+    if args.narrow:  # golden fixtures: a thin network (ResNet-18 body, 32-channel FPN/heads)
+        from torchvision.models.detection.backbone_utils import _resnet_fpn_extractor
+        from torchvision.models.detection.retinanet import RetinaNetHead
+        from torchvision.ops.feature_pyramid_network import LastLevelP6P7
+        from functools import partial
+        body = torchvision.models.resnet18(weights=None,
+                                           norm_layer=torchvision.ops.misc.FrozenBatchNorm2d)
+        v2 = args.source.endswith("v2")
+        backbone = _resnet_fpn_extractor(body, 5, returned_layers=[2, 3, 4],
+                                         extra_blocks=LastLevelP6P7(512 if v2 else 32, 32),
+                                         out_channels=32)
+        anchor_gen = tv.retinanet._default_anchorgen()
+        head = RetinaNetHead(32, anchor_gen.num_anchors_per_location()[0], args.num_classes,
+                             norm_layer=partial(torch.nn.GroupNorm, 32) if v2 else None)
+        model = tv.RetinaNet(backbone, args.num_classes, anchor_generator=anchor_gen, head=head)
+    else:
+        model = ctor(weights=None, weights_backbone=None, num_classes=args.num_classes, **kwargs)
+    model.eval()
+    _randomise(model, args.seed)
+    state = collections.OrderedDict((k, v.detach().clone()) for k, v in model.state_dict().items())
+    if args.source == "torchvision_retinanet" and not args.narrow:
+        state = collections.OrderedDict(_v1_file_keys(state))
+        # the published file's spelling must load into torchvision's model as it is
+        check = ctor(weights=None, weights_backbone=None, num_classes=args.num_classes)
+        check.load_state_dict(state)
+    torch.save(state, os.path.join(args.work, "weights.pth"))
+
+    image = np.load(os.path.join(args.work, "image.npy"))  # [H, W, 3] uint8 RGB
+    h, w = image.shape[:2]
+    x = torch.from_numpy(image).permute(2, 0, 1).float() / 255.0
+    mean = torch.tensor([0.485, 0.456, 0.406])[:, None, None]
+    std = torch.tensor([0.229, 0.224, 0.225])[:, None, None]
+    x = ((x - mean) / std)[None]  # GeneralizedRCNNTransform.normalize
+    out = {}
+    with torch.no_grad():
+        body = model.backbone.body(x)
+        for i, (k, v) in enumerate(body.items()):
+            out[f"C{i + 3}"] = v.permute(0, 2, 3, 1).numpy()
+        pyramid = model.backbone.fpn(body)
+        features = list(pyramid.values())
+        for i, v in enumerate(features):
+            out[f"P{i + 3}"] = v.permute(0, 2, 3, 1).numpy()
+        head = model.head(features)
+        out["cls_logits"] = head["cls_logits"][0].numpy()  # [sum HWA, K] (y, x, a) per level
+        out["box_deltas"] = head["bbox_regression"][0].numpy()  # (dx, dy, dw, dh)
+        images = ImageList(x, [(h, w)])
+        anchors = model.anchor_generator(images, features)
+        out["anchors_xyxy"] = anchors[0].numpy()
+        per_level = [f.shape[2] * f.shape[3] for f in features]
+        a = head["cls_logits"].shape[1] // sum(per_level)
+        per_level = [n * a for n in per_level]
+        split_head = {k: list(v.split(per_level, dim=1)) for k, v in head.items()}
+        split_anchors = [list(t.split(per_level)) for t in anchors]
+        det = model.postprocess_detections(split_head, split_anchors, images.image_sizes)[0]
+        out["det_boxes_xyxy"] = det["boxes"].numpy()
+        out["det_scores"] = det["scores"].numpy()
+        out["det_labels"] = det["labels"].numpy()
+    out["level_hw"] = np.array([[f.shape[2], f.shape[3]] for f in features])
+    np.savez(os.path.join(args.work, "torch_outputs.npz"), **out)
+    print(json.dumps({"torch": torch.__version__, "torchvision": torchvision.__version__,
+                      "num_detections": int(len(det["scores"]))}))
+
+
+# ---------------------------------------------------------------------------- our side
+
+def _our_model(source_name, state, num_classes, image_size, narrow=False):
+    from retinamask_tf import config as config_lib
+    from retinamask_tf.modeling import factory
+    from retinamask_tf.weights import convert, importer, sources
+
+    source = sources.get(source_name)
+    extra = [f"model.num_classes={num_classes}", "model.mask_head.enabled=false"]
+    if narrow:
+        extra += ["model.fpn.channels=32", "model.head.channels=32"]
+    config = importer.resolve_config(source, state, (), extra)
+    config = config_lib.replace(config, **{"data.padded_size": tuple(image_size)})
+    model = factory.build_model(config, image_size=tuple(image_size))
+    convert.load(model, state, source, class_map=list(range(num_classes)))
+    return model, config
+
+
+def reorder_torch_head(t, level_hw, num_scales, num_ratios, kind):
+    """torchvision's per-anchor outputs [(level, y, x, a_src), C] in our anchor order
+    (a = scale * R + ratio) and, for box deltas, our (dy, dx, dh, dw) order."""
+    a = num_scales * num_ratios
+    order = np.array([r * num_scales + s for s in range(num_scales) for r in range(num_ratios)])
+    parts, start = [], 0
+    for h, w in level_hw:
+        n = h * w * a
+        block = t[start:start + n].reshape(h * w, a, -1)[:, order]
+        if kind == "box":
+            block = block[..., [1, 0, 3, 2]]
+        parts.append(block.reshape(n, -1))
+        start += n
+    return np.concatenate(parts)
+
+
+def _diff(ours, theirs):
+    ours, theirs = np.asarray(ours, np.float64), np.asarray(theirs, np.float64)
+    if ours.shape != theirs.shape:
+        return {"shape_ours": list(ours.shape), "shape_theirs": list(theirs.shape), "ok": False}
+    d = float(np.max(np.abs(ours - theirs))) if ours.size else 0.0
+    scale = float(np.max(np.abs(theirs))) if theirs.size else 0.0
+    rel = d / max(scale, 1e-12)
+    return {"max_abs": d, "rel": rel, "scale": scale, "ok": rel <= TARGET_REL}
+
+
+def match_detections(ours, theirs, score_tol=1e-5, box_tol=TARGET_BOX_PX):
+    """Share of ``theirs`` detections (boxes yxyx, scores, classes) found in ``ours`` with
+    the same class, a score within ``score_tol`` and every coordinate within ``box_tol``;
+    each of ours is used once (so equal-score groups may come in any order)."""
+    ob, os_, oc = ours
+    tb, ts, tc = theirs
+    used = np.zeros(len(os_), bool)
+    found, worst = 0, 0.0
+    for i in range(len(ts)):
+        cand = np.where(~used & (oc == tc[i]) & (np.abs(os_ - ts[i]) <= score_tol))[0]
+        if cand.size:
+            err = np.max(np.abs(ob[cand] - tb[i][None]), axis=1)
+            j = cand[np.argmin(err)]
+            if err.min() <= box_tol:
+                used[j] = True
+                found += 1
+                worst = max(worst, float(err.min()))
+    return {"theirs": int(len(ts)), "ours": int(len(os_)), "matched": found,
+            "share": found / max(len(ts), 1), "max_box_err_px": worst}
+
+
+def tf_side(source_name, work, num_classes, narrow=False):
+    import tensorflow as tf
+
+    from retinamask_tf.weights import pth
+
+    state = pth.read_state_dict(os.path.join(work, "weights.pth"))
+    ref = dict(np.load(os.path.join(work, "torch_outputs.npz")))
+    image = np.load(os.path.join(work, "image.npy"))
+    h, w = image.shape[:2]
+    model, config = _our_model(source_name, state, num_classes, (h, w), narrow)
+    images = tf.constant(image[None], tf.float32)
+    c = model.backbone(model.normalize(images))
+    p = model.fpn(c)
+    head = model.head(p)
+    a = config.anchors
+    rows = {}
+    for k in ("C3", "C4", "C5"):
+        rows[k] = _diff(c[k].numpy(), ref[k])
+    for k in ("P3", "P4", "P5", "P6", "P7"):
+        rows[k] = _diff(p[k].numpy(), ref[k])
+    level_hw = ref["level_hw"]
+    rows["cls_logits"] = _diff(head["cls_logits"][0].numpy(), reorder_torch_head(
+        ref["cls_logits"], level_hw, a.num_scales, len(a.aspect_ratios), "cls"))
+    rows["box_deltas"] = _diff(head["box_deltas"][0].numpy(), reorder_torch_head(
+        ref["box_deltas"], level_hw, a.num_scales, len(a.aspect_ratios), "box"))
+    anchors_ref = reorder_torch_head(ref["anchors_xyxy"], level_hw, a.num_scales,
+                                     len(a.aspect_ratios), "cls")[:, [1, 0, 3, 2]]
+    rows["anchors"] = _diff(model.anchors, anchors_ref)
+    rows["anchors"]["ok"] = rows["anchors"]["max_abs"] == 0.0
+    det = model.detect(images, tf.constant([[h, w, 1.0, 1.0]], tf.float32), with_masks=False)
+    n = int(det["num_detections"][0])
+    ours = (det["boxes"][0, :n].numpy(), det["scores"][0, :n].numpy(),
+            det["classes"][0, :n].numpy())
+    theirs = (ref["det_boxes_xyxy"][:, [1, 0, 3, 2]], ref["det_scores"], ref["det_labels"])
+    m = match_detections(ours, theirs)
+    m["ok"] = m["share"] >= TARGET_MATCH and m["ours"] == m["theirs"]
+    rows["detections"] = m
+    return rows
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--side", choices=["main", "torch"], default="main")
+    ap.add_argument("--sources", default="torchvision_retinanet,torchvision_retinanet_v2")
+    ap.add_argument("--source")
+    ap.add_argument("--torch_python", default=sys.executable)
+    ap.add_argument("--size", default="512x640", help="HxW, multiples of 128")
+    ap.add_argument("--image", default=None, help="an image (default: a coco128 image if "
+                    "RETINAMASK_TEST_DATA is set, else a seeded smooth random image)")
+    ap.add_argument("--num_classes", type=int, default=91)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--work", default=None)
+    ap.add_argument("--narrow", action="store_true")
+    ap.add_argument("--out", default=os.path.join(REPO, "bench", "results"))
+    args = ap.parse_args()
+    if args.side == "torch":
+        return torch_side(args)
+
+    h, w = (int(v) for v in args.size.split("x"))
+    image = _input_image(args.image, h, w, args.seed)
+    result = {"size": [h, w], "machine": platform.processor() or platform.machine(),
+              "targets": {"rel": TARGET_REL, "box_px": TARGET_BOX_PX, "match": TARGET_MATCH},
+              "sources": {}}
+    lines = [f"# Parity with torchvision ({h}x{w} input, seeded random weights)", "",
+             "| source | output | max abs diff | relative | within target |", "|---|---|---|---|---|"]
+    all_ok = True
+    for source in args.sources.split(","):
+        work = args.work or tempfile.mkdtemp(prefix=f"parity_{source}_")
+        os.makedirs(work, exist_ok=True)
+        np.save(os.path.join(work, "image.npy"), image)
+        cmd = [args.torch_python, os.path.abspath(__file__), "--side", "torch", "--source", source,
+               "--work", work, "--num_classes", str(args.num_classes), "--seed", str(args.seed),
+               "--threads", str(args.threads)] + (["--narrow"] if args.narrow else [])
+        print(f"[parity] {source}: torch side ...", flush=True)
+        done = subprocess.run(cmd, capture_output=True, text=True)
+        if done.returncode:
+            print(done.stderr[-3000:], file=sys.stderr)
+            raise SystemExit(f"torch side of {source} failed")
+        info = json.loads(done.stdout.strip().splitlines()[-1])
+        print(f"[parity] {source}: ours ...", flush=True)
+        rows = tf_side(source, work, args.num_classes, args.narrow)
+        result["sources"][source] = {"torch": info, "rows": rows}
+        for name, r in rows.items():
+            all_ok &= bool(r["ok"])
+            if name == "detections":
+                lines.append(f"| {source} | detections ({r['theirs']} theirs, {r['ours']} ours) | "
+                             f"box {r['max_box_err_px']:.2g} px | {r['share'] * 100:.2f}% matched | "
+                             f"{'yes' if r['ok'] else 'NO'} |")
+            else:
+                lines.append(f"| {source} | {name} | {r.get('max_abs', float('nan')):.3g} | "
+                             f"{r.get('rel', float('nan')):.3g} | {'yes' if r['ok'] else 'NO'} |")
+    result["all_within_targets"] = all_ok
+    lines += ["", f"Targets: features and head outputs within {TARGET_REL:g} relative (max abs "
+              f"diff / max abs value); detections: >= {TARGET_MATCH:.0%} of torchvision's "
+              f"found with the same class, score within 1e-5 and box within {TARGET_BOX_PX} px. "
+              f"torch {info.get('torch')}, torchvision {info.get('torchvision')}."]
+    write_results(args.out, "reference_parity", result, lines)
+    return 0 if all_ok else 1
+
+
+def _input_image(path, h, w, seed):
+    from PIL import Image
+    if path is None:
+        data = os.environ.get("RETINAMASK_TEST_DATA")
+        folder = os.path.join(data, "coco128", "images") if data else None
+        if folder and os.path.isdir(folder):
+            path = os.path.join(folder, sorted(os.listdir(folder))[0])
+    if path:
+        return np.asarray(Image.open(path).convert("RGB").resize((w, h), Image.BILINEAR))
+    rng = np.random.default_rng(seed)
+    small = rng.integers(0, 256, (h // 16, w // 16, 3), dtype=np.uint8)
+    return np.asarray(Image.fromarray(small).resize((w, h), Image.BILINEAR))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -82,6 +82,38 @@ def _v1_file_keys(state):
     return out
 
 
+def _coco_ids():
+    sys.path.insert(0, os.path.join(REPO, "retinamask_tf", "weights"))
+    from coco_classes import COCO_IDS  # NumPy-free module, importable without TF
+    return COCO_IDS
+
+
+def torch_end_to_end(args):
+    """torchvision's whole model (its transform included, resizing to the image's own size)
+    on the images in ``work/e2e_images.npy``; detections per image."""
+    import torch
+    import torchvision
+
+    torch.set_num_threads(args.threads)
+    images = np.load(os.path.join(args.work, "e2e_images.npy"))
+    h, w = images.shape[1:3]
+    model = torchvision.models.detection.retinanet_resnet50_fpn(
+        weights=None, weights_backbone=None, num_classes=args.num_classes,
+        min_size=min(h, w), max_size=max(h, w))
+    model.load_state_dict(torch.load(os.path.join(args.work, "weights.pth"), weights_only=True))
+    model.eval()
+    out = {}
+    with torch.no_grad():
+        for i, image in enumerate(images):
+            x = torch.from_numpy(image).permute(2, 0, 1).float() / 255.0
+            det = model([x])[0]
+            out[f"boxes_{i}"] = det["boxes"].numpy()
+            out[f"scores_{i}"] = det["scores"].numpy()
+            out[f"labels_{i}"] = det["labels"].numpy()
+    np.savez(os.path.join(args.work, "torch_e2e.npz"), **out)
+    print(json.dumps({"images": len(images)}))
+
+
 def torch_side(args):
     import collections
 
@@ -94,25 +126,45 @@ def torch_side(args):
     ctor = {"torchvision_retinanet": tv.retinanet_resnet50_fpn,
             "torchvision_retinanet_v2": tv.retinanet_resnet50_fpn_v2}[args.source]
     kwargs = {}
-    if args.narrow:  # golden fixtures: a thin network (ResNet-18 body, 32-channel FPN/heads)
-        from torchvision.models.detection.backbone_utils import _resnet_fpn_extractor
-        from torchvision.models.detection.retinanet import RetinaNetHead
-        from torchvision.ops.feature_pyramid_network import LastLevelP6P7
+    if args.narrow:  # golden fixtures: torchvision's classes at 1/8 width (ResNet-18 of
+        # width 8, 16-channel FPN and heads): the same code paths in a file of < 1 MB
         from functools import partial
-        body = torchvision.models.resnet18(weights=None,
-                                           norm_layer=torchvision.ops.misc.FrozenBatchNorm2d)
+
+        from torchvision.models.detection.backbone_utils import BackboneWithFPN
+        from torchvision.models.detection.retinanet import RetinaNetHead
+        from torchvision.models.resnet import BasicBlock, ResNet
+        from torchvision.ops.feature_pyramid_network import LastLevelP6P7
+        from torchvision.ops.misc import FrozenBatchNorm2d
+
+        width, channels = 8, 16
+        body = ResNet(BasicBlock, [2, 2, 2, 2], norm_layer=FrozenBatchNorm2d)
+        body.inplanes = width
+        body.conv1 = torch.nn.Conv2d(3, width, 7, 2, 3, bias=False)
+        body.bn1 = FrozenBatchNorm2d(width)
+        body.layer1 = body._make_layer(BasicBlock, width, 2)
+        body.layer2 = body._make_layer(BasicBlock, 2 * width, 2, stride=2)
+        body.layer3 = body._make_layer(BasicBlock, 4 * width, 2, stride=2)
+        body.layer4 = body._make_layer(BasicBlock, 8 * width, 2, stride=2)
         v2 = args.source.endswith("v2")
-        backbone = _resnet_fpn_extractor(body, 5, returned_layers=[2, 3, 4],
-                                         extra_blocks=LastLevelP6P7(512 if v2 else 32, 32),
-                                         out_channels=32)
+        backbone = BackboneWithFPN(body, {"layer2": "0", "layer3": "1", "layer4": "2"},
+                                   [2 * width, 4 * width, 8 * width], channels,
+                                   extra_blocks=LastLevelP6P7(8 * width if v2 else channels,
+                                                              channels))
         anchor_gen = tv.retinanet._default_anchorgen()
-        head = RetinaNetHead(32, anchor_gen.num_anchors_per_location()[0], args.num_classes,
-                             norm_layer=partial(torch.nn.GroupNorm, 32) if v2 else None)
+        head = RetinaNetHead(channels, anchor_gen.num_anchors_per_location()[0], args.num_classes,
+                             norm_layer=partial(torch.nn.GroupNorm, channels) if v2 else None)
         model = tv.RetinaNet(backbone, args.num_classes, anchor_generator=anchor_gen, head=head)
     else:
         model = ctor(weights=None, weights_backbone=None, num_classes=args.num_classes, **kwargs)
     model.eval()
     _randomise(model, args.seed)
+    if args.coco80:  # the 11 channels that are no COCO category never score (as trained)
+        keep = set(_coco_ids())
+        dead = [c for c in range(args.num_classes) if c not in keep]
+        a = model.head.classification_head.num_anchors
+        with torch.no_grad():
+            bias = model.head.classification_head.cls_logits.bias.view(a, args.num_classes)
+            bias[:, dead] = -100.0
     state = collections.OrderedDict((k, v.detach().clone()) for k, v in model.state_dict().items())
     if args.source == "torchvision_retinanet" and not args.narrow:
         state = collections.OrderedDict(_v1_file_keys(state))
@@ -167,7 +219,7 @@ def _our_model(source_name, state, num_classes, image_size, narrow=False):
     source = sources.get(source_name)
     extra = [f"model.num_classes={num_classes}", "model.mask_head.enabled=false"]
     if narrow:
-        extra += ["model.fpn.channels=32", "model.head.channels=32"]
+        extra += ["model.fpn.channels=16", "model.head.channels=16", "model.backbone.width=8"]
     config = importer.resolve_config(source, state, (), extra)
     config = config_lib.replace(config, **{"data.padded_size": tuple(image_size)})
     model = factory.build_model(config, image_size=tuple(image_size))
@@ -264,7 +316,7 @@ def tf_side(source_name, work, num_classes, narrow=False):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--side", choices=["main", "torch"], default="main")
+    ap.add_argument("--side", choices=["main", "torch", "torch_e2e"], default="main")
     ap.add_argument("--sources", default="torchvision_retinanet,torchvision_retinanet_v2")
     ap.add_argument("--source")
     ap.add_argument("--torch_python", default=sys.executable)
@@ -275,11 +327,24 @@ def main():
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--work", default=None)
-    ap.add_argument("--narrow", action="store_true")
+    ap.add_argument("--narrow", action="store_true", help="the golden fixtures' thin networks")
+    ap.add_argument("--fixtures_out", default=None, help="with --narrow: write each source's "
+                    "weights, input and torchvision outputs here (tests/weights/golden)")
     ap.add_argument("--out", default=os.path.join(REPO, "bench", "results"))
+    ap.add_argument("--coco80", action="store_true", help="torch side: the 11 class channels "
+                    "that are no COCO category never score (as in the trained checkpoint), so "
+                    "that an 80-class import computes the same detections")
+    ap.add_argument("--saved_model", default=None, help="compare this SavedModel (exported from "
+                    "an import of --work's weights.pth) end to end with torchvision on "
+                    "--e2e_images coco128 images resized to --size")
+    ap.add_argument("--e2e_images", type=int, default=8)
     args = ap.parse_args()
     if args.side == "torch":
         return torch_side(args)
+    if args.side == "torch_e2e":
+        return torch_end_to_end(args)
+    if args.saved_model:
+        return saved_model_parity(args)
 
     h, w = (int(v) for v in args.size.split("x"))
     image = _input_image(args.image, h, w, args.seed)
@@ -295,7 +360,8 @@ def main():
         np.save(os.path.join(work, "image.npy"), image)
         cmd = [args.torch_python, os.path.abspath(__file__), "--side", "torch", "--source", source,
                "--work", work, "--num_classes", str(args.num_classes), "--seed", str(args.seed),
-               "--threads", str(args.threads)] + (["--narrow"] if args.narrow else [])
+               "--threads", str(args.threads)] + (["--narrow"] if args.narrow else []) + (
+                   ["--coco80"] if args.coco80 else [])
         print(f"[parity] {source}: torch side ...", flush=True)
         done = subprocess.run(cmd, capture_output=True, text=True)
         if done.returncode:
@@ -304,6 +370,8 @@ def main():
         info = json.loads(done.stdout.strip().splitlines()[-1])
         print(f"[parity] {source}: ours ...", flush=True)
         rows = tf_side(source, work, args.num_classes, args.narrow)
+        if args.fixtures_out:
+            _write_fixture(args.fixtures_out, source, work)
         result["sources"][source] = {"torch": info, "rows": rows}
         for name, r in rows.items():
             all_ok &= bool(r["ok"])
@@ -321,6 +389,64 @@ def main():
               f"torch {info.get('torch')}, torchvision {info.get('torchvision')}."]
     write_results(args.out, "reference_parity", result, lines)
     return 0 if all_ok else 1
+
+
+def _write_fixture(folder, source, work):
+    """weights.pth (float32) and one .npz of the input and torchvision's outputs, float32."""
+    import shutil
+    os.makedirs(folder, exist_ok=True)
+    shutil.copy(os.path.join(work, "weights.pth"), os.path.join(folder, f"{source}.pth"))
+    ref = dict(np.load(os.path.join(work, "torch_outputs.npz")))
+    ref["image"] = np.load(os.path.join(work, "image.npy"))
+    np.savez_compressed(os.path.join(folder, f"{source}.npz"), **ref)
+
+
+def saved_model_parity(args):
+    """The SavedModel's serving_default against torchvision's whole model on the same
+    uint8 images (already at --size: both resize by 1.0)."""
+    import tensorflow as tf
+    from PIL import Image
+
+    h, w = (int(v) for v in args.size.split("x"))
+    folder = os.path.join(os.environ["RETINAMASK_TEST_DATA"], "coco128", "images")
+    names = sorted(os.listdir(folder))[:args.e2e_images]
+    images = np.stack([np.asarray(Image.open(os.path.join(folder, n)).convert("RGB")
+                                  .resize((w, h), Image.BILINEAR)) for n in names])
+    np.save(os.path.join(args.work, "e2e_images.npy"), images)
+    cmd = [args.torch_python, os.path.abspath(__file__), "--side", "torch_e2e", "--work", args.work,
+           "--num_classes", str(args.num_classes), "--threads", str(args.threads)]
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    if done.returncode:
+        print(done.stderr[-3000:], file=sys.stderr)
+        raise SystemExit("torch side failed")
+    ref = dict(np.load(os.path.join(args.work, "torch_e2e.npz")))
+    serve = tf.saved_model.load(args.saved_model).signatures["serving_default"]
+    rows, total, matched, worst, counts_ok = [], 0, 0, 0.0, True
+    for i, name in enumerate(names):
+        out = serve(images=tf.constant(images[i:i + 1]))
+        n = int(out["num_detections"][0])
+        ours = (out["detection_boxes"][0, :n].numpy(), out["detection_scores"][0, :n].numpy(),
+                out["detection_classes"][0, :n].numpy())
+        theirs = (ref[f"boxes_{i}"][:, [1, 0, 3, 2]], ref[f"scores_{i}"], ref[f"labels_{i}"])
+        m = match_detections(ours, theirs)
+        rows.append({"image": name, **m})
+        total += m["theirs"]
+        matched += m["matched"]
+        worst = max(worst, m["max_box_err_px"])
+        counts_ok &= m["ours"] == m["theirs"]
+    share = matched / max(total, 1)
+    ok = share >= TARGET_MATCH and counts_ok
+    result = {"saved_model": os.path.abspath(args.saved_model), "size": [h, w], "images": rows,
+              "share": share, "max_box_err_px": worst, "ok": ok}
+    lines = [f"# SavedModel vs torchvision end to end ({len(names)} coco128 images at {h}x{w})", "",
+             "| image | torchvision | ours | matched | max box error (px) |", "|---|---|---|---|---|"]
+    lines += [f"| {r['image']} | {r['theirs']} | {r['ours']} | {r['share'] * 100:.2f}% | "
+              f"{r['max_box_err_px']:.2g} |" for r in rows]
+    lines += ["", f"All images: {matched} of {total} torchvision detections matched "
+              f"({share * 100:.2f}%), worst box error {worst:.2g} px: "
+              f"{'within' if ok else 'NOT within'} the target."]
+    write_results(args.out, "reference_parity_saved_model", result, lines)
+    return 0 if ok else 1
 
 
 def _input_image(path, h, w, seed):

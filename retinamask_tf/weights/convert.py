@@ -282,6 +282,10 @@ def load(model, state, source: Source, class_map: Optional[Sequence[int]] = None
                 if slot.kind == "box" and w.shape[0] != 4 * num_anchors:
                     raise WeightsError(f"key {key}: {w.shape[0]} box channels where "
                                        f"{4 * num_anchors} (4 per anchor) are needed")
+                if slot.kind == "cls" and max(mapping) >= per:
+                    raise WeightsError(f"key {key}: {per} classes per anchor, but class "
+                                       f"channel {max(mapping)} is asked for (a checkpoint "
+                                       "with another number of classes?)")
                 channels = _predictor_channels(model, slot.kind, mapping, per)
             if channels.size != layer.kernel.shape[-1]:
                 raise WeightsError(f"key {key}: {channels.size} channels picked for the "

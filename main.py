@@ -116,7 +116,7 @@ def _dispatch(overrides):
     mode, model_dir = FLAGS.mode, FLAGS.model_dir
     if mode == "export":
         print("Exported:")
-        return export.run(model_dir, **_export_args())
+        return export.run(model_dir, overrides=overrides, **_export_args())
     if mode == "predict":
         if not FLAGS.images:
             raise app.UsageError("--mode=predict needs --images (files, globs or directories)")

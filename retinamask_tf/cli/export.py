@@ -14,10 +14,14 @@ from retinamask_tf.visualize import draw_detections
 
 
 def run(model_dir, export_dir=None, include_masks=False, version=None, freeze=True,
-        tflite_variants=("float32", "float16", "dynamic_int8", "int8"), datasets=None):
+        tflite_variants=("float32", "float16", "dynamic_int8", "int8"), datasets=None,
+        overrides=()):
     """Exports the run's latest checkpoint; prints where everything went. ``datasets``: the
     run's (train, val) splits if already loaded (int8 calibration and the drawings read
-    them). Returns 0, or 2 after printing why the run cannot be exported."""
+    them), else those of its config (+ ``overrides``, e.g. data paths for an imported
+    model): int8 calibrates on the training images (the val ones without), and is skipped
+    with a note when the config names neither. Returns 0, or 2 after printing why the run
+    cannot be exported."""
     root = export_dir or os.path.join(model_dir, "export")
     base = os.path.join(root, "saved_model" + ("_masks" if include_masks else ""))
     try:
@@ -27,16 +31,33 @@ def run(model_dir, export_dir=None, include_masks=False, version=None, freeze=Tr
               f"  TF Serving   --model_base_path={os.path.abspath(base)} (serves its highest "
               "version)", flush=True)
         if tflite_variants:
-            train, val = datasets or pipeline.load_splits(run_dir.read_config(model_dir).data)
-            paths = export_tflite(model_dir, os.path.join(root, "tflite"), tflite_variants,
-                                  progress=None, train_data=train)
+            train, val = datasets or _splits(model_dir, run_dir.read_config(model_dir, overrides).data)
+            variants = list(tflite_variants)
+            if "int8" in variants and train is None and val is None:
+                variants.remove("int8")
+                print("  TFLite       int8 skipped: its calibration needs images and the config "
+                      "names none (--override data.val_json=... data.val_images=...)")
+            paths = export_tflite(model_dir, os.path.join(root, "tflite"), variants,
+                                  progress=None, train_data=train if train is not None else val)
             for path in paths.values():
                 print(f"  TFLite       {path} ({os.path.getsize(path) / 1e6:.2f} MB)")
-            draw_examples(os.path.join(root, "drawn"), val, paths[tflite_variants[0]])
+            if val is not None and variants:
+                draw_examples(os.path.join(root, "drawn"), val, paths[variants[0]])
     except (run_dir.RunDirError, FileNotFoundError, ImportError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0
+
+
+def _splits(model_dir, data_config):
+    """(train, val) of the config; either None when the config names no such split (an
+    imported model's COCO config before its data paths are given)."""
+    if data_config.kind == "coco" and not data_config.train_json:
+        if not data_config.val_json:
+            return None, None
+        ids, names = run_dir.read_label_map(model_dir)
+        return None, pipeline.load_val(data_config, [{"id": i, "name": n} for i, n in zip(ids, names)])
+    return pipeline.load_splits(data_config)
 
 
 def draw_examples(out_dir, val, tflite_path, num_images=4):

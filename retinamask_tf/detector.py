@@ -13,7 +13,7 @@ import numpy as np
 import tensorflow as tf
 
 from retinamask_tf import run_dir
-from retinamask_tf.ops import resize
+from retinamask_tf.ops import pixels, resize
 from retinamask_tf.ops.masks import paste_masks
 
 
@@ -43,6 +43,7 @@ class Detector:
         self.class_names = list(restored.class_names)
         self.step = restored.step
         self.short_side, self.long_side = config.data.short_side, config.data.long_side
+        self.pad_value = pixels.pad_pixel(config)
         self.image_size = tuple(model.image_size)
         self.mask_threshold = (config.model.mask_head.mask_threshold if mask_threshold is None
                                else mask_threshold)
@@ -65,7 +66,8 @@ class Detector:
         if image.ndim != 3 or image.shape[2] != 3 or image.shape[0] == 0 or image.shape[1] == 0:
             raise ValueError(f"expected an RGB image [H>0, W>0, 3], got shape {image.shape}")
         padded, info = resize.resize_and_pad(tf.cast(image, tf.float32), self.short_side,
-                                             self.long_side, self.image_size)
+                                             self.long_side, self.image_size,
+                                             pad_value=self.pad_value)
         det = {k: v.numpy()[0] for k, v in self._detect(padded[None], info[None]).items()}
         n = int(det["num_detections"])
         boxes, classes = det["boxes"][:n], det["classes"][:n]

@@ -21,6 +21,7 @@ Precision = Literal["float32", "mixed_float16", "mixed_bfloat16"]
 AnchorStyle = Literal["exact", "released", "torchvision"]
 ConvPadding = Literal["same", "symmetric"]
 InputNorm = Literal["auto", "imagenet", "caffe", "detectron_caffe"]
+PadValue = Literal["black", "mean"]
 
 
 class ConfigError(ValueError):
@@ -93,6 +94,9 @@ class DataConfig:
         None, "Static padded (height, width); null: a square of long_side rounded up to "
         "pad_stride. A landscape size such as [896, 1408] for 800x1333 saves the square's "
         "unused rows; images that do not fit are scaled down to fit (aspect kept).")
+    pad_value: PadValue = f("black", "What the padding around a resized image holds: black "
+                            "(0 before normalisation) or mean (the normalisation's mean pixel: "
+                            "0 after it, as PyTorch detectors pad). Imported weights use mean.")
     pad_stride: int = f(128, "Padded sizes are multiples of this: 128 (the P7 stride) is the "
                         "released code's; any multiple of 32 works (P6/P7 take ceil(size / "
                         "stride) cells): 32 pads 800x1333 to 800x1344 as torchvision does.")

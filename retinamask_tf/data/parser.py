@@ -76,7 +76,7 @@ def training_scale(index, seed, short_side, train_short_sides=None, scale_jitter
 
 
 def parse_example(example, short_side, long_side, output_size, training, hflip_enabled, seed,
-                  mask_size=None, train_short_sides=None, scale_jitter=None):
+                  mask_size=None, train_short_sides=None, scale_jitter=None, pad_value=None):
     """One ``pipeline`` element -> (features, labels).
 
     Args:
@@ -103,7 +103,7 @@ def parse_example(example, short_side, long_side, output_size, training, hflip_e
     if training and (train_short_sides or scale_jitter):
         short_side, jitter = training_scale(example["index"], seed, short_side,
                                             train_short_sides, scale_jitter)
-    image, info = resize_and_pad(image, short_side, long_side, output_size, jitter)
+    image, info = resize_and_pad(image, short_side, long_side, output_size, jitter, pad_value)
     boxes = scale_boxes(example["boxes"], info)
     if training and hflip_enabled:
         flip = tf.random.stateless_uniform([], seed=tf.stack([tf.cast(seed, tf.int64),

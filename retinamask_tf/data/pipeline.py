@@ -10,6 +10,7 @@ import tensorflow as tf
 from retinamask_tf.config import ConfigError
 from retinamask_tf.data import coco, image_check, parser, synthetic, tfds_source, tfrecord
 from retinamask_tf.data.runtime_skips import RuntimeSkips
+from retinamask_tf.ops import pixels
 from retinamask_tf.progress import Progress
 
 log = logging.getLogger(__name__)
@@ -58,7 +59,8 @@ class InputSpec:
     ``mask_size`` S: labels also hold gt_masks [B, M, S, S] uint8 (box-frame masks, see
     ``ops.masks``) and gt_mask_valid [B, M]; None: boxes only. ``train_short_sides`` /
     ``scale_jitter``: multi-scale training (see ``parser.training_scale``).
-    ``num_parallel_calls`` -1: tf.data.AUTOTUNE.
+    ``num_parallel_calls`` -1: tf.data.AUTOTUNE. ``pad_value``: None (black) or the RGB
+    pixel the padding holds (``ops.pixels.pad_pixel``).
     """
 
     batch_size: int
@@ -74,6 +76,7 @@ class InputSpec:
     mask_size: Optional[int] = None
     train_short_sides: Optional[Tuple[int, ...]] = None
     scale_jitter: Optional[Tuple[float, float]] = None
+    pad_value: Optional[Tuple[float, float, float]] = None
 
     @classmethod
     def from_config(cls, config, training):
@@ -84,13 +87,14 @@ class InputSpec:
         if not training:
             return cls(c.eval.batch_size, c.image_size, c.data.short_side, c.data.long_side,
                        c.data.max_instances, training=False,
-                       num_parallel_calls=c.data.num_parallel_calls)
+                       num_parallel_calls=c.data.num_parallel_calls, pad_value=pixels.pad_pixel(c))
         return cls(c.train.batch_size, c.image_size, c.data.short_side, c.data.long_side,
                    c.data.max_instances, training=True, hflip=c.data.hflip,
                    shuffle_buffer=c.data.shuffle_buffer, seed=c.train.seed,
                    num_parallel_calls=c.data.num_parallel_calls,
                    mask_size=mh.gt_mask_size if mh.enabled else None,
-                   train_short_sides=c.data.train_short_sides, scale_jitter=c.data.scale_jitter)
+                   train_short_sides=c.data.train_short_sides, scale_jitter=c.data.scale_jitter,
+                   pad_value=pixels.pad_pixel(c))
 
 
 def dataset_for(config, source, training, skips=None):
@@ -129,7 +133,7 @@ def build_dataset(dataset, spec, skips=None):
     ds = parse_or_skip(
         ds, lambda ex: parser.parse_example(ex, short_side, long_side, image_size, training,
                                             hflip, seed, mask_size, spec.train_short_sides,
-                                            spec.scale_jitter),
+                                            spec.scale_jitter, spec.pad_value),
         parallel, skips if skips is not None else RuntimeSkips(dataset.json_path))
     ds = ds.batch(batch_size, drop_remainder=training)
     return ds.prefetch(tf.data.AUTOTUNE)

@@ -72,7 +72,7 @@ class LiteRTDetector:
         if image.dtype != np.uint8:
             raise ValueError(f"expected uint8 pixels, got {image.dtype}")
         return resize.letterbox(image, self.info["short_side"], self.info["long_side"],
-                                   self.image_size)
+                                self.image_size, pad_value=self.info.get("pad_value"))
 
     def run_letterboxed(self, padded, true_image_shape):
         """Raw model outputs for one letterboxed image (boxes in the model-input frame)."""

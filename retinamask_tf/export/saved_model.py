@@ -41,7 +41,7 @@ from tensorflow.python.framework.convert_to_constants import convert_variables_t
 
 from retinamask_tf import run_dir
 from retinamask_tf.data import parser
-from retinamask_tf.ops import resize
+from retinamask_tf.ops import pixels, resize
 from retinamask_tf.run_dir import LABEL_MAP_FILE, RunDirError
 
 
@@ -120,6 +120,7 @@ class ServingModule(tf.Module):
             self._network = _Untracked(network)
         self.short_side = int(config.data.short_side)
         self.long_side = int(config.data.long_side)
+        self.pad_value = pixels.pad_pixel(config)
         self.class_ids = tf.constant(class_ids, tf.int32)
         if label_map_path:
             self.label_map = tf.saved_model.Asset(label_map_path)
@@ -131,7 +132,7 @@ class ServingModule(tf.Module):
                              ["empty image: height and width must be > 0; got", shape[:2]],
                              lambda: image, tf.zeros([1, 1, 3], image.dtype))
         return resize.resize_and_pad(tf.cast(image, tf.float32), self.short_side,
-                                     self.long_side, self.image_size)
+                                     self.long_side, self.image_size, pad_value=self.pad_value)
 
     def _network_fn(self, model):
         include_masks = self.include_masks

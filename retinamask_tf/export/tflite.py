@@ -31,7 +31,7 @@ from tensorflow.python.framework.convert_to_constants import (
 from retinamask_tf import run_dir
 from retinamask_tf.data import pipeline
 from retinamask_tf.export import litert_runner
-from retinamask_tf.ops import resize
+from retinamask_tf.ops import pixels, resize
 from retinamask_tf.export.litert_runner import INFO_FILE
 from retinamask_tf.export.saved_model import ExportError, restore_for_export
 from retinamask_tf.image_io import read_rgb
@@ -94,7 +94,8 @@ def calibration_images(dataset, config, num_images, seed=0):
         for source, orientation in encoded():
             image = read_rgb(source, orientation)
             padded, shape, _ = resize.letterbox(image, config.data.short_side,
-                                                   config.data.long_side, config.image_size)
+                                                   config.data.long_side, config.image_size,
+                                                   pixels.pad_pixel(config))
             yield {"images": padded[None], "true_image_shape": shape[None]}
     return generate
 
@@ -195,7 +196,9 @@ def export_tflite(model_dir, output_dir, variants=VARIANTS, num_calibration_imag
         os.replace(path + ".tmp", path)
         paths[v], sizes[v] = path, len(data)
     run_dir.write_label_map(output_dir, class_ids, class_names)
+    pad = pixels.pad_pixel(config)
     info = {"image_size": list(detector.image_size), "short_side": config.data.short_side,
+            "pad_value": list(pad) if pad else None,
             "long_side": config.data.long_side, "max_detections": config.postprocess.max_detections,
             "inputs": ["images", "true_image_shape"], "variants": sizes,
             "num_calibration_images": num_calibration_images if "int8" in variants else 0}

@@ -3,11 +3,8 @@
 import keras
 import tensorflow as tf
 
-# ImageNet statistics on the 0..255 scale, RGB.
-IMAGENET_MEAN = (123.675, 116.28, 103.53)
-IMAGENET_STD = (58.395, 57.12, 57.375)
-# The released RetinaMask / Detectron (Caffe2) pixel mean, BGR, no scaling.
-DETECTRON_MEAN_BGR = (102.9801, 115.9465, 122.7717)
+from retinamask_tf.ops.pixels import DETECTRON_MEAN, IMAGENET_MEAN, IMAGENET_STD
+
 MODES = ("imagenet", "caffe", "detectron_caffe")
 
 
@@ -35,7 +32,7 @@ class ImageNormalization(keras.layers.Layer):
         if self.mode == "caffe":
             return x[..., ::-1] - mean[::-1]
         if self.mode == "detectron_caffe":
-            return x[..., ::-1] - tf.constant(DETECTRON_MEAN_BGR, x.dtype)
+            return x[..., ::-1] - tf.constant(DETECTRON_MEAN[::-1], x.dtype)
         return (x - mean) / tf.constant(IMAGENET_STD, x.dtype)
 
     def get_config(self):

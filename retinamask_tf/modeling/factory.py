@@ -14,6 +14,7 @@ from retinamask_tf.modeling.mask_branch import MaskBranch
 from retinamask_tf.modeling.mask_head import MaskHead
 from retinamask_tf.modeling.resnet import build_keras_applications_resnet, build_resnet
 from retinamask_tf.modeling.retinamask import RetinaMask
+from retinamask_tf.ops import pixels
 
 
 def build_model(config: ExperimentConfig, num_classes: int = None, image_size=None) -> RetinaMask:
@@ -30,14 +31,11 @@ def build_model(config: ExperimentConfig, num_classes: int = None, image_size=No
     if m.backbone.weights == "imagenet":
         backbone = build_keras_applications_resnet(m.backbone.depth, m.backbone.norm,
                                                    m.backbone.freeze_stages)
-        normalization = "caffe"
     else:
         backbone = build_resnet(m.backbone.depth, m.backbone.norm, m.backbone.width,
                                 m.backbone.freeze_stages, padding=m.conv_padding,
                                 stride_in_1x1=m.backbone.stride_in_1x1)
-        normalization = "imagenet"
-    if m.input_norm != "auto":
-        normalization = m.input_norm
+    normalization = pixels.resolve_norm(m.input_norm, m.backbone.weights)
     fpn = FPN(m.fpn.channels, m.fpn.p6_from, m.fpn.group_norm, a.min_level, a.max_level,
               padding=m.conv_padding, name="fpn")
     head = RetinaNetHead(num_classes, a.num_anchors, m.head.num_convs, m.head.channels,

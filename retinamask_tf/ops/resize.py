@@ -28,11 +28,12 @@ def resize_scale(height, width, short_side, long_side):
     return tf.minimum(short_side / tf.minimum(height, width), long_side / tf.maximum(height, width))
 
 
-def resize_and_pad(image, short_side, long_side, output_size, jitter=None):
+def resize_and_pad(image, short_side, long_side, output_size, jitter=None, pad_value=None):
     """Resizes [H, W, 3] and pads to ``output_size`` (static (h, w)).
 
     ``short_side`` may be a scalar tensor (multi-scale training); ``jitter`` multiplies the
-    scale (the result still fits ``output_size``).
+    scale (the result still fits ``output_size``); ``pad_value``: None (zeros) or the RGB
+    pixel the padding holds (``ops.pixels.pad_pixel``).
     Returns:
       (padded image [oh, ow, 3] float32, image_info [4] float32 =
       (original height, original width, scale_y, scale_x)).
@@ -48,7 +49,12 @@ def resize_and_pad(image, short_side, long_side, output_size, jitter=None):
     new_size = tf.cast(tf.round(shape * scale), tf.int32)
     new_size = tf.maximum(tf.minimum(new_size, tf.constant(output_size, tf.int32)), 1)
     resized = tf.image.resize(image, new_size, method="bilinear")
-    padded = tf.image.pad_to_bounding_box(resized, 0, 0, output_size[0], output_size[1])
+    if pad_value is None:
+        padded = tf.image.pad_to_bounding_box(resized, 0, 0, output_size[0], output_size[1])
+    else:
+        fill = tf.constant(pad_value, tf.float32)
+        padded = tf.image.pad_to_bounding_box(resized - fill, 0, 0, output_size[0],
+                                              output_size[1]) + fill
     scales = tf.cast(new_size, tf.float32) / shape
     return padded, tf.concat([shape, scales], axis=0)
 
@@ -88,13 +94,14 @@ def resize_bilinear(image, height, width):
     return top + (bottom - top) * fy[:, None, None]
 
 
-def letterbox(image, short_side, long_side, output_size):
+def letterbox(image, short_side, long_side, output_size, pad_value=None):
     """``resize_and_pad`` in NumPy, for the fixed-size TFLite model.
 
     Args:
       image: [H, W, 3] uint8 RGB (H, W > 0).
       short_side, long_side: the config's ``data.short_side`` / ``data.long_side``.
       output_size: (height, width) the model's static input size.
+      pad_value: None (zeros) or the RGB pixel of the padding, rounded to uint8.
     Returns:
       (padded [oh, ow, 3] uint8, true_image_shape [2] float32 = (height, width) of the
       resized image inside ``padded``, scale [2] float32 = (scale_y, scale_x)); boxes in
@@ -107,6 +114,8 @@ def letterbox(image, short_side, long_side, output_size):
     new_h, new_w = resized_size(h, w, short_side, long_side, output_size)
     resized = resize_bilinear(image, new_h, new_w)
     padded = np.zeros(tuple(output_size) + (3,), np.uint8)
+    if pad_value is not None:
+        padded[:] = np.clip(np.round(np.asarray(pad_value, np.float32)), 0, 255).astype(np.uint8)
     padded[:new_h, :new_w] = np.clip(np.round(resized), 0, 255).astype(np.uint8)
     scales = np.array([new_h / np.float32(h), new_w / np.float32(w)], np.float32)
     return padded, np.array([new_h, new_w], np.float32), scales

@@ -10,6 +10,7 @@ import dataclasses
 from typing import Tuple
 
 _TORCH_COMMON = (
+    "data.pad_value=mean",
     "model.conv_padding=symmetric",
     "model.input_norm=imagenet",
     "model.backbone.stride_in_1x1=false",
@@ -58,6 +59,7 @@ SOURCES = {
         "the released RetinaMask code's checkpoints (maskrcnn-benchmark state dicts, "
         "R-50/R-101-FPN)",
         conventions=(
+            "data.pad_value=mean",
             "model.conv_padding=symmetric",
             "model.input_norm=detectron_caffe",
             "model.backbone.stride_in_1x1=true",

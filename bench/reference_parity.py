@@ -88,6 +88,26 @@ def _coco_ids():
     return COCO_IDS
 
 
+def torch_keys(args):
+    """The key names and shapes of torchvision's models (v1 in its published file's
+    spelling) as gzipped JSON: the fixture tests/weights/test_convert.py checks against."""
+    import gzip
+
+    import torchvision
+    tv = torchvision.models.detection
+    out = {"torchvision_retinanet": _v1_file_keys(
+        tv.retinanet_resnet50_fpn(weights=None, weights_backbone=None).state_dict()),
+        "torchvision_retinanet_v2": tv.retinanet_resnet50_fpn_v2(
+            weights=None, weights_backbone=None).state_dict()}
+    for depth in (18, 50, 101):
+        out[f"torchvision_resnet{depth}"] = getattr(torchvision.models, f"resnet{depth}")(
+            weights=None).state_dict()
+    shapes = {name: {k: list(v.shape) for k, v in state.items()} for name, state in out.items()}
+    with gzip.open(args.keys_out, "wt") as f:
+        json.dump(shapes, f, separators=(",", ":"))
+    print(json.dumps({"written": args.keys_out}))
+
+
 def torch_end_to_end(args):
     """torchvision's whole model (its transform included, resizing to the image's own size)
     on the images in ``work/e2e_images.npy``; detections per image."""
@@ -122,11 +142,22 @@ def torch_side(args):
     from torchvision.models.detection.image_list import ImageList
 
     torch.set_num_threads(args.threads)
+    if args.source == "retinamask" and args.training:
+        import released_reference
+        image = np.load(os.path.join(args.work, "image.npy"))
+        gt = np.load(os.path.join(args.work, "gt.npz"))
+        out = released_reference.reference_training(
+            args.reference_repo, image, gt["boxes"], gt["labels"], _randomise, args.seed,
+            os.path.join(args.work, "weights_train.pth"))
+        np.savez(os.path.join(args.work, "torch_training.npz"), **out)
+        print(json.dumps({"torch": torch.__version__, "torchvision": torchvision.__version__}))
+        return
     if args.source == "retinamask":
         import released_reference
         image = np.load(os.path.join(args.work, "image.npy"))
         out = released_reference.reference_outputs(args.reference_repo, image, _randomise,
-                                                   args.seed, os.path.join(args.work, "weights.pth"))
+                                                   args.seed, os.path.join(args.work, "weights.pth"),
+                                                   narrow=args.narrow)
         np.savez(os.path.join(args.work, "torch_outputs.npz"), **out)
         print(json.dumps({"torch": torch.__version__, "torchvision": torchvision.__version__,
                           "num_detections": int(len(out["det_scores"]))}))
@@ -230,7 +261,8 @@ def _our_model(source_name, state, num_classes, image_size, narrow=False, overri
     if not source.has_masks:
         extra.append("model.mask_head.enabled=false")
     if narrow:
-        extra += ["model.fpn.channels=16", "model.head.channels=16", "model.backbone.width=8"]
+        extra += ["model.fpn.channels=16", "model.head.channels=16", "model.backbone.width=8",
+                  "model.mask_head.channels=16"]
     config = importer.resolve_config(source, state, (), extra + list(overrides))
     config = config_lib.replace(config, **{"data.padded_size": tuple(image_size)})
     model = factory.build_model(config, image_size=tuple(image_size))
@@ -329,8 +361,9 @@ def tf_side(source_name, work, num_classes, narrow=False, overrides=()):
     m["ok"] = m["share"] >= TARGET_MATCH and m["ours"] == m["theirs"]
     rows["detections"] = m
     if "det_masks" in ref:  # the mask head on the reference's own detections
-        boxes = tf.constant(ref["det_boxes_xyxy"][None][..., [1, 0, 3, 2]], tf.float32)
-        classes = tf.constant(ref["det_labels"][None], tf.int32)
+        n = len(ref["det_masks"])
+        boxes = tf.constant(ref["det_boxes_xyxy"][None, :n][..., [1, 0, 3, 2]], tf.float32)
+        classes = tf.constant(ref["det_labels"][None, :n], tf.int32)
         logits = model.mask_branch.logits(p, boxes, False)
         from retinamask_tf.ops import masks as mask_ops
         probs = tf.sigmoid(mask_ops.select_class(logits, classes))[0].numpy()
@@ -338,9 +371,105 @@ def tf_side(source_name, work, num_classes, narrow=False, overrides=()):
     return rows
 
 
+TARGET_LOSS_REL = 1e-5
+TARGET_BETA_ABS = 1e-6
+TARGET_GRAD = 1e-4
+
+
+def training_parity(args, work):
+    """The released code's RetinaNet losses, beta state and gradients against ours."""
+    import tensorflow as tf
+
+    from retinamask_tf.weights import convert, pth, sources
+
+    image = np.load(os.path.join(work, "image.npy"))
+    h, w = image.shape[:2]
+    rng = np.random.default_rng(args.seed + 1)
+    size = rng.uniform(24, 220, (8, 2))
+    corner = rng.uniform(0, 1, (8, 2)) * (np.array([w, h]) - size)
+    boxes = np.concatenate([corner, corner + size], 1).astype(np.float32)  # xyxy continuous
+    labels = rng.integers(0, 80, 8)
+    np.savez(os.path.join(work, "gt.npz"), boxes=boxes, labels=labels)
+    cmd = [args.torch_python, os.path.abspath(__file__), "--side", "torch", "--source",
+           "retinamask", "--training", "--work", work, "--seed", str(args.seed), "--threads",
+           str(args.threads), "--reference_repo", os.path.abspath(args.reference_repo)]
+    if not (args.reuse and os.path.exists(os.path.join(work, "torch_training.npz"))):
+        print("[parity] retinamask training: torch side ...", flush=True)
+        done = subprocess.run(cmd, capture_output=True, text=True)
+        if done.returncode:
+            print(done.stderr[-3000:], file=sys.stderr)
+            raise SystemExit("torch side of the training check failed")
+    ref = dict(np.load(os.path.join(work, "torch_training.npz")))
+    state = pth.read_state_dict(os.path.join(work, "weights_train.pth"))
+    source = sources.get("retinamask")
+    model, _ = _our_model("retinamask", state, 80, (h, w), overrides=["model.mask_head.enabled=false"])
+    images = tf.constant(image[None], tf.float32)
+    labels_in = {"gt_boxes": tf.constant(boxes[None][..., [1, 0, 3, 2]]),
+                 "gt_classes": tf.constant(labels[None], tf.int32),
+                 "gt_valid": tf.ones((1, 8), tf.bool), "gt_crowd": tf.zeros((1, 8), tf.bool)}
+    rows, steps = {}, 5
+    for step in range(steps):
+        with tf.GradientTape() as tape:
+            losses = model.compute_losses(model(images, training=True), labels_in, training=True)
+            total = losses["cls_loss"] + losses["box_loss"]
+        if step == 0:
+            grads = tape.gradient(total, model.trainable_variables)
+        for name in ("cls_loss", "box_loss"):
+            ours, theirs = float(losses[name]), float(ref[f"{name}/{step}"])
+            rel = abs(ours - theirs) / max(abs(theirs), 1e-12)
+            rows[f"{name} step {step + 1}"] = {"ours": ours, "theirs": theirs, "max_abs":
+                                               abs(ours - theirs), "rel": rel,
+                                               "ok": rel <= TARGET_LOSS_REL}
+        for name, var in (("running_mean", model.box_loss.running_mean),
+                          ("running_var", model.box_loss.running_var)):
+            # ours per (dy, dx, dh, dw), the released code's per (dx, dy, dw, dh)
+            d = float(np.max(np.abs(var.numpy()[[1, 0, 3, 2]] - ref[f"{name}/{step}"])))
+            rows[f"beta {name} step {step + 1}"] = {"max_abs": d, "rel": d,
+                                                    "ok": d <= TARGET_BETA_ABS}
+    # gradients in the source's layout: a model whose trainable variables hold them
+    holder, _ = _our_model("retinamask", state, 80, (h, w), overrides=["model.mask_head.enabled=false"])
+    by_path = {v.path: g for v, g in zip(model.trainable_variables, grads)}
+    trainable_paths = set(by_path)
+    for v in holder.trainable_variables:
+        v.assign(by_path[v.path])
+    ours = convert.to_state_dict(holder, source, list(range(80)), 80)
+    np.savez(os.path.join(work, "our_gradients.npz"), **ours)
+    worst, compared, missing, worst_key, errors = 0.0, 0, [], None, {}
+    for key, g in ours.items():
+        theirs = ref.get(f"grad/{key}")
+        if theirs is None:
+            continue  # frozen in the released code (stem, stage 2, FrozenBN)
+        slot_var = _variable_of(holder, source, key)
+        if slot_var is None or slot_var.path not in trainable_paths:
+            missing.append(key)
+            continue
+        err = float(np.linalg.norm(g - theirs) / max(np.linalg.norm(theirs), 1e-30))
+        errors[key] = err
+        if err > worst:
+            worst, worst_key = err, key
+        compared += 1
+    rows[f"gradients ({compared} parameters)"] = {"compared": compared, "max_abs": worst, "rel": worst, "worst": worst_key,
+                         "largest": sorted(errors.items(), key=lambda kv: -kv[1])[:8],
+                         "not_trainable_here": missing, "ok": worst <= TARGET_GRAD and compared > 0}
+    return rows
+
+
+def _variable_of(model, source, key):
+    from retinamask_tf.weights import convert
+    for slot in convert.layout(model, source):
+        if key.startswith(slot.key + "."):
+            suffix = key[len(slot.key) + 1:]
+            layer = slot.layer
+            return {"weight": getattr(layer, "kernel", getattr(layer, "gamma", None)),
+                    "bias": getattr(layer, "bias", getattr(layer, "beta", None))}.get(suffix)
+    return None
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--side", choices=["main", "torch", "torch_e2e"], default="main")
+    ap.add_argument("--side", choices=["main", "torch", "torch_e2e", "torch_keys"], default="main")
+    ap.add_argument("--keys_out", default=None, help="--side torch_keys (run with the torch "
+                    "venv's python): write tests/weights/golden/torchvision_keys.json.gz")
     ap.add_argument("--sources", default="torchvision_retinanet,torchvision_retinanet_v2")
     ap.add_argument("--source")
     ap.add_argument("--reference_repo", default=None, help="a checkout of the released "
@@ -369,17 +498,24 @@ def main():
                     "only (measures what one convention is worth); results go to "
                     "reference_parity_override.*")
     ap.add_argument("--reuse", action="store_true", help="keep --work's torch outputs")
+    ap.add_argument("--name", default=None, help="results file name (default reference_parity)")
+    ap.add_argument("--training", action="store_true", help="retinamask: also compare the "
+                    "detection losses, the self-adjusting beta state over 5 steps and every "
+                    "parameter's gradient on one image with 8 seeded GT boxes (mask head off)")
     args = ap.parse_args()
     if args.side == "torch":
         return torch_side(args)
     if args.side == "torch_e2e":
         return torch_end_to_end(args)
+    if args.side == "torch_keys":
+        return torch_keys(args)
     if args.saved_model:
         return saved_model_parity(args)
 
     h, w = (int(v) for v in args.size.split("x"))
     image = _input_image(args.image, h, w, args.seed)
     result = {"size": [h, w], "machine": platform.processor() or platform.machine(),
+              "TF_ENABLE_ONEDNN_OPTS": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "(unset: on)"),
               "targets": {"rel": TARGET_REL, "box_px": TARGET_BOX_PX, "match": TARGET_MATCH},
               "sources": {}}
     lines = [f"# Parity with the reference implementations ({h}x{w} input, seeded random "
@@ -391,6 +527,8 @@ def main():
         os.makedirs(work, exist_ok=True)
         np.save(os.path.join(work, "image.npy"), image)
         num_classes = args.num_classes or (80 if source == "retinamask" else 91)
+        if args.narrow and source == "retinamask":
+            num_classes = 5  # its narrow config (released_reference.NARROW)
         cmd = [args.torch_python, os.path.abspath(__file__), "--side", "torch", "--source", source,
                "--work", work, "--num_classes", str(num_classes), "--seed", str(args.seed),
                "--threads", str(args.threads)] + (["--narrow"] if args.narrow else []) + (
@@ -410,6 +548,8 @@ def main():
         rows = tf_side(source, work, num_classes, args.narrow, args.override)
         if args.fixtures_out:
             _write_fixture(args.fixtures_out, source, work)
+        if args.training and source == "retinamask":
+            rows.update(training_parity(args, work))
         result["sources"][source] = {"torch": info, "rows": rows}
         for name, r in rows.items():
             all_ok &= bool(r["ok"])
@@ -422,14 +562,20 @@ def main():
                              f"{r.get('rel', float('nan')):.3g} | {'yes' if r['ok'] else 'NO'} |")
     result["all_within_targets"] = all_ok
     lines += ["", f"Targets: features and head outputs within {TARGET_REL:g} relative (max abs "
-              f"diff / max abs value); detections: >= {TARGET_MATCH:.0%} of torchvision's "
+              f"diff / max abs value); detections: >= {TARGET_MATCH:.0%} of the reference's "
               f"found with the same class, score within 1e-5 and box within {TARGET_BOX_PX} px. "
               f"torch {info.get('torch')}, torchvision {info.get('torchvision')}."]
     if args.override:
         result["overrides"] = args.override
         lines.insert(1, f"\nOurs with {' '.join(args.override)} (the source's convention undone).")
-    write_results(args.out, "reference_parity_override" if args.override else "reference_parity",
-                  result, lines)
+    if args.training:
+        lines.append(f"Training: losses within {TARGET_LOSS_REL:g} relative, beta state within "
+                     f"{TARGET_BETA_ABS:g}, gradients within {TARGET_GRAD:g} (norm of the "
+                     "difference / norm), per parameter the released code trains (stem and "
+                     "stage 2 are frozen there). TF_ENABLE_ONEDNN_OPTS="
+                     f"{result['TF_ENABLE_ONEDNN_OPTS']}.")
+    name = args.name or ("reference_parity_override" if args.override else "reference_parity")
+    write_results(args.out, name, result, lines)
     return 0 if all_ok else 1
 
 
@@ -440,6 +586,8 @@ def _write_fixture(folder, source, work):
     shutil.copy(os.path.join(work, "weights.pth"), os.path.join(folder, f"{source}.pth"))
     ref = dict(np.load(os.path.join(work, "torch_outputs.npz")))
     ref["image"] = np.load(os.path.join(work, "image.npy"))
+    if source == "torchvision_retinanet_v2":  # the v1 fixture checks the same backbone/FPN
+        ref = {k: v for k, v in ref.items() if k[0] not in "CP" or k[1:] not in "34567"}
     np.savez_compressed(os.path.join(folder, f"{source}.npz"), **ref)
 
 

@@ -117,15 +117,21 @@ RELEASED_CONFIG = "configs/retina/retinanet_mask_R-50-FPN_2x_adjust_std011_ms.ya
 PIXEL_MEAN_BGR = (102.9801, 115.9465, 122.7717)
 
 
-def reference_outputs(reference_repo, image, randomise, seed, weights_path):
+NARROW = ["MODEL.RESNETS.STEM_OUT_CHANNELS", 8, "MODEL.RESNETS.RES2_OUT_CHANNELS", 32,
+          "MODEL.RESNETS.WIDTH_PER_GROUP", 8, "MODEL.BACKBONE.OUT_CHANNELS", 16,
+          "MODEL.ROI_MASK_HEAD.CONV_LAYERS", (16, 16, 16, 16), "RETINANET.NUM_CLASSES", 6,
+          "MODEL.ROI_BOX_HEAD.NUM_CLASSES", 6]
+
+
+def reference_outputs(reference_repo, image, randomise, seed, weights_path, narrow=False):
     """The released R-50-FPN RetinaMask with seeded random weights on ``image`` ([H, W, 3]
     uint8 RGB, sides multiples of 128): saves its state dict to ``weights_path`` and returns
     its outputs as NumPy (features NHWC; per-anchor outputs in its (level, y, x, anchor)
     order; anchors and boxes as continuous xyxy, i.e. its "+1" boxes with x2 + 1, y2 + 1;
-    labels 0-based; the mask probabilities of its detections' classes)."""
+    labels 0-based; the mask probabilities of its first 16 detections' classes)."""
     import torch
 
-    model, cfg = build(reference_repo, RELEASED_CONFIG)
+    model, cfg = build(reference_repo, RELEASED_CONFIG, NARROW if narrow else ())
     from maskrcnn_benchmark.structures.image_list import to_image_list
 
     randomise(model, seed)
@@ -157,7 +163,47 @@ def reference_outputs(reference_repo, image, randomise, seed, weights_path):
         out["det_boxes_xyxy"] = det.bbox.numpy() + np.array([0, 0, 1, 1], np.float32)
         out["det_scores"] = det.get_field("scores").numpy()
         out["det_labels"] = det.get_field("labels").numpy() - 1
-        _, result, _ = model.mask(features, [det])  # masks of every detection, its class
+        _, result, _ = model.mask(features, [det[:16]])  # masks of the top 16, their class
         out["det_masks"] = result[0].get_field("mask")[:, 0].numpy()
     out["level_hw"] = np.array([[f.shape[2], f.shape[3]] for f in features])
+    return out
+
+
+def reference_training(reference_repo, image, boxes, labels, randomise, seed, weights_path,
+                       steps=5):
+    """The released RetinaNet losses (mask head off) on one image with GT ``boxes``
+    ([G, 4] continuous xyxy) and 0-based ``labels``, ``steps`` times without updating the
+    weights (the self-adjusting beta state evolves): per step cls/box loss and the beta
+    running mean/var; the gradient of every trainable parameter at the first step."""
+    import torch
+
+    model, cfg = build(reference_repo, RELEASED_CONFIG, ["MODEL.MASK_ON", "False"])
+    randomise(model, seed)
+    with torch.no_grad():
+        model.backbone.body.stem.conv1.weight /= 57.4
+    torch.save({"model": model.state_dict(), "iteration": 0}, weights_path)
+    from maskrcnn_benchmark.structures.bounding_box import BoxList
+    from maskrcnn_benchmark.structures.image_list import to_image_list
+
+    x = torch.from_numpy(np.ascontiguousarray(image[..., ::-1])).float()
+    x = (x - torch.tensor(PIXEL_MEAN_BGR)).permute(2, 0, 1)
+    images = to_image_list(x, 32)
+    h, w = image.shape[:2]
+    target = BoxList(torch.from_numpy(boxes - np.array([0, 0, 1, 1], np.float32)), (w, h), "xyxy")
+    target.add_field("labels", torch.from_numpy(labels.astype(np.int64) + 1))
+    model.train()
+    smooth_l1 = model.rpn.loss_evaluator.regression_loss
+    out = {}
+    for step in range(steps):
+        model.zero_grad()
+        losses = model(images, [target])
+        if step == 0:
+            (losses["loss_retina_cls"] + losses["loss_retina_reg"]).backward()
+            for name, p in model.named_parameters():
+                if p.grad is not None:
+                    out[f"grad/{name}"] = p.grad.numpy().copy()
+        out[f"cls_loss/{step}"] = np.float64(losses["loss_retina_cls"].item())
+        out[f"box_loss/{step}"] = np.float64(losses["loss_retina_reg"].item())
+        out[f"running_mean/{step}"] = smooth_l1.running_mean.numpy().copy()
+        out[f"running_var/{step}"] = smooth_l1.running_var.numpy().copy()
     return out

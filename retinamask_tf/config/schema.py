@@ -22,6 +22,7 @@ AnchorStyle = Literal["exact", "released", "torchvision"]
 ConvPadding = Literal["same", "symmetric"]
 InputNorm = Literal["auto", "imagenet", "caffe", "detectron_caffe"]
 PadValue = Literal["black", "mean"]
+ClsNormalizer = Literal["positives", "positives_plus_images"]
 
 
 class ConfigError(ValueError):
@@ -352,6 +353,9 @@ class LossConfig:
     beta_momentum: float = f(0.9, "Momentum of the running mean/variance of |x|.")
     beta_min: float = f(1e-3, "Lower bound of the self-adjusting beta.")
     box_weight: float = f(1.0, "Weight of the box loss in the total.")
+    cls_normalizer: ClsNormalizer = f("positives", "The focal loss sum is divided by the number "
+                                      "of positive anchors (at least 1), or by positives plus "
+                                      "images (the released code).")
 
     def __post_init__(self):
         _check(0.0 <= self.focal_alpha <= 1.0, "loss.focal_alpha", "must be in [0, 1]")

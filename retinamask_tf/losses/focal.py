@@ -46,18 +46,31 @@ def classification_loss(cls_logits, cls_targets, labels, alpha=0.25, gamma=2.0):
 @keras.saving.register_keras_serializable(package="retinamask_tf")
 class FocalLoss:
     """The classification loss part of the detector: ``classification_loss`` with its
-    (alpha, gamma)."""
+    (alpha, gamma), and what its sum is divided by: ``normalizer`` "positives" (the number
+    of positive anchors, at least 1) or "positives_plus_images" (the released code adds the
+    number of images)."""
 
-    def __init__(self, alpha=0.25, gamma=2.0):
+    NORMALIZERS = ("positives", "positives_plus_images")
+
+    def __init__(self, alpha=0.25, gamma=2.0, normalizer="positives"):
         self.alpha = float(alpha)
         self.gamma = float(gamma)
+        if normalizer not in self.NORMALIZERS:
+            raise ValueError(f"normalizer must be one of {self.NORMALIZERS}, got {normalizer!r}")
+        self.normalizer = normalizer
+
+    def divisor(self, num_positives, num_images):
+        """The number the summed loss is divided by (float32 scalars in, out)."""
+        if self.normalizer == "positives_plus_images":
+            return num_positives + num_images
+        return tf.maximum(num_positives, 1.0)
 
     def __call__(self, cls_logits, cls_targets, labels):
         """Sum over non-ignored anchors and classes (see ``classification_loss``)."""
         return classification_loss(cls_logits, cls_targets, labels, self.alpha, self.gamma)
 
     def get_config(self):
-        return {"alpha": self.alpha, "gamma": self.gamma}
+        return {"alpha": self.alpha, "gamma": self.gamma, "normalizer": self.normalizer}
 
     @classmethod
     def from_config(cls, config):

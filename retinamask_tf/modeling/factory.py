@@ -70,7 +70,7 @@ def build_model(config: ExperimentConfig, num_classes: int = None, image_size=No
         target_assigner=TargetAssigner(mc.positive_threshold, mc.negative_threshold,
                                        mc.best_match_threshold, config.box_coder.weights,
                                        use_crowd=config.data.crowd == "ignore"),
-        class_loss=FocalLoss(loss.focal_alpha, loss.focal_gamma),
+        class_loss=FocalLoss(loss.focal_alpha, loss.focal_gamma, loss.cls_normalizer),
         box_loss=box_loss, detection_generator=generator,
         image_size=image_size or config.image_size, mask_branch=mask_branch,
         box_weight=loss.box_weight, normalization=normalization,

@@ -130,7 +130,8 @@ class RetinaMask(keras.Model):
         abs_diff = tf.abs(tf.cast(outputs["box_deltas"], tf.float32) - t["box_targets"])
         box_sum = self.box_loss(abs_diff, positive, training=training)
         beta = self.box_loss.beta
-        cls_loss = cls_sum / normalizer
+        num_images = cross_replica_sum(tf.cast(tf.shape(outputs["cls_logits"])[0], tf.float32))
+        cls_loss = cls_sum / self.class_loss.divisor(num_pos, num_images)
         box_loss = self.box_weight * box_sum / (4.0 * normalizer)
         out = {"total_loss": cls_loss + box_loss, "cls_loss": cls_loss, "box_loss": box_loss,
                "num_positives": num_pos}

@@ -1,8 +1,9 @@
 """Converters between PyTorch state dicts and our variables, without torch: the key names
-and shapes of the real checkpoints (torchvision's, recorded in golden/torchvision_keys.json;
+and shapes of the real checkpoints (torchvision's, recorded in golden/torchvision_keys.json.gz;
 the released RetinaMask code's, from its module names), exact round trips, and errors that
 name the key."""
 
+import gzip
 import json
 import os
 
@@ -45,7 +46,7 @@ def _randomise(model, seed):
 
 @pytest.fixture(scope="module")
 def torchvision_keys():
-    with open(os.path.join(GOLDEN, "torchvision_keys.json")) as f:
+    with gzip.open(os.path.join(GOLDEN, "torchvision_keys.json.gz"), "rt") as f:
         return json.load(f)
 
 

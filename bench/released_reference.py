@@ -206,4 +206,17 @@ def reference_training(reference_repo, image, boxes, labels, randomise, seed, we
         out[f"box_loss/{step}"] = np.float64(losses["loss_retina_reg"].item())
         out[f"running_mean/{step}"] = smooth_l1.running_mean.numpy().copy()
         out[f"running_var/{step}"] = smooth_l1.running_var.numpy().copy()
+    # The first step's gradients once more in float64: the exact value both float32
+    # computations are measured against (float32 sums over a feature map lose ~1e-4).
+    model = model.double()
+    smooth_l1.running_mean = torch.full((4,), smooth_l1.beta, dtype=torch.float64)
+    smooth_l1.running_var = torch.zeros(4, dtype=torch.float64)
+    target64 = BoxList(target.bbox.double(), (w, h), "xyxy")
+    target64.add_field("labels", target.get_field("labels"))
+    model.zero_grad()
+    losses = model(to_image_list(x.double(), 32), [target64])
+    (losses["loss_retina_cls"] + losses["loss_retina_reg"]).backward()
+    for name, p in model.named_parameters():
+        if p.grad is not None:
+            out[f"grad64/{name}"] = p.grad.numpy().copy()
     return out

@@ -7,6 +7,7 @@ The Python API (see docs/python_api.md):
   load_config         defaults <- YAML files <- key=value overrides
   build_dataset       a config's training or validation tf.data pipeline
   restore             a run directory -> its model, config and label map
+  import_weights      a PyTorch checkpoint (released RetinaMask, torchvision) -> a run directory
 
 Importing the package does not import TensorFlow; each name does, when first used.
 """
@@ -19,6 +20,7 @@ _API = {
     "load_config": ("retinamask_tf.config", "load_config"),
     "build_dataset": ("retinamask_tf.data.pipeline", "dataset_for"),
     "restore": ("retinamask_tf.run_dir", "restore"),
+    "import_weights": ("retinamask_tf.weights.importer", "import_weights"),
 }
 __all__ = sorted(_API)
 

@@ -4,6 +4,7 @@ import keras
 import tensorflow as tf
 
 from retinamask_tf.modeling.norm import make_norm
+from retinamask_tf.modeling.resnet import PADDINGS
 from retinamask_tf.modeling.tracking import track_sublayers
 
 
@@ -26,8 +27,8 @@ class FPN(keras.layers.Layer):
             raise ValueError(f"p6_from must be 'c5' or 'p5', got {p6_from!r}")
         if min_level != 3 or not 5 <= max_level <= 7:
             raise ValueError("FPN supports min_level 3 and max_level 5..7")
-        if padding not in ("same", "symmetric"):
-            raise ValueError(f"padding must be 'same' or 'symmetric', got {padding!r}")
+        if padding not in PADDINGS:
+            raise ValueError(f"padding must be one of {PADDINGS}, got {padding!r}")
         self.padding = padding
         self.channels = int(channels)
         self.p6_from = p6_from

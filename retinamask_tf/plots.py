@@ -6,6 +6,7 @@
   losses.png  each loss component (total, class, box, mask) over training.
 """
 
+import logging
 import os
 
 import numpy as np
@@ -45,6 +46,8 @@ def _pyplot():
     except ImportError as e:
         raise ImportError("the plots need matplotlib: pip install 'retinamask-tf[plots]'") from e
     matplotlib.use("Agg")
+    # Its first use on a machine builds a font cache and logs every missing fallback font.
+    logging.getLogger("matplotlib.font_manager").setLevel(logging.ERROR)
     import matplotlib.pyplot as plt
     return plt
 

@@ -88,7 +88,7 @@ def import_weights(source_name, weights_path, model_dir, config_files=(), overri
     source = sources.get(source_name)
     if run_dir.latest_checkpoint(model_dir):
         raise WeightsImportError(f"{model_dir} already holds checkpoints: import into a new "
-                           "--model_dir")
+                                 "--model_dir")
     try:
         state = pth.read_state_dict(weights_path)
     except pth.CheckpointFormatError as e:

@@ -107,6 +107,12 @@ def read_label_map(folder):
     return [e["id"] for e in entries], [e["name"] for e in entries]
 
 
+def categories(class_ids, class_names):
+    """A label map as COCO categories ``[{"id", "name"}]`` in class-index order (the class
+    mapping ``data.pipeline.load_val`` takes)."""
+    return [{"id": int(i), "name": str(n)} for i, n in zip(class_ids, class_names)]
+
+
 def checkpoint_dir(model_dir):
     return os.path.join(model_dir, CHECKPOINTS)
 

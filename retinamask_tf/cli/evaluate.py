@@ -15,9 +15,8 @@ def run(model_dir, overrides=(), val=None):
     restored = run_dir.restore(model_dir, overrides=tuple(overrides))
     config = restored.config
     if val is None:
-        categories = [{"id": i, "name": n}
-                      for i, n in zip(restored.class_ids, restored.class_names)]
-        val = pipeline.load_val(config.data, categories)
+        val = pipeline.load_val(config.data, run_dir.categories(restored.class_ids,
+                                                                restored.class_names))
     report = evaluate(restored.model, val, config, out_dir=os.path.join(model_dir, "eval"),
                       step=restored.step, max_images=config.eval.max_images)
     print_report(report)

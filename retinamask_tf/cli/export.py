@@ -55,8 +55,8 @@ def _splits(model_dir, data_config):
     if data_config.kind == "coco" and not data_config.train_json:
         if not data_config.val_json:
             return None, None
-        ids, names = run_dir.read_label_map(model_dir)
-        return None, pipeline.load_val(data_config, [{"id": i, "name": n} for i, n in zip(ids, names)])
+        return None, pipeline.load_val(data_config,
+                                       run_dir.categories(*run_dir.read_label_map(model_dir)))
     return pipeline.load_splits(data_config)
 
 

@@ -84,3 +84,21 @@ def test_command_line(tmp_path):
     done = subprocess.run([sys.executable, os.path.join(REPO, "main.py"), "--mode=import_weights",
                            f"--model_dir={tmp_path / 'run'}"], capture_output=True, text=True)
     assert done.returncode != 0 and "needs --source and --weights" in done.stderr
+
+
+def test_export_reads_only_the_val_split_an_import_names(coco128, tmp_path):
+    """An imported COCO model's config has no training split: export calibrates int8 on the
+    val images given by --override (with the run's label map), or skips int8 without any."""
+    from retinamask_tf import config as C
+    from retinamask_tf.cli import export
+    from retinamask_tf.weights.coco_classes import COCO_IDS, COCO_NAMES
+
+    run_dir.write_label_map(str(tmp_path), COCO_IDS, COCO_NAMES)
+    bare = C.load_config([], ["data.kind=coco"]).data
+    assert export._splits(str(tmp_path), bare) == (None, None)
+    json_path, images = coco128
+    data = C.load_config([], ["data.kind=coco", f"data.val_json={json_path}",
+                              f"data.val_images={images}", "data.verify_images=header"]).data
+    train, val = export._splits(str(tmp_path), data)
+    assert train is None and val.num_examples == 128
+    assert list(val.class_ids) == list(COCO_IDS)

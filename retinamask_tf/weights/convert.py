@@ -177,7 +177,14 @@ def _predictor_channels(model, kind, class_map, source_classes):
 
 
 def _conv_kernel(w):
+    """torch Conv [out, in, kh, kw] / ConvTranspose [in, out, kh, kw] -> Keras Conv2D
+    [kh, kw, in, out] / Conv2DTranspose [kh, kw, out, in]: one permutation for both."""
     return np.transpose(w, (2, 3, 1, 0))
+
+
+def _torch_kernel(k):
+    """The inverse of ``_conv_kernel``."""
+    return np.transpose(k, (3, 2, 0, 1))
 
 
 class _State:
@@ -233,7 +240,7 @@ def load(model, state, source: Source, class_map: Optional[Sequence[int]] = None
         layer = slot.layer
         if slot.kind in ("conv", "deconv"):
             key, w = reader.get(slot, "weight")
-            kernel = np.transpose(w, (2, 3, 1, 0))  # same permutation for both kinds
+            kernel = _conv_kernel(w)
             _check_shape(key, kernel, layer.kernel.shape)
             values = [kernel]
             if layer.use_bias:
@@ -321,7 +328,7 @@ def to_state_dict(model, source: Source, class_map=None, source_classes=None,
     for slot in layout(model, source, masks):
         layer = slot.layer
         if slot.kind in ("conv", "deconv"):
-            out[f"{slot.key}.weight"] = np.transpose(layer.kernel.numpy(), (3, 2, 0, 1))
+            out[f"{slot.key}.weight"] = _torch_kernel(layer.kernel.numpy())
             if layer.use_bias:
                 out[f"{slot.key}.bias"] = layer.bias.numpy()
         elif slot.kind in ("bn", "bn0"):
@@ -347,7 +354,7 @@ def to_state_dict(model, source: Source, class_map=None, source_classes=None,
                 total = num_anchors * per
             w = np.zeros((total, kernel.shape[2], kernel.shape[0], kernel.shape[1]), np.float32)
             b = np.zeros((total,), np.float32)
-            w[channels] = np.transpose(kernel, (3, 2, 0, 1))
+            w[channels] = _torch_kernel(kernel)
             b[channels] = bias
             out[f"{slot.key}.weight"] = w
             out[f"{slot.key}.bias"] = b

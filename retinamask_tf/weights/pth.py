@@ -30,11 +30,10 @@ _STORAGE_DTYPES = {
     "ShortStorage": np.int16, "CharStorage": np.int8, "ByteStorage": np.uint8,
     "BoolStorage": np.bool_,
 }
-_TORCH_DTYPES = {"float32": np.float32, "float": np.float32, "float64": np.float64,
-                 "double": np.float64, "float16": np.float16, "half": np.float16,
-                 "bfloat16": "bfloat16", "int64": np.int64, "long": np.int64,
-                 "int32": np.int32, "int": np.int32, "int16": np.int16, "int8": np.int8,
-                 "uint8": np.uint8, "bool": np.bool_}
+# torch dtypes a pickle may name (e.g. in metadata); read as their names
+_TORCH_DTYPES = frozenset({"float32", "float", "float64", "double", "float16", "half",
+                           "bfloat16", "int64", "long", "int32", "int", "int16", "int8",
+                           "uint8", "bool"})
 
 
 class CheckpointFormatError(ValueError):
@@ -45,11 +44,6 @@ class _StorageType:
     def __init__(self, name):
         self.name = name
         self.dtype = _STORAGE_DTYPES.get(name)
-
-
-class _TorchDtype:
-    def __init__(self, name):
-        self.dtype = _TORCH_DTYPES.get(name)
 
 
 class _Storage:
@@ -111,7 +105,7 @@ class _Unpickler(pickle.Unpickler):
         if module == "torch" and name.endswith("Storage"):
             return _StorageType(name)
         if module == "torch" and name in _TORCH_DTYPES:
-            return _TorchDtype(name)
+            return name
         raise CheckpointFormatError(
             f"{self._path}: the pickle asks for {module}.{name}; only tensors, numbers and "
             "plain containers are read (no code runs on load)")
@@ -122,10 +116,8 @@ class _Unpickler(pickle.Unpickler):
         return self._load_storage(pid)
 
 
-def _dtype_of(storage_type, dtype=None, path=""):
-    dt = dtype.dtype if isinstance(dtype, _TorchDtype) else None
-    if dt is None and isinstance(storage_type, _StorageType):
-        dt = storage_type.dtype
+def _dtype_of(storage_type, path):
+    dt = storage_type.dtype if isinstance(storage_type, _StorageType) else None
     if dt is None:
         name = getattr(storage_type, "name", storage_type)
         raise CheckpointFormatError(f"{path}: storage type {name!r} is not supported")
@@ -172,7 +164,7 @@ def _read_legacy(path):
             entry = pending.setdefault(key, [dtype, _Storage(None), []])
             if view is None:
                 return entry[1]
-            view_key, offset, numel = view
+            _, offset, numel = view  # (view key, offset, size)
             sub = _Storage(None)
             entry[2].append((sub, offset, numel))
             return sub

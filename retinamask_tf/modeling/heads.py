@@ -33,10 +33,14 @@ class RetinaNetHead(keras.layers.Layer):
         self.prior_prob = float(prior_prob)
         self.min_level = int(min_level)
         self.max_level = int(max_level)
-        init = keras.initializers.RandomNormal(stddev=0.01)
+
+        def init():
+            # A new initializer per layer: Keras 3 draws the same values from one unseeded
+            # instance on every call, which started all eight tower convs identical.
+            return keras.initializers.RandomNormal(stddev=0.01)
 
         def tower(prefix):
-            convs = [keras.layers.Conv2D(self.channels, 3, padding="same", kernel_initializer=init,
+            convs = [keras.layers.Conv2D(self.channels, 3, padding="same", kernel_initializer=init(),
                                          use_bias=not self.group_norm, name=f"{prefix}_conv{i}")
                      for i in range(self.num_convs)]
             norm = "group_norm" if self.group_norm else "none"
@@ -49,12 +53,12 @@ class RetinaNetHead(keras.layers.Layer):
             track_sublayers(self, "tracked_" + prefix, getattr(self, prefix))
         bias = -math.log((1.0 - self.prior_prob) / self.prior_prob)
         self.cls_pred = keras.layers.Conv2D(self.num_anchors * self.num_classes, 3, padding="same",
-                                            kernel_initializer=init,
+                                            kernel_initializer=init(),
                                             bias_initializer=keras.initializers.Constant(bias),
                                             name="cls_pred", dtype="float32")
         # float32 outputs under a mixed policy: the losses and post-processing need them.
         self.box_pred = keras.layers.Conv2D(self.num_anchors * 4, 3, padding="same",
-                                            kernel_initializer=init, name="box_pred",
+                                            kernel_initializer=init(), name="box_pred",
                                             dtype="float32")
 
     @staticmethod

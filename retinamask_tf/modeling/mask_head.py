@@ -22,8 +22,12 @@ class MaskHead(keras.layers.Layer):
         self.num_convs = int(num_convs)
         self.channels = int(channels)
         self.group_norm = bool(group_norm)
-        init = keras.initializers.VarianceScaling(2.0, mode="fan_out", distribution="untruncated_normal")
-        self.convs = [keras.layers.Conv2D(self.channels, 3, padding="same", kernel_initializer=init,
+
+        def init():  # one per layer (one unseeded Keras 3 initializer repeats its values)
+            return keras.initializers.VarianceScaling(2.0, mode="fan_out",
+                                                      distribution="untruncated_normal")
+
+        self.convs = [keras.layers.Conv2D(self.channels, 3, padding="same", kernel_initializer=init(),
                                           use_bias=not self.group_norm, name=f"mask_conv{i}")
                       for i in range(self.num_convs)]
         norm = "group_norm" if self.group_norm else "none"
@@ -31,8 +35,8 @@ class MaskHead(keras.layers.Layer):
         track_sublayers(self, "tracked_convs", self.convs)
         track_sublayers(self, "tracked_norms", self.norms)
         self.upsample = keras.layers.Conv2DTranspose(self.channels, 2, strides=2,
-                                                     kernel_initializer=init, name="mask_deconv")
-        self.predictor = keras.layers.Conv2D(self.num_classes, 1, kernel_initializer=init,
+                                                     kernel_initializer=init(), name="mask_deconv")
+        self.predictor = keras.layers.Conv2D(self.num_classes, 1, kernel_initializer=init(),
                                              name="mask_pred", dtype="float32")  # float32 logits
 
     def call(self, roi_features):

@@ -84,6 +84,23 @@ def test_model_shapes_head_prior_and_round_trip():
     np.testing.assert_allclose(clone(x)["cls_logits"].numpy(), out["cls_logits"].numpy(), atol=1e-5)
 
 
+def test_every_conv_starts_from_its_own_random_draw():
+    # One unseeded Keras 3 initializer instance returns the same values on every call: the
+    # head's eight tower convs (and the mask head's four) once started identical, unlike
+    # the reference's independent N(0, 0.01) draws; a frozen export then merged the towers.
+    cfg = C.load_config([], SMALL)
+    model = factory.build_model(cfg, num_classes=4)
+    model(np.zeros((1, 128, 128, 3), np.float32))
+    kernels = [(w.path, w.numpy()) for w in model.weights if w.path.endswith("kernel")]
+    assert len(kernels) > 30
+    for i, (name_a, a) in enumerate(kernels):
+        assert a.std() > 0, name_a
+        for name_b, b in kernels[i + 1:]:
+            assert a.shape != b.shape or not np.array_equal(a, b), (name_a, name_b)
+    tower = [model.head.cls_convs[0].kernel.numpy(), model.head.box_convs[0].kernel.numpy()]
+    np.testing.assert_allclose([t.std() for t in tower], 0.01, rtol=0.05)  # still N(0, 0.01)
+
+
 def test_detect_returns_padded_boxes_in_original_pixels():
     cfg = C.load_config([], SMALL + ["postprocess.score_threshold=0.0"])
     model = factory.build_model(cfg, num_classes=3)

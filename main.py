@@ -41,10 +41,10 @@ flags.DEFINE_string("export_dir", None, "Where exports go (default MODEL_DIR/exp
 flags.DEFINE_integer("export_version", None, "The SavedModel's version folder (default: the "
                      "checkpoint's step); an existing one is replaced.")
 flags.DEFINE_bool("include_masks", False, "Export the mask head too (detection_masks output).")
-flags.DEFINE_bool("freeze_saved_model", True,
-                  "SavedModel weights as graph constants: faster on CPU (oneDNN keeps each conv "
-                  "filter in its own layout), more memory once loaded; --nofreeze_saved_model "
-                  "keeps variables (see README, Export).")
+flags.DEFINE_bool("freeze_saved_model", False,
+                  "SavedModel weights as graph constants instead of variables: no faster, "
+                  "about 2.5x the memory once loaded, no variables to fine-tune "
+                  "(see docs/export.md).")
 flags.DEFINE_list("tflite_variants", ["float32", "float16", "dynamic_int8", "int8"],
                   "TFLite variants written by --mode=export and after train_and_eval "
                   "(empty: no TFLite).")

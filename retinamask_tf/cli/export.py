@@ -13,7 +13,7 @@ from retinamask_tf.image_io import read_rgb
 from retinamask_tf.visualize import draw_detections
 
 
-def run(model_dir, export_dir=None, include_masks=False, version=None, freeze=True,
+def run(model_dir, export_dir=None, include_masks=False, version=None, freeze=False,
         tflite_variants=("float32", "float16", "dynamic_int8", "int8"), datasets=None,
         overrides=()):
     """Exports the run's latest checkpoint; prints where everything went. ``datasets``: the

@@ -23,12 +23,12 @@ grayscale arrays) and empty images fail with a message saying what is expected.
 (version: the checkpoint's step unless given), atomically: a half-written version never
 appears under the base path TF Serving watches.
 
-The weights are frozen into the graph as constants (``freeze=True``, the default): both
-signatures call one frozen function, so they are stored once. On CPU this lets oneDNN
-keep each convolution's filter in its own blocked layout between calls instead of
-reordering it from a variable every call: ResNet-50-FPN at 512x512 on 2 cores ran in
-0.525 s frozen against 0.788 s with variables (``bench/compare_torchvision.py``; the same
-outputs to 4e-6 relative), at a peak RSS of 3.6 GB against 1.0 GB once loaded. A frozen
+The weights stay variables (the default): the SavedModel loads into TF Serving's C++
+loader, ``saved_model_cli`` and ``tf.saved_model.load`` alike, at about the memory of
+the weights plus the activations. ``freeze=True`` writes them into the graph as
+constants instead (both signatures call one frozen function, so they are stored once).
+Freezing is not faster: ResNet-50-FPN at 512x512 on 2 cores ran 0.61-0.65 s either way,
+and the frozen model's peak RSS was 2.9 GB against 1.1 GB (docs/results.md). A frozen
 SavedModel has no variables: fine-tune from the training checkpoints.
 """
 
@@ -100,11 +100,12 @@ class ServingModule(tf.Module):
     """The model plus in-graph preprocessing/post-processing, with serving signatures.
 
     ``freeze``: run the network as a function with the weights as constants (see the
-    module docstring); otherwise the module tracks the model and saves its variables.
+    module docstring); otherwise (the default) the module tracks the model and saves its
+    variables.
     """
 
     def __init__(self, model, config, class_ids, include_masks=False, label_map_path=None,
-                 freeze=True):
+                 freeze=False):
         super().__init__(name="retinamask_serving")
         self.include_masks = bool(include_masks)
         self.image_size = tuple(model.image_size)
@@ -117,6 +118,10 @@ class ServingModule(tf.Module):
                 lambda padded, info: tf.nest.pack_sequence_as(structure, frozen(padded, info)))
         else:
             self.model = model
+            # The tf.Variables under Keras's wrappers, tracked directly: otherwise the
+            # graph TF Serving's C++ loader (and saved_model_cli, the TF1 loader) runs
+            # reads variables that its restore op never wrote ("Could not find variable").
+            self._tf_variables = [v.value for v in model.variables]
             self._network = _Untracked(network)
         self.short_side = int(config.data.short_side)
         self.long_side = int(config.data.long_side)
@@ -180,9 +185,10 @@ class ServingModule(tf.Module):
         return self._detect(padded, info)
 
 
-def export_saved_model(model_dir, export_dir, include_masks=False, checkpoint=None, freeze=True):
+def export_saved_model(model_dir, export_dir, include_masks=False, checkpoint=None,
+                       freeze=False):
     """Writes a SavedModel with the signatures above; returns ``export_dir``. ``freeze``:
-    weights as graph constants (faster on CPU; see the module docstring) or variables."""
+    weights as graph constants instead of variables (see the module docstring)."""
     run = restore_for_export(model_dir, include_masks, checkpoint)
     module = ServingModule(run.model, run.config, run.class_ids, include_masks,
                            os.path.join(model_dir, LABEL_MAP_FILE), freeze=freeze)
@@ -204,7 +210,7 @@ def checkpoint_step(model_dir, checkpoint=None):
 
 
 def export_servable(model_dir, base_dir, version=None, include_masks=False, checkpoint=None,
-                    freeze=True):
+                    freeze=False):
     """``export_saved_model`` into TF Serving's layout: ``base_dir/<version>/`` (version:
     the checkpoint's step unless given), written beside it and moved into place, replacing
     an earlier export of the same version. Returns the version's folder."""

@@ -238,12 +238,25 @@ def test_export_errors_name_what_does_not_match(trained_dir, tmp_path):
         saved_model.export_saved_model(str(no_mask), str(tmp_path / "z"), include_masks=True)
 
 
-def test_frozen_export_matches_variable_export(trained_dir, coco128, tmp_path):
-    """The default export freezes the weights into one function both signatures call; it
-    serves the same detections as an export that keeps variables, and stores no variables."""
+def _serve_in_session(export_dir, image):
+    """``serving_default`` through the TF1 loader (restore op, then a session run), the
+    path of TF Serving's C++ loader and ``saved_model_cli run``, unlike
+    ``tf.saved_model.load``, which restores variables object by object."""
+    with tf.Graph().as_default(), tf.compat.v1.Session() as sess:
+        meta = tf.compat.v1.saved_model.loader.load(sess, ["serve"], export_dir)
+        sig = meta.signature_def["serving_default"]
+        names = {k: v.name for k, v in sig.outputs.items()}
+        return sess.run(names, {sig.inputs["images"].name: image})
+
+
+def test_variable_and_frozen_exports_serve_the_same_detections(trained_dir, coco128, tmp_path):
+    """The default export keeps variables; ``freeze=True`` writes them as constants into one
+    function both signatures call. Both serve the same detections, through
+    ``tf.saved_model.load`` and through the C++ loader's path (Keras 3 variables once
+    failed there: "Could not find variable")."""
     model_dir, _ = trained_dir
-    frozen = saved_model.export_saved_model(model_dir, str(tmp_path / "frozen"))
-    plain = saved_model.export_saved_model(model_dir, str(tmp_path / "plain"), freeze=False)
+    plain = saved_model.export_saved_model(model_dir, str(tmp_path / "plain"))
+    frozen = saved_model.export_saved_model(model_dir, str(tmp_path / "frozen"), freeze=True)
     names = lambda d: {n for n, _ in tf.train.list_variables(os.path.join(d, "variables", "variables"))  # noqa: E731
                        if not n.startswith("_CHECKPOINTABLE")}
     assert not names(frozen)
@@ -261,6 +274,14 @@ def test_frozen_export_matches_variable_export(trained_dir, coco128, tmp_path):
         sb = _sorted(rb["detection_boxes"][0].numpy(), rb["detection_scores"][0].numpy())
         np.testing.assert_allclose(sa[1], sb[1], atol=1e-5)
         np.testing.assert_allclose(sa[0], sb[0], atol=1e-3)
+    eager = b.signatures["serving_default"](images=image)
+    for export in (plain, frozen):
+        served = _serve_in_session(export, image.numpy())
+        assert int(served["num_detections"][0]) == 100
+        np.testing.assert_allclose(served["detection_scores"], eager["detection_scores"].numpy(),
+                                   atol=1e-5)
+        np.testing.assert_allclose(served["detection_boxes"], eager["detection_boxes"].numpy(),
+                                   atol=1e-3)
     frozen_bytes = sum(os.path.getsize(os.path.join(r, f)) for r, _, fs in os.walk(frozen) for f in fs)
     plain_bytes = sum(os.path.getsize(os.path.join(r, f)) for r, _, fs in os.walk(plain) for f in fs)
     assert frozen_bytes < 1.5 * plain_bytes  # the weights are stored once, not per signature

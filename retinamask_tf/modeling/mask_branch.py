@@ -31,8 +31,9 @@ class MaskBranch(keras.layers.Layer):
       train_detections: detections per image used as training RoIs (0: ground truth only).
       num_masks: masks predicted at inference (the top detections).
       loss_weight: weight of the mask loss in the total.
-      max_train_rois: RoIs per image the head runs on in training, positives first
-        (``proposals.positives_first``); None: all.
+      max_train_rois: at most this many RoIs per image in training, positives first
+        (``proposals.positives_first``); None: no cap. Without XLA the head runs only on
+        as many slots as the batch's largest positive count anyway.
     """
 
     def __init__(self, roi_aligner, mask_head, proposal_iou=0.5, train_detections=100,
@@ -72,7 +73,10 @@ class MaskBranch(keras.layers.Layer):
         Returns:
           dict: mask_loss (mean BCE over global positive RoIs x m x m; 0 without
           positives), num_mask_rois (global positive count trained on),
-          mask_rois_dropped (global positives beyond ``max_train_rois``).
+          mask_rois_dropped (global positives beyond ``max_train_rois``),
+          mask_rois_computed (global RoIs the head ran on: without XLA, each image's slots
+          are cut to the batch's largest positive count, ``proposals.trim_to_positives``;
+          with XLA, ``max_train_rois`` or all "detections + GT" slots).
         """
         if detections is None:  # GT boxes only
             batch = tf.shape(labels["gt_boxes"])[0]
@@ -87,6 +91,9 @@ class MaskBranch(keras.layers.Layer):
             rois, positive, matched, lost = proposals.positives_first(
                 rois, positive, matched, self.max_train_rois)
             dropped = cross_replica_sum(tf.reduce_sum(tf.cast(lost, tf.float32)))
+        if not xla_compatible:  # no work on slots that carry no loss
+            rois, positive, matched = proposals.trim_to_positives(rois, positive, matched)
+        computed = cross_replica_sum(tf.cast(tf.size(positive), tf.float32))
         logits = self.logits(pyramid, rois, training, xla_compatible)  # [B, R, m, m, K]
         size = logits.shape[2]
         target = mask_ops.mask_targets(labels["gt_masks"], labels["gt_boxes"], rois, matched, size,
@@ -100,7 +107,8 @@ class MaskBranch(keras.layers.Layer):
                                  tf.reshape(positive, [-1]))
         num = cross_replica_sum(tf.reduce_sum(tf.cast(positive, tf.float32)))
         mask_loss = self.loss_weight * loss_sum / tf.maximum(num * size * size, 1.0)
-        return {"mask_loss": mask_loss, "num_mask_rois": num, "mask_rois_dropped": dropped}
+        return {"mask_loss": mask_loss, "num_mask_rois": num, "mask_rois_dropped": dropped,
+                "mask_rois_computed": computed}
 
     def predict(self, pyramid, boxes, classes, xla_compatible=False):
         """Mask probabilities [B, n, m, m] float32 of the first n = ``num_masks`` (at most

@@ -55,3 +55,23 @@ def positives_first(rois, positive, matched_gt, max_rois):
                - tf.reduce_sum(tf.cast(tf.gather(positive, index, batch_dims=1), tf.int32), 1))
     return (tf.gather(rois, index, batch_dims=1), tf.gather(positive, index, batch_dims=1),
             tf.gather(matched_gt, index, batch_dims=1), dropped)
+
+
+def trim_to_positives(rois, positive, matched_gt):
+    """Positives first, cut to the largest positive count of any image in the batch.
+
+    The mask head then runs on [B, P_max] RoIs instead of [B, R]: the released code runs
+    it on the positives alone, and the loss only counts positives, so it is unchanged.
+    The slot count is dynamic (at least 1, so an image batch without positives still
+    runs an empty-loss head); XLA needs static shapes and uses ``positives_first``.
+
+    Args:
+      rois [B, R, 4], positive [B, R] bool, matched_gt [B, R] int32 (``training_rois``).
+    Returns:
+      (rois [B, K, 4], positive [B, K], matched_gt [B, K]), K = max(1, max_b P_b) <= R.
+    """
+    count = tf.reduce_sum(tf.cast(positive, tf.int32), 1)
+    k = tf.minimum(tf.maximum(tf.reduce_max(count), 1), tf.shape(positive)[1])
+    _, index = tf.math.top_k(tf.cast(positive, tf.float32), k=k, sorted=True)  # stable on ties
+    return (tf.gather(rois, index, batch_dims=1), tf.gather(positive, index, batch_dims=1),
+            tf.gather(matched_gt, index, batch_dims=1))

@@ -128,7 +128,8 @@ class Trainer:
         layer = self.model.box_loss
         with self.writer.as_default(step=step):
             for k in ("total_loss", "cls_loss", "box_loss", "mask_loss", "num_positives",
-                      "num_mask_rois", "mask_rois_dropped", "learning_rate"):
+                      "num_mask_rois", "mask_rois_dropped", "mask_rois_computed",
+                      "learning_rate"):
                 if k in values:
                     tf.summary.scalar(k, values[k])
             for i, name in enumerate(COORDS):

@@ -211,6 +211,37 @@ def test_mask_rois_count(train_detections, max_rois, want):
     assert np.isfinite(float(out["mask_loss"])) and float(out["mask_loss"]) > 0
 
 
+def test_mask_head_runs_on_positive_slots_only_with_the_same_loss(monkeypatch):
+    """Without XLA the mask head runs on each image's slots cut to the batch's largest
+    positive count; the loss and its gradients are those of running it on every slot."""
+    from retinamask_tf.ops import proposals
+    cfg = C.load_config([], SMALL + ["model.mask_head.train_detections=5",
+                                     "postprocess.score_threshold=0.0"])
+    model = factory.build_model(cfg, num_classes=3)
+    images = tf.constant(np.random.default_rng(0).uniform(0, 255, (1, 128, 128, 3)), tf.float32)
+    labels, info = _mask_labels(), tf.constant([[128.0, 128, 1, 1]])
+
+    def run():  # a tf.function: TF 2.21's eager Conv2DBackpropFilter corrupted the heap here
+        @tf.function
+        def step():
+            with tf.GradientTape() as tape:
+                out = model.all_losses(images, labels, info, training=True)
+            return out, tape.gradient(out["mask_loss"], model.mask_branch.trainable_variables)
+
+        out, grads = step()
+        return out, [g.numpy() for g in grads]
+
+    trimmed, trimmed_grads = run()
+    monkeypatch.setattr(proposals, "trim_to_positives", lambda r, p, m: (r, p, m))
+    full, full_grads = run()
+    assert float(trimmed["mask_rois_computed"]) == 2  # the two GT rows; no detection matches
+    assert float(full["mask_rois_computed"]) == 3 + 5  # every GT row + every detection slot
+    assert float(trimmed["num_mask_rois"]) == float(full["num_mask_rois"]) == 2
+    np.testing.assert_allclose(float(trimmed["mask_loss"]), float(full["mask_loss"]), rtol=1e-6)
+    for a, b in zip(trimmed_grads, full_grads):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-7)
+
+
 @pytest.mark.parametrize("extra", [[], ["model.fpn.group_norm=true", "model.head.group_norm=true",
                                         "model.mask_head.group_norm=true"]])
 def test_model_only_checkpoint_restores_every_variable(tmp_path, extra):

@@ -29,3 +29,16 @@ def test_positives_first_keeps_order_and_counts_drops():
     assert dropped.numpy().tolist() == [1]
     _, p, _, dropped = proposals.positives_first(rois, positive, matched, 4)
     assert p.numpy().tolist() == [[True, True, True, False]] and dropped.numpy().tolist() == [0]
+
+
+def test_trim_to_positives_cuts_to_the_batch_largest_count():
+    rois = tf.reshape(tf.range(2 * 5 * 4, dtype=tf.float32), [2, 5, 4])
+    positive = tf.constant([[False, True, False, True, True], [True, False, False, False, False]])
+    matched = tf.constant([[0, 1, 0, 2, 3], [4, 0, 0, 0, 0]])
+    r, p, m = proposals.trim_to_positives(rois, positive, matched)
+    assert p.numpy().tolist() == [[True, True, True], [True, False, False]]
+    assert m.numpy().tolist() == [[1, 2, 3], [4, 0, 0]]
+    np.testing.assert_allclose(r.numpy()[:, :, 0], [[4.0, 12.0, 16.0], [20.0, 24.0, 28.0]])
+    none = tf.zeros([2, 5], tf.bool)
+    r, p, m = proposals.trim_to_positives(rois, none, matched)  # one slot, no loss
+    assert r.shape == (2, 1, 4) and not p.numpy().any()

@@ -11,11 +11,9 @@ random weights, full post-processing on both sides, ``--threads`` intra-op threa
                train step: batch 2 at 512x512 with 10 random boxes per image, SGD.
   ours         SavedModel ``serving_default`` (what TF Serving runs: uint8 image in,
                preprocessing, ResNet-50-FPN, decode, NMS, boxes out), exported from a
-               random-weight ResNet-50-FPN at that size, frozen (the default export), with
-               variables (``freeze=False``), and with variables in a process started with
-               ``TF_ONEDNN_ASSUME_FROZEN_WEIGHTS=1`` (oneDNN then caches the reordered
-               filters of variables too); TFLite float32 and int8 of the same model
-               through LiteRT; train step: ``bench_model.py``'s ``train`` (with the mask
+               random-weight ResNet-50-FPN at that size, with variables (the default
+               export) and frozen (``freeze=True``); TFLite float32 and int8 of the same
+               model through LiteRT; train step: ``bench_model.py``'s ``train`` (with the mask
                branch) and ``train_retinanet`` modes at batch 2, 512x512.
 Both sides compute on the same pixels: torchvision pads to multiples of 32, and ours is
 configured with ``data.pad_stride: 32`` (``--pad_stride``; 800x1333 -> 800x1344).
@@ -121,8 +119,8 @@ def ours_prepare(args):
     model_dir = os.path.join(args.work, args.size)
     _random_model_dir(args.size, model_dir, (args.coco_json, args.coco_images), args.pad_stride)
     saved_model.export_saved_model(model_dir, os.path.join(model_dir, "saved_model"))
-    saved_model.export_saved_model(model_dir, os.path.join(model_dir, "saved_model_variables"),
-                                   freeze=False)
+    saved_model.export_saved_model(model_dir, os.path.join(model_dir, "saved_model_frozen"),
+                                   freeze=True)
     if args.tflite_variants:
         tflite.export_tflite(model_dir, os.path.join(model_dir, "tflite"),
                              args.tflite_variants.split(","),
@@ -140,7 +138,7 @@ def ours_worker(args):
         import tensorflow as tf
         tf.config.threading.set_intra_op_parallelism_threads(args.threads)
         tf.config.threading.set_inter_op_parallelism_threads(args.threads)
-        name = "saved_model" if args.mode == "savedmodel" else "saved_model_variables"
+        name = "saved_model" if args.mode == "savedmodel" else "saved_model_frozen"
         serving = tf.saved_model.load(os.path.join(model_dir, name)).signatures[
             "serving_default"]
         batch = tf.constant(image[None])
@@ -196,7 +194,7 @@ def main():
             os.path.join(args.datasets, "coco128", "images")]
     common = ["--threads", str(args.threads), "--work", work]
     rows, rounds = [], []
-    modes = ["savedmodel", "savedmodel_variables", "savedmodel_variables_assume_frozen"] + [
+    modes = ["savedmodel", "savedmodel_frozen"] + [
         f"tflite_{v}" for v in args.tflite_variants.split(",") if v]
     for size in args.sizes.split(","):
         run_worker([sys.executable, __file__, "--worker", "prepare", "--size", size,
@@ -210,11 +208,9 @@ def main():
                                     "infer", "--size", size, "--repeats", str(args.repeats)]
                                    + common, env, f"round {r + 1}: torchvision infer {size}")]
             for mode in modes:
-                mode_env = dict(env, TF_ONEDNN_ASSUME_FROZEN_WEIGHTS="1") if mode.endswith(
-                    "_assume_frozen") else env
                 measured.append(run_worker(
                     [sys.executable, __file__, "--worker", "ours", "--mode", mode, "--size", size,
-                     "--repeats", str(args.repeats)] + common, mode_env,
+                     "--repeats", str(args.repeats)] + common, env,
                     f"round {r + 1}: ours {mode} {size}"))
             for row in measured:
                 row["round"] = r + 1

@@ -82,23 +82,26 @@ def test_mask_targets_xla_form_is_identical():
     np.testing.assert_array_equal(got.numpy(), want.numpy())
 
 
-def _exact_grad_case():
+def _exact_grad_case(height, width, channels, num):
     rng = np.random.default_rng(7)
-    image = tf.constant(rng.normal(size=(2, 62, 34, 64)).astype(np.float32))
-    y1, x1 = rng.uniform(-0.05, 0.7, (2, 2, 100))
-    boxes = np.stack([y1, x1, y1 + rng.uniform(0.02, 0.4, (2, 100)),
-                      x1 + rng.uniform(0.02, 0.4, (2, 100))], -1).astype(np.float32)
-    weights = rng.normal(size=(200, 28, 28, 64)).astype(np.float32)
+    image = tf.constant(rng.normal(size=(2, height, width, channels)).astype(np.float32))
+    y1, x1 = rng.uniform(-0.05, 0.7, (2, 2, num))
+    boxes = np.stack([y1, x1, y1 + rng.uniform(0.02, 0.4, (2, num)),
+                      x1 + rng.uniform(0.02, 0.4, (2, num))], -1).astype(np.float32)
+    weights = rng.normal(size=(2 * num, 28, 28, channels)).astype(np.float32)
     return image, boxes, weights
 
 
-def test_exact_grad_crop_repeats_and_equals_the_reference():
-    """2 images x 100 boxes of 28x28: values equal crop_and_resize's, and the image
+# The demo's stacked maps (the backward pass writes each box into its own slot), and a map
+# over 10 x 28 x 28 pixels (it scatters each sample into its four neighbours).
+@pytest.mark.parametrize("height,width,channels,num", [(62, 34, 64, 100), (100, 90, 8, 30)])
+def test_exact_grad_crop_repeats_and_equals_the_reference(height, width, channels, num):
+    """2 images x ``num`` boxes of 28x28: values equal crop_and_resize's, and the image
     gradient equals the numpy reference on every call. (TF's CPU CropAndResizeGradImage can
     race at sizes like these, depending on how its threads happen to be scheduled, so it
     is not the reference; the README has measured cases.)"""
-    image, boxes, weights = _exact_grad_case()
-    index = np.repeat(np.arange(2), 100).astype(np.int32)
+    image, boxes, weights = _exact_grad_case(height, width, channels, num)
+    index = np.repeat(np.arange(2), num).astype(np.int32)
     want = tf.image.crop_and_resize(image, boxes.reshape(-1, 4), index, (28, 28))
     got = crop.crop_and_resize_exact_grad(image, tf.constant(boxes), (28, 28))
     np.testing.assert_array_equal(got.numpy(), want.numpy())

@@ -14,7 +14,10 @@ Modes:
                 the mask head costs nothing at detection time);
   infer_masks   ``model.detect`` with masks for the top ``num_masks`` detections;
   train         one ``train_step`` (forward, matching, losses, mask branch on
-                "100 + GT" RoIs, backward, SGD) at ``--train_batch``;
+                "100 + GT" RoIs, backward, SGD) at ``--train_batch``, ``--gt_per_image``
+                random boxes per image (with random weights no detection passes the score
+                threshold, so the GT boxes are the mask branch's positive RoIs: set it to
+                the positives a trained detector gives, see ``bench/mask_rois.py``);
   train_retinanet  the same without the mask branch (the overhead is the difference).
 ``--override train.precision=mixed_float16`` (or mixed_bfloat16) builds the model under
 that policy, as training does. With ``--jit_compile`` the timed function is compiled with
@@ -77,7 +80,7 @@ def worker(args):
     else:
         model.compile(optimizer=build_optimizer(cfg.train))
         b = args.train_batch
-        g = 10
+        g = args.gt_per_image
         yx = rng.uniform(0, min(h, w) * 0.6, (b, g, 2))
         hw = rng.uniform(16, min(h, w) * 0.4, (b, g, 2))
         features = {"images": tf.constant(rng.uniform(0, 255, (b, ph, pw, 3)).astype(np.float32)),
@@ -94,6 +97,7 @@ def worker(args):
         call = lambda: fn((features, labels))["total_loss"].numpy()  # noqa: E731
     row = timed(call, args.repeats)
     row.update(mode=args.mode + (" xla" if args.jit_compile else ""), size=args.size,
+               gt_per_image=None if args.mode.startswith("infer") else args.gt_per_image,
                padded=f"{ph}x{pw}",
                batch=1 if args.mode.startswith("infer") else args.train_batch,
                params=model.count_params())
@@ -108,6 +112,7 @@ def main():
     p.add_argument("--override", action="append", default=[])
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--train_batch", type=int, default=2)
+    p.add_argument("--gt_per_image", type=int, default=10)
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     p.add_argument("--jit_compile", action="store_true", help="compile with XLA")
     p.add_argument("--out", default=os.path.join(REPO, "bench", "results"))
@@ -123,7 +128,7 @@ def main():
         for mode in args.modes.split(","):
             cmd = [sys.executable, __file__, "--worker", "--mode", mode, "--size", size,
                    "--repeats", str(args.repeats), "--train_batch", str(args.train_batch),
-                   "--threads", str(args.threads)] + (["--jit_compile"] if args.jit_compile else [])
+                   "--gt_per_image", str(args.gt_per_image), "--threads", str(args.threads)] + (["--jit_compile"] if args.jit_compile else [])
             for c in args.config:
                 cmd += ["--config", c]
             for o in args.override:
@@ -139,7 +144,8 @@ def main():
              "", "| mode | input (padded) | batch | median s | min s | peak RSS MB |",
              "|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['mode']} | {r['size']} ({r['padded']}) | {r['batch']} | "
+        mode = r["mode"] + (f", {r['gt_per_image']} GT/image" if r.get("gt_per_image") else "")
+        lines.append(f"| {mode} | {r['size']} ({r['padded']}) | {r['batch']} | "
                      f"{r['median_s']:.3f} | {r['min_s']:.3f} | {r['peak_rss_mb']:.0f} |")
     write_results(args.out, "model_bench", result, lines)
 

@@ -8,12 +8,14 @@ Every measurement runs in its own process (its peak RSS is its own), batch 1 for
 random weights, full post-processing on both sides, ``--threads`` intra-op threads:
   torchvision  ``retinanet_resnet50_fpn`` (91 COCO classes, its own resize/normalise
                transform set to keep the input size, eval mode, ``inference_mode``);
-               train step: batch 2 at 512x512 with 10 random boxes per image, SGD.
+               train step: batch 2 at each ``--train_sizes`` with ``--gt_per_image``
+               random boxes per image, SGD.
   ours         SavedModel ``serving_default`` (what TF Serving runs: uint8 image in,
                preprocessing, ResNet-50-FPN, decode, NMS, boxes out), exported from a
                random-weight ResNet-50-FPN at that size, with variables (the default
                export) and frozen (``freeze=True``); TFLite float32 and int8 of the same
-               model through LiteRT; train step: ``bench_model.py``'s ``train`` (with the mask
+               model through LiteRT, and the float32 network alone (``tflite_network``:
+               no post-processing, to see what the post-processing costs in TFLite); train step: ``bench_model.py``'s ``train`` (with the mask
                branch) and ``train_retinanet`` modes at batch 2, 512x512.
 Both sides compute on the same pixels: torchvision pads to multiples of 32, and ours is
 configured with ``data.pad_stride: 32`` (``--pad_stride``; 800x1333 -> 800x1344).
@@ -60,11 +62,12 @@ def torch_worker(args):
         gen = torch.Generator().manual_seed(0)
         images = [torch.rand(3, h, w, generator=gen) for _ in range(args.train_batch)]
         targets = []
+        g = args.gt_per_image
         for _ in images:
-            yx = torch.rand(10, 2, generator=gen) * min(h, w) * 0.6
-            hw = 16 + torch.rand(10, 2, generator=gen) * min(h, w) * 0.4
+            yx = torch.rand(g, 2, generator=gen) * min(h, w) * 0.6
+            hw = 16 + torch.rand(g, 2, generator=gen) * min(h, w) * 0.4
             boxes = torch.cat([yx, yx + hw], 1)[:, [1, 0, 3, 2]]  # xyxy
-            targets.append({"boxes": boxes, "labels": torch.randint(1, 91, (10,), generator=gen)})
+            targets.append({"boxes": boxes, "labels": torch.randint(1, 91, (g,), generator=gen)})
 
         def call():
             losses = model(images, targets)
@@ -125,7 +128,30 @@ def ours_prepare(args):
         tflite.export_tflite(model_dir, os.path.join(model_dir, "tflite"),
                              args.tflite_variants.split(","),
                              num_calibration_images=args.calibration_images, progress=None)
+    if "float32" in args.tflite_variants.split(","):
+        _network_tflite(model_dir, os.path.join(model_dir, "tflite", "network_float32.tflite"))
     print(json.dumps({"model_dir": model_dir}))
+
+
+def _network_tflite(model_dir, path):
+    """The float32 TFLite of the network alone (uint8 image in, class logits and box deltas
+    out), converted as the export converts (weights frozen first, builtin ops only)."""
+    import tensorflow as tf
+    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
+
+    from retinamask_tf.export.saved_model import restore_for_export
+
+    model = restore_for_export(model_dir).model
+    spec = tf.TensorSpec((1,) + tuple(model.image_size) + (3,), tf.uint8)
+    network = tf.function(lambda images: model(tf.cast(images, tf.float32), training=False),
+                          input_signature=[spec])
+    frozen = convert_variables_to_constants_v2(network.get_concrete_function())
+    converter = tf.lite.TFLiteConverter.from_concrete_functions(
+        [tf.function(lambda images: frozen(images), input_signature=[spec]).get_concrete_function()],
+        tf.Module())
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    with open(path, "wb") as f:
+        f.write(converter.convert())
 
 
 def ours_worker(args):
@@ -144,6 +170,14 @@ def ours_worker(args):
         batch = tf.constant(image[None])
         row = timed(lambda: serving(images=batch)["num_detections"].numpy(), args.repeats)
         row["version"] = f"tensorflow {tf.__version__}"
+    elif args.mode == "tflite_network":
+        from ai_edge_litert.interpreter import Interpreter
+        path = os.path.join(model_dir, "tflite", "network_float32.tflite")
+        interpreter = Interpreter(model_path=path, num_threads=args.threads)
+        interpreter.allocate_tensors()
+        interpreter.set_tensor(interpreter.get_input_details()[0]["index"], image[None])
+        row = timed(interpreter.invoke, args.repeats)
+        row.update(file_mb=os.path.getsize(path) / 2 ** 20, version="ai-edge-litert")
     else:  # tflite_<variant>
         from retinamask_tf.export.litert_runner import LiteRTDetector
         path = os.path.join(model_dir, "tflite", f"model_{args.mode[len('tflite_'):]}.tflite")
@@ -163,6 +197,9 @@ def main():
     p.add_argument("--pad_stride", type=int, default=32, help="ours: data.pad_stride")
     p.add_argument("--train_repeats", type=int, default=3)
     p.add_argument("--train_batch", type=int, default=2)
+    p.add_argument("--train_sizes", default="512x512,800x1333")
+    p.add_argument("--gt_per_image", type=int, default=10,
+                   help="training boxes per image (ours: the mask branch's positive RoIs)")
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     p.add_argument("--tflite_variants", default="float32,int8")
     p.add_argument("--calibration_images", type=int, default=8,
@@ -196,6 +233,8 @@ def main():
     rows, rounds = [], []
     modes = ["savedmodel", "savedmodel_frozen"] + [
         f"tflite_{v}" for v in args.tflite_variants.split(",") if v]
+    if "float32" in args.tflite_variants.split(","):
+        modes.append("tflite_network")
     for size in args.sizes.split(","):
         run_worker([sys.executable, __file__, "--worker", "prepare", "--size", size,
                     "--tflite_variants", args.tflite_variants, "--calibration_images",
@@ -231,18 +270,18 @@ def main():
             else:
                 row.pop("ratio_to_torchvision")
             rows.append(row)
-    train_size = "512x512"
-    rows.append(run_worker([args.torch_python, __file__, "--worker", "torch", "--mode", "train",
-                      "--size", train_size, "--repeats", str(args.train_repeats),
-                      "--train_batch", str(args.train_batch)] + common, env,
-                     f"torchvision train {train_size}"))
-    for mode in ("train_retinanet", "train"):
-        row = run_worker([sys.executable, os.path.join(REPO, "bench", "bench_model.py"), "--worker",
-                    "--mode", mode, "--size", train_size, "--repeats", str(args.train_repeats),
-                    "--train_batch", str(args.train_batch), "--threads", str(args.threads)],
-                   env, f"ours {mode} {train_size}")
-        row["side"] = "ours"
-        rows.append(row)
+    for train_size in args.train_sizes.split(","):
+        train = ["--size", train_size, "--repeats", str(args.train_repeats), "--train_batch",
+                 str(args.train_batch), "--gt_per_image", str(args.gt_per_image)]
+        rows.append(run_worker([args.torch_python, __file__, "--worker", "torch", "--mode",
+                                "train"] + train + common, env, f"torchvision train {train_size}"))
+        for mode in ("train_retinanet", "train"):
+            row = run_worker([sys.executable, os.path.join(REPO, "bench", "bench_model.py"),
+                              "--worker", "--mode", mode, "--threads", str(args.threads),
+                              "--override", f"data.pad_stride={args.pad_stride}"] + train,
+                             env, f"ours {mode} {train_size}")
+            row["side"] = "ours"
+            rows.append(row)
 
     def ref(size, mode):
         return next(r for r in rows if r["side"] == "torchvision" and r["size"] == size

@@ -253,9 +253,12 @@ class MaskHeadConfig:
                             "positive.")
     train_detections: int = f(100, "Detections per image used as training RoIs (+ all GT); "
                               "0: GT boxes only.")
-    max_train_rois: Optional[int] = f(None, "RoIs per image the mask head runs on in training, "
-                                      "positives first; null: all (the paper). Lossless while "
-                                      "no image has more positives; drops are logged.")
+    max_train_rois: Optional[int] = f(None, "At most this many RoIs per image in training, "
+                                      "positives first; null: no cap (the paper). Lossless "
+                                      "while no image has more positives; drops are logged. "
+                                      "Without XLA the head runs only on the batch's largest "
+                                      "positive count anyway; with XLA (static shapes) it "
+                                      "runs on this many (or every) slot.")
     num_masks: int = f(50, "Masks predicted at inference (the top detections).")
     mask_threshold: float = f(0.5, "Probability at which a mask pixel is inside.")
     loss_weight: float = f(1.0, "Weight of the mask loss in the total.")

@@ -120,6 +120,9 @@ def ours_prepare(args):
     from retinamask_tf.export import saved_model, tflite
 
     model_dir = os.path.join(args.work, args.size)
+    if os.path.exists(os.path.join(model_dir, "prepared")):  # --work of an earlier run
+        print(json.dumps({"model_dir": model_dir}))
+        return
     _random_model_dir(args.size, model_dir, (args.coco_json, args.coco_images), args.pad_stride)
     saved_model.export_saved_model(model_dir, os.path.join(model_dir, "saved_model"))
     saved_model.export_saved_model(model_dir, os.path.join(model_dir, "saved_model_frozen"),
@@ -130,6 +133,7 @@ def ours_prepare(args):
                              num_calibration_images=args.calibration_images, progress=None)
     if "float32" in args.tflite_variants.split(","):
         _network_tflite(model_dir, os.path.join(model_dir, "tflite", "network_float32.tflite"))
+    open(os.path.join(model_dir, "prepared"), "w").close()
     print(json.dumps({"model_dir": model_dir}))
 
 
@@ -175,7 +179,10 @@ def ours_worker(args):
         path = os.path.join(model_dir, "tflite", "network_float32.tflite")
         interpreter = Interpreter(model_path=path, num_threads=args.threads)
         interpreter.allocate_tensors()
-        interpreter.set_tensor(interpreter.get_input_details()[0]["index"], image[None])
+        shape = interpreter.get_input_details()[0]["shape"]  # the padded size
+        padded = np.zeros(shape, np.uint8)
+        padded[0, :h, :w] = image
+        interpreter.set_tensor(interpreter.get_input_details()[0]["index"], padded)
         row = timed(interpreter.invoke, args.repeats)
         row.update(file_mb=os.path.getsize(path) / 2 ** 20, version="ai-edge-litert")
     else:  # tflite_<variant>
@@ -209,7 +216,9 @@ def main():
     p.add_argument("--datasets", default=os.environ.get("RETINAMASK_TEST_DATA"),
                    help="folder holding coco128/ (default: $RETINAMASK_TEST_DATA)")
     p.add_argument("--out", default=os.path.join(REPO, "bench", "results"))
-    p.add_argument("--work", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--work", default=None,
+                   help="folder for the exported models (default: a new temporary one); "
+                        "models an earlier run prepared there are reused")
     p.add_argument("--worker", choices=["torch", "prepare", "ours"], help=argparse.SUPPRESS)
     p.add_argument("--mode", help=argparse.SUPPRESS)
     p.add_argument("--size", help=argparse.SUPPRESS)

@@ -27,9 +27,10 @@ The weights stay variables (the default): the SavedModel loads into TF Serving's
 loader, ``saved_model_cli`` and ``tf.saved_model.load`` alike, at about the memory of
 the weights plus the activations. ``freeze=True`` writes them into the graph as
 constants instead (both signatures call one frozen function, so they are stored once).
-Freezing is not faster: ResNet-50-FPN at 512x512 on 2 cores ran 0.61-0.65 s either way,
-and the frozen model's peak RSS was 2.9 GB against 1.1 GB (docs/results.md). A frozen
-SavedModel has no variables: fine-tune from the training checkpoints.
+Freezing buys little: ResNet-50-FPN on 2 cores ran 0.599 against 0.613 s at 512x512 and
+2.53 against 2.57 s at 800x1344, at a peak RSS of 3.7 against 1.1 GB and 3.9 against 1.3
+GB once loaded (``bench/compare_torchvision.py``, docs/results.md). A frozen SavedModel
+has no variables: fine-tune from the training checkpoints.
 """
 
 import os

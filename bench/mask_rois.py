@@ -32,7 +32,7 @@ CAPS = (8, 16, 24, 32, 48, 64, 128)
 
 
 def _data_overrides(config_path, datasets):
-    """The data paths of a shipped config pointed at ``datasets`` (fruits_nuts, coco128)."""
+    """The data paths of the shipped fruits_nuts config pointed at ``datasets``."""
     name = os.path.splitext(os.path.basename(config_path))[0]
     if not datasets or name not in ("fruits_nuts",):
         return []

@@ -1,7 +1,7 @@
 """Side by side with torchvision's RetinaNet on this machine, in one process tree.
 
   pip install torch==2.14.1 torchvision==0.29.1      # benchmark-only, not a dependency
-  python bench/compare_torchvision.py [--sizes 512x512,800x1333] [--repeats 5] [--threads 2]
+  python bench/compare_torchvision.py [--sizes 512x512,800x1333] [--train_sizes ...] [--threads 2]
   python bench/compare_torchvision.py --torch_python /path/to/venv/bin/python   # torch elsewhere
 
 Every measurement runs in its own process (its peak RSS is its own), batch 1 for inference,
@@ -15,8 +15,10 @@ random weights, full post-processing on both sides, ``--threads`` intra-op threa
                random-weight ResNet-50-FPN at that size, with variables (the default
                export) and frozen (``freeze=True``); TFLite float32 and int8 of the same
                model through LiteRT, and the float32 network alone (``tflite_network``:
-               no post-processing, to see what the post-processing costs in TFLite); train step: ``bench_model.py``'s ``train`` (with the mask
-               branch) and ``train_retinanet`` modes at batch 2, 512x512.
+               no post-processing, to see what the post-processing costs in TFLite);
+               train step: ``bench_model.py``'s ``train`` (with the mask branch; with
+               random weights its positive RoIs are the GT boxes) and ``train_retinanet``
+               modes at each ``--train_sizes``, batch 2.
 Both sides compute on the same pixels: torchvision pads to multiples of 32, and ours is
 configured with ``data.pad_stride: 32`` (``--pad_stride``; 800x1333 -> 800x1344).
 The machine's speed drifts by tens of percent over minutes, so the inference measurements

@@ -128,7 +128,8 @@ def main():
         for mode in args.modes.split(","):
             cmd = [sys.executable, __file__, "--worker", "--mode", mode, "--size", size,
                    "--repeats", str(args.repeats), "--train_batch", str(args.train_batch),
-                   "--gt_per_image", str(args.gt_per_image), "--threads", str(args.threads)] + (["--jit_compile"] if args.jit_compile else [])
+                   "--gt_per_image", str(args.gt_per_image), "--threads", str(args.threads)]
+            cmd += ["--jit_compile"] if args.jit_compile else []
             for c in args.config:
                 cmd += ["--config", c]
             for o in args.override:

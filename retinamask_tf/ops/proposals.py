@@ -50,11 +50,10 @@ def positives_first(rois, positive, matched_gt, max_rois):
       positives that did not fit), K = min(max_rois, R).
     """
     k = min(int(max_rois), int(rois.shape[1]))
-    _, index = tf.math.top_k(tf.cast(positive, tf.float32), k=k, sorted=True)  # stable on ties
+    rois, kept, matched_gt = _first_k_positives(rois, positive, matched_gt, k)
     dropped = (tf.reduce_sum(tf.cast(positive, tf.int32), 1)
-               - tf.reduce_sum(tf.cast(tf.gather(positive, index, batch_dims=1), tf.int32), 1))
-    return (tf.gather(rois, index, batch_dims=1), tf.gather(positive, index, batch_dims=1),
-            tf.gather(matched_gt, index, batch_dims=1), dropped)
+               - tf.reduce_sum(tf.cast(kept, tf.int32), 1))
+    return rois, kept, matched_gt, dropped
 
 
 def trim_to_positives(rois, positive, matched_gt):
@@ -72,6 +71,12 @@ def trim_to_positives(rois, positive, matched_gt):
     """
     count = tf.reduce_sum(tf.cast(positive, tf.int32), 1)
     k = tf.minimum(tf.maximum(tf.reduce_max(count), 1), tf.shape(positive)[1])
+    return _first_k_positives(rois, positive, matched_gt, k)
+
+
+def _first_k_positives(rois, positive, matched_gt, k):
+    """The first ``k`` (static or dynamic) RoIs of each image after moving its positives
+    to the front, each group in its own order: (rois, positive, matched_gt) [B, k, ...]."""
     _, index = tf.math.top_k(tf.cast(positive, tf.float32), k=k, sorted=True)  # stable on ties
     return (tf.gather(rois, index, batch_dims=1), tf.gather(positive, index, batch_dims=1),
             tf.gather(matched_gt, index, batch_dims=1))

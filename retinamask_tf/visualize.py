@@ -24,13 +24,16 @@ def draw_detections(image, boxes, classes, scores, names=None, score_threshold=0
       names: n class names (default: the ids).
       score_threshold: detections below it are not drawn.
     Returns:
-      a PIL RGB image.
+      a PIL RGB image. Detections are drawn from the lowest score up, so where boxes or
+      labels overlap the most confident one is on top.
     """
     pil = Image.fromarray(np.asarray(image, np.uint8)).convert("RGB")
     draw = ImageDraw.Draw(pil)
     names = names if names is not None else [str(int(c)) for c in classes]
     scores = [None] * len(boxes) if scores is None else scores
-    for box, cls, score, name in zip(boxes, classes, scores, names):
+    order = sorted(range(len(boxes)), key=lambda i: -np.inf if scores[i] is None else scores[i])
+    for i in order:
+        box, cls, score, name = boxes[i], classes[i], scores[i], names[i]
         if score is not None and score < score_threshold:
             continue
         y0, x0, y1, x1 = (float(v) for v in box)

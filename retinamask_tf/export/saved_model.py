@@ -101,8 +101,8 @@ class ServingModule(tf.Module):
     """The model plus in-graph preprocessing/post-processing, with serving signatures.
 
     ``freeze``: run the network as a function with the weights as constants (see the
-    module docstring); otherwise (the default) the module tracks the model and saves its
-    variables.
+    module docstring); otherwise (the default) the module tracks the model's tf.Variables
+    and saves each once.
     """
 
     def __init__(self, model, config, class_ids, include_masks=False, label_map_path=None,
@@ -118,10 +118,11 @@ class ServingModule(tf.Module):
             self._network = _Untracked(
                 lambda padded, info: tf.nest.pack_sequence_as(structure, frozen(padded, info)))
         else:
-            self.model = model
             # The tf.Variables under Keras's wrappers, tracked directly: otherwise the
             # graph TF Serving's C++ loader (and saved_model_cli, the TF1 loader) runs
             # reads variables that its restore op never wrote ("Could not find variable").
+            # The Keras model itself is not tracked: its wrappers would save every weight
+            # a second time under their own names (twice the variables file).
             self._tf_variables = [v.value for v in model.variables]
             self._network = _Untracked(network)
         self.short_side = int(config.data.short_side)

@@ -261,6 +261,11 @@ def test_variable_and_frozen_exports_serve_the_same_detections(trained_dir, coco
                        if not n.startswith("_CHECKPOINTABLE")}
     assert not names(frozen)
     assert len(names(plain)) > 50
+    # Each weight once (tracking the Keras model too saved every weight under two names).
+    saved = sum(int(np.prod(shape)) for n, shape in tf.train.list_variables(
+        os.path.join(plain, "variables", "variables")) if not n.startswith("_CHECKPOINTABLE"))
+    model = saved_model.restore_for_export(model_dir).model
+    assert saved == sum(int(np.prod(v.shape)) for v in model.variables)
     _, images = coco128
     paths = [os.path.join(images, n) for n in sorted(os.listdir(images))[:2]]
     data = tf.constant([open(p, "rb").read() for p in paths[:1]])

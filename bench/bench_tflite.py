@@ -2,8 +2,9 @@
 
   python bench/bench_tflite.py --model_dir=runs/demo [--variants=float32,float16,dynamic_int8,int8]
 
-Exports the run's checkpoint (detection-only SavedModel and each TFLite variant, unless
-already under MODEL_DIR/export), then on the run's val split:
+Exports the run's latest checkpoint (detection-only SavedModel in
+MODEL_DIR/export/saved_model/<step>/ and each TFLite variant, unless already there), then
+on the run's val split:
   latency  batch 1, ``--threads`` threads (TF intra/inter-op; LiteRT XNNPACK), median of
            ``--repeats`` runs after warm-up on one val image: Keras = ``model.detect`` in a
            tf.function on the preprocessed image; SavedModel = ``serving_default`` on the
@@ -84,10 +85,11 @@ def main():
     tf.config.threading.set_inter_op_parallelism_threads(args.threads)
     variants = args.variants.split(",")
     export_root = os.path.join(args.model_dir, "export")
-    sm_dir = os.path.join(export_root, "saved_model")
+    # TF Serving's layout, as main.py writes it: saved_model/<checkpoint step>/.
+    sm_dir = os.path.join(export_root, "saved_model", str(saved_model.checkpoint_step(args.model_dir)))
     tfl_dir = os.path.join(export_root, "tflite")
     if not os.path.exists(os.path.join(sm_dir, "saved_model.pb")):
-        saved_model.export_saved_model(args.model_dir, sm_dir)
+        saved_model.export_servable(args.model_dir, os.path.dirname(sm_dir))
     if not all(os.path.exists(os.path.join(tfl_dir, f"model_{v}.tflite")) for v in variants):
         tflite.export_tflite(args.model_dir, tfl_dir, variants, args.num_calibration_images)
 

@@ -86,10 +86,11 @@ def main():
     variants = args.variants.split(",")
     export_root = os.path.join(args.model_dir, "export")
     # TF Serving's layout, as main.py writes it: saved_model/<checkpoint step>/.
-    sm_dir = os.path.join(export_root, "saved_model", str(saved_model.checkpoint_step(args.model_dir)))
+    sm_base = os.path.join(export_root, "saved_model")
+    sm_dir = os.path.join(sm_base, str(saved_model.checkpoint_step(args.model_dir)))
     tfl_dir = os.path.join(export_root, "tflite")
     if not os.path.exists(os.path.join(sm_dir, "saved_model.pb")):
-        saved_model.export_servable(args.model_dir, os.path.dirname(sm_dir))
+        saved_model.export_servable(args.model_dir, sm_base)
     if not all(os.path.exists(os.path.join(tfl_dir, f"model_{v}.tflite")) for v in variants):
         tflite.export_tflite(args.model_dir, tfl_dir, variants, args.num_calibration_images)
 

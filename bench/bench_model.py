@@ -46,7 +46,6 @@ def _padded(h, w, stride=128):
 
 
 def worker(args):
-    import keras
     import numpy as np
     import tensorflow as tf
 
@@ -61,13 +60,9 @@ def worker(args):
                         + (["model.mask_head.enabled=false"] if retinanet else []))
     h, w = (int(v) for v in args.size.split("x"))
     ph, pw = _padded(h, w, cfg.data.pad_stride)
-    previous = keras.config.dtype_policy()  # train.precision, as the Trainer applies it
-    keras.config.set_dtype_policy(cfg.train.precision)
-    try:
-        num_classes = cfg.model.num_classes or 80
-        model = factory.build_model(cfg, num_classes, image_size=(ph, pw))
-    finally:
-        keras.config.set_dtype_policy(previous)
+    num_classes = cfg.model.num_classes or 80
+    model = factory.build_model(cfg, num_classes, image_size=(ph, pw),  # as the Trainer does
+                                dtype_policy=cfg.train.precision)
     rng = np.random.default_rng(0)
     if args.mode.startswith("infer"):
         images = tf.constant(rng.uniform(0, 255, (1, ph, pw, 3)).astype(np.float32))

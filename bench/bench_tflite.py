@@ -1,10 +1,11 @@
 """Keras vs SavedModel vs TFLite variants of one trained run: latency, file size, COCO AP.
 
   python bench/bench_tflite.py --model_dir=runs/demo [--variants=float32,float16,dynamic_int8,int8]
+                                [--saved_model_precisions=float32,bfloat16]
 
 Exports the run's latest checkpoint (detection-only SavedModel in
-MODEL_DIR/export/saved_model/<step>/ and each TFLite variant, unless already there), then
-on the run's val split:
+MODEL_DIR/export/saved_model/<step>/, the bfloat16 one in saved_model_bfloat16/<step>/,
+and each TFLite variant, unless already there), then on the run's val split:
   latency  batch 1, ``--threads`` threads (TF intra/inter-op; LiteRT XNNPACK), median of
            ``--repeats`` runs after warm-up on one val image: Keras = ``model.detect`` in a
            tf.function on the preprocessed image; SavedModel = ``serving_default`` on the
@@ -64,6 +65,7 @@ def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model_dir", required=True)
     p.add_argument("--variants", default="float32,float16,dynamic_int8,int8")
+    p.add_argument("--saved_model_precisions", default="float32,bfloat16")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--repeats", type=int, default=20)
     p.add_argument("--num_calibration_images", type=int, default=100)
@@ -86,11 +88,15 @@ def main():
     variants = args.variants.split(",")
     export_root = os.path.join(args.model_dir, "export")
     # TF Serving's layout, as main.py writes it: saved_model/<checkpoint step>/.
-    sm_base = os.path.join(export_root, "saved_model")
-    sm_dir = os.path.join(sm_base, str(saved_model.checkpoint_step(args.model_dir)))
+    step = str(saved_model.checkpoint_step(args.model_dir))
+    sm_dirs = {}
+    for precision in filter(None, args.saved_model_precisions.split(",")):
+        sm_base = os.path.join(export_root, "saved_model" + (
+            "" if precision == "float32" else f"_{precision}"))
+        sm_dirs[precision] = os.path.join(sm_base, step)
+        if not os.path.exists(os.path.join(sm_dirs[precision], "saved_model.pb")):
+            saved_model.export_servable(args.model_dir, sm_base, precision=precision)
     tfl_dir = os.path.join(export_root, "tflite")
-    if not os.path.exists(os.path.join(sm_dir, "saved_model.pb")):
-        saved_model.export_servable(args.model_dir, sm_base)
     if not all(os.path.exists(os.path.join(tfl_dir, f"model_{v}.tflite")) for v in variants):
         tflite.export_tflite(args.model_dir, tfl_dir, variants, args.num_calibration_images)
 
@@ -113,12 +119,14 @@ def main():
                  **{k: report["bbox"][k] for k in ("AP", "AP50", "AP75")}})
 
     # SavedModel
-    serving = tf.saved_model.load(sm_dir).signatures["serving_default"]
-    sm_s = _median_seconds(lambda: serving(images=tf.constant(image[None])), args.repeats)
-    metrics = evaluate_litert(_SavedModelDetector(serving), val, progress=False)["bbox"]
-    rows.append({"model": "SavedModel serving_default", "latency_ms": sm_s * 1000,
-                 "size_mb": _dir_size(sm_dir) / 1e6,
-                 **{k: metrics[k] for k in ("AP", "AP50", "AP75")}})
+    for precision, sm_dir in sm_dirs.items():
+        serving = tf.saved_model.load(sm_dir).signatures["serving_default"]
+        sm_s = _median_seconds(lambda: serving(images=tf.constant(image[None])), args.repeats)
+        metrics = evaluate_litert(_SavedModelDetector(serving), val, progress=False)["bbox"]
+        name = "SavedModel serving_default" + ("" if precision == "float32" else f" {precision}")
+        rows.append({"model": name, "latency_ms": sm_s * 1000, "size_mb": _dir_size(sm_dir) / 1e6,
+                     **{k: metrics[k] for k in ("AP", "AP50", "AP75")}})
+        print(rows[-1], flush=True)
 
     # TFLite
     lb_s = _median_seconds(lambda: resize.letterbox(image, config.data.short_side,

@@ -23,6 +23,8 @@ from retinamask_tf import config as config_lib
 CONFIG_FILE = "config.yaml"
 LABEL_MAP_FILE = "label_map.json"
 CHECKPOINTS = "checkpoints"
+# restore()'s precisions -> the Keras dtype policy the model is built under
+PRECISIONS = {"float32": "float32", "bfloat16": "mixed_bfloat16"}
 # Keys a resumed run may change: schedule length, logging, evaluation, and where (not
 # what) data and caches live. Switching data.train_tfrecord on or off is refused: the input
 # pipeline (and a checkpointed data iterator) would not be the same.
@@ -144,7 +146,7 @@ class RestoredRun:
 
 
 def restore(model_dir, include_masks: Optional[bool] = None, checkpoint: Optional[str] = None,
-            overrides: Tuple[str, ...] = ()) -> RestoredRun:
+            overrides: Tuple[str, ...] = (), precision: str = "float32") -> RestoredRun:
     """Rebuilds the run's model from its config.yaml and restores a checkpoint into it.
 
     Args:
@@ -154,6 +156,9 @@ def restore(model_dir, include_masks: Optional[bool] = None, checkpoint: Optiona
         only, so that its graph is RetinaNet's.
       checkpoint: a checkpoint prefix; default the latest in ``model_dir/checkpoints``.
       overrides: ``key=value`` config overrides (evaluation and post-processing settings).
+      precision: ``float32``, or ``bfloat16``: the network computes in bfloat16 (Keras'
+        ``mixed_bfloat16`` policy: float32 weights, cast at each use; the heads' outputs,
+        box decoding and NMS stay float32).
     Raises:
       ConfigError: no config.yaml (not a training directory) or a bad override.
       RunDirError: no checkpoint, a mask model of a run without mask head, a label map that
@@ -163,6 +168,8 @@ def restore(model_dir, include_masks: Optional[bool] = None, checkpoint: Optiona
     import tensorflow as tf
 
     from retinamask_tf.modeling import factory
+    if precision not in PRECISIONS:
+        raise RunDirError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     config = read_config(model_dir, overrides)
     has_masks = config.model.mask_head.enabled
     include_masks = has_masks if include_masks is None else bool(include_masks)
@@ -181,7 +188,7 @@ def restore(model_dir, include_masks: Optional[bool] = None, checkpoint: Optiona
     checkpoint = checkpoint or latest_checkpoint(model_dir)
     if not checkpoint:
         raise RunDirError(f"no checkpoint in {checkpoint_dir(model_dir)}")
-    model = factory.build_model(config)
+    model = factory.build_model(config, dtype_policy=PRECISIONS[precision])
     try:
         status = tf.train.Checkpoint(model=model).restore(checkpoint)
         status.expect_partial()  # optimizer slots, data iterator, (the mask head)
@@ -191,3 +198,4 @@ def restore(model_dir, include_masks: Optional[bool] = None, checkpoint: Optiona
                           f"{str(e).splitlines()[0][:500]}") from e
     return RestoredRun(model, config, list(class_ids), list(class_names), checkpoint,
                        checkpoint_step(checkpoint))
+

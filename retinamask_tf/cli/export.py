@@ -14,7 +14,7 @@ from retinamask_tf.visualize import draw_detections
 
 
 def run(model_dir, export_dir=None, include_masks=False, version=None, freeze=False,
-        tflite_variants=("float32", "float16", "dynamic_int8", "int8"), datasets=None,
+        precision="float32", tflite_variants=("float32", "float16", "dynamic_int8", "int8"), datasets=None,
         overrides=()):
     """Exports the run's latest checkpoint; prints where everything went. ``datasets``: the
     run's (train, val) splits if already loaded (int8 calibration and the drawings read
@@ -25,8 +25,10 @@ def run(model_dir, export_dir=None, include_masks=False, version=None, freeze=Fa
     root = export_dir or os.path.join(model_dir, "export")
     base = os.path.join(root, "saved_model" + ("_masks" if include_masks else ""))
     try:
-        version_dir = export_servable(model_dir, base, version, include_masks, freeze=freeze)
-        print(f"  SavedModel   {version_dir} (signatures serving_default, serve_image_bytes; "
+        version_dir = export_servable(model_dir, base, version, include_masks, freeze=freeze,
+                                      precision=precision)
+        kind = "bfloat16 compute; " if precision == "bfloat16" else ""
+        print(f"  SavedModel   {version_dir} ({kind}signatures serving_default, serve_image_bytes; "
               f"inspect: saved_model_cli show --dir {version_dir} --all)\n"
               f"  TF Serving   --model_base_path={os.path.abspath(base)} (serves its highest "
               "version)", flush=True)

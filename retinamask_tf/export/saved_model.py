@@ -50,10 +50,10 @@ class ExportError(RunDirError):
     """The run cannot be exported; the message says what does not match."""
 
 
-def restore_for_export(model_dir, include_masks=False, checkpoint=None):
+def restore_for_export(model_dir, include_masks=False, checkpoint=None, precision="float32"):
     """``run_dir.restore`` with its errors as ExportError."""
     try:
-        return run_dir.restore(model_dir, include_masks, checkpoint)
+        return run_dir.restore(model_dir, include_masks, checkpoint, precision=precision)
     except RunDirError as e:
         raise ExportError(str(e)) from e
 
@@ -188,10 +188,11 @@ class ServingModule(tf.Module):
 
 
 def export_saved_model(model_dir, export_dir, include_masks=False, checkpoint=None,
-                       freeze=False):
+                       freeze=False, precision="float32"):
     """Writes a SavedModel with the signatures above; returns ``export_dir``. ``freeze``:
-    weights as graph constants instead of variables (see the module docstring)."""
-    run = restore_for_export(model_dir, include_masks, checkpoint)
+    weights as graph constants instead of variables; ``precision``: ``float32`` or
+    ``bfloat16`` compute (see the module docstring)."""
+    run = restore_for_export(model_dir, include_masks, checkpoint, precision)
     module = ServingModule(run.model, run.config, run.class_ids, include_masks,
                            os.path.join(model_dir, LABEL_MAP_FILE), freeze=freeze)
     signatures = {"serving_default": module.serve_images.get_concrete_function(),
@@ -212,7 +213,7 @@ def checkpoint_step(model_dir, checkpoint=None):
 
 
 def export_servable(model_dir, base_dir, version=None, include_masks=False, checkpoint=None,
-                    freeze=False):
+                    freeze=False, precision="float32"):
     """``export_saved_model`` into TF Serving's layout: ``base_dir/<version>/`` (version:
     the checkpoint's step unless given), written beside it and moved into place, replacing
     an earlier export of the same version. Returns the version's folder."""
@@ -227,7 +228,7 @@ def export_servable(model_dir, base_dir, version=None, include_masks=False, chec
         if match and not _alive(int(match.group(1))):
             shutil.rmtree(os.path.join(base_dir, name), ignore_errors=True)
     try:
-        export_saved_model(model_dir, partial, include_masks, checkpoint, freeze)
+        export_saved_model(model_dir, partial, include_masks, checkpoint, freeze, precision)
         shutil.rmtree(final, ignore_errors=True)
         os.replace(partial, final)
     finally:

@@ -1,6 +1,8 @@
 """Builds the model from an ``ExperimentConfig`` out of its parts: the one place that reads
 the model's config."""
 
+import keras
+
 from retinamask_tf.config import ExperimentConfig
 from retinamask_tf.layers.anchor_generator import AnchorGenerator
 from retinamask_tf.layers.detection_generator import DetectionGenerator
@@ -17,12 +19,27 @@ from retinamask_tf.modeling.retinamask import RetinaMask
 from retinamask_tf.ops import pixels
 
 
-def build_model(config: ExperimentConfig, num_classes: int = None, image_size=None) -> RetinaMask:
+def build_model(config: ExperimentConfig, num_classes: int = None, image_size=None,
+                dtype_policy: str = None) -> RetinaMask:
     """The RetinaMask model for ``config``; ``num_classes`` overrides model.num_classes,
     ``image_size`` (static (h, w), multiples of 2^max_level) the config's padded size.
 
-    The model is built (variables created) on that static image size.
+    The model is built (variables created) on that static image size. ``dtype_policy``
+    (``mixed_float16``, ``mixed_bfloat16``, ...): the Keras dtype policy its layers are
+    built under and keep; the global policy is restored afterwards, so models built later
+    in the process get the default one.
     """
+    if dtype_policy is None:
+        return _build(config, num_classes, image_size)
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(dtype_policy)
+    try:
+        return _build(config, num_classes, image_size)
+    finally:
+        keras.config.set_dtype_policy(previous)
+
+
+def _build(config, num_classes, image_size):
     num_classes = num_classes or config.model.num_classes
     if not num_classes:
         raise ValueError("model.num_classes is unknown: set it in the config or pass the "

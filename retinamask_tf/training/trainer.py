@@ -57,12 +57,8 @@ class Trainer:
         with self.strategy.scope():
             # The policy is set while the model is built only: its layers keep it, and
             # models built later in this process (evaluation, export) stay float32.
-            previous = keras.config.dtype_policy()
-            keras.config.set_dtype_policy(self.config.train.precision)
-            try:
-                self.model = factory.build_model(self.config)
-            finally:
-                keras.config.set_dtype_policy(previous)
+            self.model = factory.build_model(self.config,
+                                             dtype_policy=self.config.train.precision)
             self.optimizer = build_optimizer(self.config.train)
             self.model.compile(optimizer=self.optimizer)
             self.optimizer.build(self.model.trainable_variables)

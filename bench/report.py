@@ -1,8 +1,9 @@
-"""Shared by the benchmarks: timing a call, running a measurement in its own process, and
-writing the results (``<name>.json``, everything, and ``<name>.md``, a table)."""
+"""Shared by the benchmarks: timing a call, running a measurement in its own process, naming
+the CPU, and writing the results (``<name>.json``, everything, and ``<name>.md``, a table)."""
 
 import json
 import os
+import platform
 import resource
 import statistics
 import subprocess
@@ -51,3 +52,17 @@ def write_results(out_dir, name, result, lines):
     with open(os.path.join(out_dir, f"{name}.md"), "w") as f:
         f.write(text + "\n")
     print(text)
+
+
+def cpu_name():
+    """The CPU's model name and whether it has AVX-512 (the speed ratios depend on both)."""
+    try:
+        info = open("/proc/cpuinfo").read()
+    except OSError:
+        return platform.processor() or "unknown CPU"
+    name = next((line.split(":", 1)[1].strip() for line in info.splitlines()
+                 if line.startswith("model name")), "unknown CPU")
+    flags = next((line.split(":", 1)[1].split() for line in info.splitlines()
+                  if line.startswith("flags")), [])
+    extras = [f for f in ("avx512f", "avx512_bf16", "amx_bf16") if f in flags]
+    return f"{name} ({', '.join(extras) if extras else 'no AVX-512'})"

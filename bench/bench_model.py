@@ -22,8 +22,10 @@ Modes:
 ``--override train.precision=mixed_float16`` (or mixed_bfloat16) builds the model under
 that policy, as training does. With ``--jit_compile`` the timed function is compiled with
 XLA (``xla_compatible=True``: the XLA-compilable NMS and crops). Times are medians over
-``--repeats`` runs after one warm-up (which includes the compilation). Writes
-``<out>/model_bench.json`` and ``model_bench.md``.
+``--repeats`` runs after one warm-up (which includes the compilation). ``--profile``: one
+more call under TF's profiler, with inter-op parallelism 1 so that the ops' times add up to
+the call's; the time per op type (oneDNN's convolutions are ``_MklNative*Conv2D*``) goes
+into the table. Writes ``<out>/model_bench.json`` and ``model_bench.md``.
 """
 
 import argparse
@@ -54,7 +56,7 @@ def worker(args):
     from retinamask_tf.training.optimizer import build_optimizer
 
     tf.config.threading.set_intra_op_parallelism_threads(args.threads)
-    tf.config.threading.set_inter_op_parallelism_threads(args.threads)
+    tf.config.threading.set_inter_op_parallelism_threads(1 if args.profile else args.threads)
     retinanet = args.mode.endswith("_retinanet")
     cfg = C.load_config(args.config, (R50 if not args.config else []) + args.override
                         + (["model.mask_head.enabled=false"] if retinanet else []))
@@ -91,12 +93,44 @@ def worker(args):
                          jit_compile=args.jit_compile)
         call = lambda: fn((features, labels))["total_loss"].numpy()  # noqa: E731
     row = timed(call, args.repeats)
+    if args.profile:
+        row["profile_s"] = _op_type_seconds(call)
     row.update(mode=args.mode + (" xla" if args.jit_compile else ""), size=args.size,
                gt_per_image=None if args.mode.startswith("infer") else args.gt_per_image,
                padded=f"{ph}x{pw}",
                batch=1 if args.mode.startswith("infer") else args.train_batch,
                params=model.count_params())
     print(json.dumps(row))
+
+
+def _op_type_seconds(call):
+    """{op type: seconds} of one ``call`` under TF's profiler (the host's op events, summed
+    by type; largest first)."""
+    import collections
+    import glob
+    import re
+    import tempfile
+
+    import tensorflow as tf
+    from tensorflow.tsl.profiler.protobuf import xplane_pb2
+
+    logdir = tempfile.mkdtemp(prefix="bench_profile_")
+    tf.profiler.experimental.start(logdir)
+    call()
+    tf.profiler.experimental.stop()
+    space = xplane_pb2.XSpace()
+    with open(glob.glob(os.path.join(logdir, "**", "*.xplane.pb"), recursive=True)[0], "rb") as f:
+        space.ParseFromString(f.read())
+    totals = collections.Counter()
+    for plane in space.planes:
+        for line in plane.lines:
+            for event in line.events:
+                name = plane.event_metadata[event.metadata_id].name  # "node:OpType"
+                op_type = name.rsplit(":", 1)[-1]
+                if (":" in name and "::" not in name  # not the executor's own events
+                        and re.fullmatch(r"_?[A-Z][A-Za-z0-9_]*", op_type)):
+                    totals[op_type] += event.duration_ps * 1e-12
+    return dict(totals.most_common())
 
 
 def main():
@@ -110,6 +144,7 @@ def main():
     p.add_argument("--gt_per_image", type=int, default=10)
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     p.add_argument("--jit_compile", action="store_true", help="compile with XLA")
+    p.add_argument("--profile", action="store_true", help="time per op type (see above)")
     p.add_argument("--out", default=os.path.join(REPO, "bench", "results"))
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--mode", help=argparse.SUPPRESS)
@@ -125,6 +160,7 @@ def main():
                    "--repeats", str(args.repeats), "--train_batch", str(args.train_batch),
                    "--gt_per_image", str(args.gt_per_image), "--threads", str(args.threads)]
             cmd += ["--jit_compile"] if args.jit_compile else []
+            cmd += ["--profile"] if args.profile else []
             for c in args.config:
                 cmd += ["--config", c]
             for o in args.override:
@@ -143,6 +179,11 @@ def main():
         mode = r["mode"] + (f", {r['gt_per_image']} GT/image" if r.get("gt_per_image") else "")
         lines.append(f"| {mode} | {r['size']} ({r['padded']}) | {r['batch']} | "
                      f"{r['median_s']:.3f} | {r['min_s']:.3f} | {r['peak_rss_mb']:.0f} |")
+    for r in rows:
+        if "profile_s" in r:
+            lines += ["", f"Profile of one {r['mode']} call at {r['size']} (inter-op "
+                      "parallelism 1): seconds per op type", "", "| op type | s |", "|---|---|"]
+            lines += [f"| {k} | {v:.3f} |" for k, v in list(r["profile_s"].items())[:15]]
     write_results(args.out, "model_bench", result, lines)
 
 

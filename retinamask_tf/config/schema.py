@@ -415,7 +415,7 @@ class TrainConfig:
                              "mixed_float16 (with dynamic loss scaling) or mixed_bfloat16 "
                              "compute in 16 bits with float32 weights; losses, beta statistics "
                              "and post-processing stay float32. Evaluation and export are "
-                             "float32.")
+                             "float32 (--saved_model_precision=bfloat16 exports bfloat16).")
     jit_compile: bool = f(False, "Compile the per-replica train step with XLA (the step's NMS "
                           "and crops use their XLA-compilable forms: the same values).")
 

@@ -37,7 +37,7 @@ import sys
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-from bench.report import run_worker, timed, write_results  # noqa: E402
+from bench.report import gpu_peak_mb, run_worker, timed, write_results  # noqa: E402
 
 R50 = ["model.backbone.depth=50", "model.backbone.norm=frozen", "model.backbone.weights=null",
        "model.num_classes=80"]
@@ -93,6 +93,7 @@ def worker(args):
                          jit_compile=args.jit_compile)
         call = lambda: fn((features, labels))["total_loss"].numpy()  # noqa: E731
     row = timed(call, args.repeats)
+    row["gpu_peak_mb"] = gpu_peak_mb()
     if args.profile:
         row["profile_s"] = _op_type_seconds(call)
     row.update(mode=args.mode + (" xla" if args.jit_compile else ""), size=args.size,

@@ -48,7 +48,7 @@ import tempfile
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-from bench.report import cpu_name, run_worker, timed, write_results  # noqa: E402
+from bench.report import cpu_name, gpu_peak_mb, run_worker, timed, write_results  # noqa: E402
 
 
 def _small_torch_model(num_classes, width=16, fpn_channels=64, head_convs=2):
@@ -237,7 +237,7 @@ def ours_worker(args):
             "serving_default"]
         batch = tf.constant(image[None])
         row = timed(lambda: serving(images=batch)["num_detections"].numpy(), args.repeats)
-        row["version"] = f"tensorflow {tf.__version__}"
+        row.update(version=f"tensorflow {tf.__version__}", gpu_peak_mb=gpu_peak_mb())
     elif args.mode == "tflite_network":
         from ai_edge_litert.interpreter import Interpreter
         path = os.path.join(model_dir, "tflite", "network_float32.tflite")

@@ -66,3 +66,11 @@ def cpu_name():
                   if line.startswith("flags")), [])
     extras = [f for f in ("avx512f", "avx512_bf16", "amx_bf16") if f in flags]
     return f"{name} ({', '.join(extras) if extras else 'no AVX-512'})"
+
+
+def gpu_peak_mb():
+    """Peak memory TF allocated on the first GPU in this process (MB), None without a GPU."""
+    import tensorflow as tf
+    if not tf.config.list_physical_devices("GPU"):
+        return None
+    return tf.config.experimental.get_memory_info("GPU:0")["peak"] / 2 ** 20

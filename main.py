@@ -47,8 +47,8 @@ flags.DEFINE_bool("freeze_saved_model", False,
                   "(see docs/export.md).")
 flags.DEFINE_enum("saved_model_precision", "float32", ["float32", "bfloat16"],
                   "SavedModel compute precision. bfloat16 (weights stay float32) is for CPUs "
-                  "with native bfloat16 (AVX512_BF16 or AMX) and GPUs; see docs/export.md "
-                  "for its speed and accuracy. TFLite is unaffected.")
+                  "with native bfloat16 (AVX512_BF16 or AMX); see docs/export.md for its "
+                  "speed and accuracy. TFLite is unaffected.")
 flags.DEFINE_list("tflite_variants", ["float32", "float16", "dynamic_int8", "int8"],
                   "TFLite variants written by --mode=export and after train_and_eval "
                   "(empty: no TFLite).")

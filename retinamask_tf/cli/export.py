@@ -14,8 +14,8 @@ from retinamask_tf.visualize import draw_detections
 
 
 def run(model_dir, export_dir=None, include_masks=False, version=None, freeze=False,
-        precision="float32", tflite_variants=("float32", "float16", "dynamic_int8", "int8"), datasets=None,
-        overrides=()):
+        precision="float32", tflite_variants=("float32", "float16", "dynamic_int8", "int8"),
+        datasets=None, overrides=()):
     """Exports the run's latest checkpoint; prints where everything went. ``datasets``: the
     run's (train, val) splits if already loaded (int8 calibration and the drawings read
     them), else those of its config (+ ``overrides``, e.g. data paths for an imported
@@ -28,8 +28,8 @@ def run(model_dir, export_dir=None, include_masks=False, version=None, freeze=Fa
         version_dir = export_servable(model_dir, base, version, include_masks, freeze=freeze,
                                       precision=precision)
         kind = "bfloat16 compute; " if precision == "bfloat16" else ""
-        print(f"  SavedModel   {version_dir} ({kind}signatures serving_default, serve_image_bytes; "
-              f"inspect: saved_model_cli show --dir {version_dir} --all)\n"
+        print(f"  SavedModel   {version_dir} ({kind}signatures serving_default, "
+              f"serve_image_bytes; inspect: saved_model_cli show --dir {version_dir} --all)\n"
               f"  TF Serving   --model_base_path={os.path.abspath(base)} (serves its highest "
               "version)", flush=True)
         if tflite_variants:

@@ -36,7 +36,8 @@ has no variables: fine-tune from the training checkpoints.
 variables (the same variables file), convolutions in bfloat16 except the box deltas', the
 class logits cast to float32 before the sigmoid; preprocessing, decoding and NMS float32.
 For CPUs with native bfloat16 (AVX512_BF16, AMX): 1.7-1.9x faster than float32 for
-ResNet-50-FPN on 2 cores of an AMD EPYC with AVX512_BF16, slower on the small demo model (docs/export.md).
+ResNet-50-FPN on 2 cores of an AMD EPYC with AVX512_BF16, slower on the small demo model
+(docs/export.md).
 """
 
 import os

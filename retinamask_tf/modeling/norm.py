@@ -44,7 +44,8 @@ class FusedInferenceBatchNorm(keras.layers.BatchNormalization):
 
     def call(self, inputs, training=None, mask=None):
         fused_ok = (len(inputs.shape) == 4 and self.axis in (-1, 3)
-                    and inputs.dtype in (tf.float32, tf.bfloat16) and self.center and self.scale and not self.synchronized)
+                    and inputs.dtype in (tf.float32, tf.bfloat16)
+                    and self.center and self.scale and not self.synchronized)
         if (self.trainable and training) or not fused_ok:
             return super().call(inputs, training=training, mask=mask)
         y, *_ = tf.raw_ops.FusedBatchNormV3(

@@ -127,12 +127,15 @@ def main():
     fp16 = ["--override", "train.precision=mixed_float16"]
     work = tempfile.mkdtemp(prefix="gpu_check_")
     coco = os.path.join(args.datasets, "coco128")
+    def bench_model(mode, repeats, *extra):
+        return [sys.executable, BENCH_MODEL, "--worker", "--mode", mode, "--repeats",
+                str(repeats)] + common + list(extra)
+
     jobs = []
     for precision in ("float32", "mixed_float16"):
         for mode in ("train_retinanet", "train"):
-            jobs.append((f"{mode} {precision}", [sys.executable, BENCH_MODEL, "--worker", "--mode",
-                                                  mode, "--repeats", "10", "--train_batch", "2"]
-                         + common + (fp16 if precision != "float32" else [])))
+            jobs.append((f"{mode} {precision}", bench_model(
+                mode, 10, "--train_batch", "2", *(fp16 if precision != "float32" else []))))
     if not args.small:
         jobs.append(("export random ResNet-50-FPN", [
             sys.executable, COMPARE, "--worker", "prepare", "--size", size, "--tflite_variants",
@@ -144,17 +147,14 @@ def main():
                                                 "20", "--work", work, "--threads",
                                                 str(os.cpu_count() or 1)]))
     for precision in ("float32", "mixed_float16"):
-        jobs.append((f"infer {precision}", [sys.executable, BENCH_MODEL, "--worker", "--mode",
-                                            "infer", "--repeats", "20"] + common
-                     + (fp16 if precision != "float32" else [])))
+        jobs.append((f"infer {precision}", bench_model(
+            "infer", 20, *(fp16 if precision != "float32" else []))))
     jobs.append(("MirroredStrategy, Trainer on coco128", [
         sys.executable, __file__, "--worker", "mirrored", "--datasets", args.datasets]
         + (["--small", "--steps", "9", "--train_batch", "2"] if args.small else [])))
-    jobs.append(("train mixed_float16 XLA", [sys.executable, BENCH_MODEL, "--worker", "--mode",
-                                             "train", "--repeats", "10", "--train_batch", "2",
-                                             "--jit_compile"] + common + fp16))
-    jobs.append(("infer float32 XLA", [sys.executable, BENCH_MODEL, "--worker", "--mode", "infer",
-                                       "--repeats", "20", "--jit_compile"] + common))
+    jobs.append(("train mixed_float16 XLA", bench_model("train", 10, "--train_batch", "2",
+                                                         "--jit_compile", *fp16)))
+    jobs.append(("infer float32 XLA", bench_model("infer", 20, "--jit_compile")))
     rows = []
     for what, cmd in jobs:
         left = args.budget_s - (time.perf_counter() - start)

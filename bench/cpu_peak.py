@@ -19,10 +19,8 @@ import time
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
+from bench.bench_model import R50  # noqa: E402
 from bench.report import cpu_name, write_results  # noqa: E402
-
-R50 = ["model.backbone.depth=50", "model.backbone.norm=frozen", "model.backbone.weights=null",
-       "model.num_classes=80", "model.mask_head.enabled=false"]
 
 
 def conv_flops(graph):
@@ -79,7 +77,7 @@ def main():
     sizes = []
     for size in args.sizes.split(","):
         h, w = (int(v) for v in size.split("x"))
-        cfg = C.load_config([], R50 + ["data.pad_stride=32"])
+        cfg = C.load_config([], R50 + ["model.mask_head.enabled=false", "data.pad_stride=32"])
         model = factory.build_model(cfg, image_size=(h, w))
         graph = tf.function(lambda x: model(x, training=False)).get_concrete_function(
             tf.TensorSpec([1, h, w, 3], tf.float32)).graph

@@ -198,4 +198,3 @@ def restore(model_dir, include_masks: Optional[bool] = None, checkpoint: Optiona
                           f"{str(e).splitlines()[0][:500]}") from e
     return RestoredRun(model, config, list(class_ids), list(class_names), checkpoint,
                        checkpoint_step(checkpoint))
-

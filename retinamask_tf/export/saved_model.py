@@ -57,10 +57,11 @@ class ExportError(RunDirError):
     """The run cannot be exported; the message says what does not match."""
 
 
-def restore_for_export(model_dir, include_masks=False, checkpoint=None, precision="float32"):
+def restore_for_export(model_dir, include_masks=False, checkpoint=None, precision="float32",
+                       overrides=()):
     """``run_dir.restore`` with its errors as ExportError."""
     try:
-        return run_dir.restore(model_dir, include_masks, checkpoint, precision=precision)
+        return run_dir.restore(model_dir, include_masks, checkpoint, overrides, precision=precision)
     except RunDirError as e:
         raise ExportError(str(e)) from e
 

@@ -190,6 +190,14 @@ def export_tflite(model_dir, output_dir, variants=VARIANTS, num_calibration_imag
     run = restore_for_export(model_dir, False, checkpoint)
     model, config, class_ids, class_names = run.model, run.config, run.class_ids, run.class_names
     detector = TFLiteDetector(model, class_ids)
+    # int8 quantizes the direct-conv graph: a Winograd conv's transformed operands would
+    # each get their own int8 ranges, and its 4x larger transformed kernels would be
+    # stored as constants (the float variants store them too; see docs/export.md).
+    int8_detector = detector
+    if "int8" in variants and config.model.conv_algorithm != "direct":
+        int8_detector = TFLiteDetector(restore_for_export(
+            model_dir, False, checkpoint, overrides=("model.conv_algorithm=direct",)).model,
+            class_ids)
     representative = None
     if "int8" in variants:
         train = train_data if train_data is not None else pipeline.load_splits(config.data)[0]
@@ -200,7 +208,10 @@ def export_tflite(model_dir, output_dir, variants=VARIANTS, num_calibration_imag
         if progress:
             progress(f"converting TFLite {v} ...")
         with drop_known_native_noise():
-            data = convert(detector, v, representative, float_model)
+            if v == "int8" and int8_detector is not detector:
+                data = convert(int8_detector, v, representative)
+            else:
+                data = convert(detector, v, representative, float_model)
         if v == "float32":
             float_model = data
         path = os.path.join(output_dir, f"model_{v}.tflite")

@@ -51,13 +51,14 @@ def _build(config, num_classes, image_size):
     else:
         backbone = build_resnet(m.backbone.depth, m.backbone.norm, m.backbone.width,
                                 m.backbone.freeze_stages, padding=m.conv_padding,
-                                stride_in_1x1=m.backbone.stride_in_1x1)
+                                stride_in_1x1=m.backbone.stride_in_1x1,
+                                conv_algorithm=m.conv_algorithm)
     normalization = pixels.resolve_norm(m.input_norm, m.backbone.weights)
     fpn = FPN(m.fpn.channels, m.fpn.p6_from, m.fpn.group_norm, a.min_level, a.max_level,
-              padding=m.conv_padding, name="fpn")
+              padding=m.conv_padding, conv_algorithm=m.conv_algorithm, name="fpn")
     head = RetinaNetHead(num_classes, a.num_anchors, m.head.num_convs, m.head.channels,
                          m.head.group_norm, m.head.prior_prob, a.min_level, a.max_level,
-                         name="head")
+                         conv_algorithm=m.conv_algorithm, name="head")
     p = config.postprocess
     generator = DetectionGenerator(p.score_threshold, p.pre_nms_top_k, p.nms_iou_threshold,
                                    p.max_detections, config.box_coder.weights,

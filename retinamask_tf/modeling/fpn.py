@@ -3,6 +3,7 @@
 import keras
 import tensorflow as tf
 
+from retinamask_tf.layers.conv3x3 import Conv3x3
 from retinamask_tf.modeling.norm import make_norm
 from retinamask_tf.modeling.resnet import PADDINGS
 from retinamask_tf.modeling.tracking import track_sublayers
@@ -17,11 +18,12 @@ class FPN(keras.layers.Layer):
     ``{"P3": [B, H/8, W/8, channels], ..., "P7": [B, H/128, W/128, channels]}``.
     Input sizes must be multiples of 2^max_level (the parser pads them so). ``padding``
     "same" (TF) or "symmetric" (PyTorch: one pixel on every side) for the stride-2 P6/P7
-    convs.
+    convs. ``conv_algorithm``: how the stride-1 3x3 output convs compute
+    (:class:`~retinamask_tf.layers.conv3x3.Conv3x3`; same variables).
     """
 
     def __init__(self, channels=256, p6_from="p5", group_norm=False, min_level=3, max_level=7,
-                 padding="same", **kwargs):
+                 padding="same", conv_algorithm="auto", **kwargs):
         super().__init__(**kwargs)
         if p6_from not in ("c5", "p5"):
             raise ValueError(f"p6_from must be 'c5' or 'p5', got {p6_from!r}")
@@ -35,10 +37,14 @@ class FPN(keras.layers.Layer):
         self.group_norm = bool(group_norm)
         self.min_level = int(min_level)
         self.max_level = int(max_level)
+        self.conv_algorithm = conv_algorithm
         norm = "group_norm" if self.group_norm else "none"
 
         def conv(kernel, stride, name):
             pad = "valid" if stride > 1 and padding == "symmetric" else "same"
+            if kernel == 3 and stride == 1:
+                return Conv3x3(self.channels, conv_algorithm, use_bias=not self.group_norm,
+                               kernel_initializer=keras.initializers.HeUniform(), name=name)
             return keras.layers.Conv2D(self.channels, kernel, strides=stride, padding=pad,
                                        use_bias=not self.group_norm,
                                        kernel_initializer=keras.initializers.HeUniform(),
@@ -79,5 +85,6 @@ class FPN(keras.layers.Layer):
     def get_config(self):
         config = super().get_config()
         config.update(channels=self.channels, p6_from=self.p6_from, group_norm=self.group_norm,
-                      min_level=self.min_level, max_level=self.max_level, padding=self.padding)
+                      min_level=self.min_level, max_level=self.max_level, padding=self.padding,
+                      conv_algorithm=self.conv_algorithm)
         return config

@@ -5,6 +5,7 @@ import math
 import keras
 import tensorflow as tf
 
+from retinamask_tf.layers.conv3x3 import Conv3x3
 from retinamask_tf.modeling.norm import make_norm
 from retinamask_tf.modeling.tracking import track_sublayers
 
@@ -15,7 +16,8 @@ class RetinaNetHead(keras.layers.Layer):
 
     Each tower: ``num_convs`` x (conv3x3 ``channels`` [+ GroupNorm] + ReLU), then a
     conv3x3 predictor: A*K logits (bias -log((1 - p) / p)) or A*4 deltas
-    (class-agnostic). Convs initialised N(0, 0.01), biases 0.
+    (class-agnostic). Convs initialised N(0, 0.01), biases 0. ``conv_algorithm``: how the
+    3x3 convs compute (:class:`~retinamask_tf.layers.conv3x3.Conv3x3`; same variables).
 
     Call with ``{"P3": [B, H3, W3, C], ...}``; returns
     ``{"cls_logits": [B, N, K], "box_deltas": [B, N, 4]}`` with N = sum over levels
@@ -23,7 +25,8 @@ class RetinaNetHead(keras.layers.Layer):
     """
 
     def __init__(self, num_classes, num_anchors=9, num_convs=4, channels=256, group_norm=False,
-                 prior_prob=0.01, min_level=3, max_level=7, **kwargs):
+                 prior_prob=0.01, min_level=3, max_level=7, conv_algorithm="auto",
+                 **kwargs):
         super().__init__(**kwargs)
         self.num_classes = int(num_classes)
         self.num_anchors = int(num_anchors)
@@ -33,6 +36,7 @@ class RetinaNetHead(keras.layers.Layer):
         self.prior_prob = float(prior_prob)
         self.min_level = int(min_level)
         self.max_level = int(max_level)
+        self.conv_algorithm = conv_algorithm
 
         def init():
             # A new initializer per layer: Keras 3 draws the same values from one unseeded
@@ -40,8 +44,8 @@ class RetinaNetHead(keras.layers.Layer):
             return keras.initializers.RandomNormal(stddev=0.01)
 
         def tower(prefix):
-            convs = [keras.layers.Conv2D(self.channels, 3, padding="same", kernel_initializer=init(),
-                                         use_bias=not self.group_norm, name=f"{prefix}_conv{i}")
+            convs = [Conv3x3(self.channels, conv_algorithm, kernel_initializer=init(),
+                             use_bias=not self.group_norm, name=f"{prefix}_conv{i}")
                      for i in range(self.num_convs)]
             norm = "group_norm" if self.group_norm else "none"
             norms = [make_norm(norm, self.channels, f"{prefix}_gn{i}") for i in range(self.num_convs)]
@@ -52,17 +56,15 @@ class RetinaNetHead(keras.layers.Layer):
         for prefix in ("cls_convs", "cls_norms", "box_convs", "box_norms"):
             track_sublayers(self, "tracked_" + prefix, getattr(self, prefix))
         bias = -math.log((1.0 - self.prior_prob) / self.prior_prob)
-        self.cls_pred = keras.layers.Conv2D(self.num_anchors * self.num_classes, 3, padding="same",
-                                            kernel_initializer=init(),
-                                            bias_initializer=keras.initializers.Constant(bias),
-                                            name="cls_pred")
+        self.cls_pred = Conv3x3(self.num_anchors * self.num_classes, conv_algorithm,
+                                kernel_initializer=init(),
+                                bias_initializer=keras.initializers.Constant(bias), name="cls_pred")
         # Under a mixed policy the class logits are computed in 16 bits (the model's largest
         # conv) and cast to float32 for the losses and post-processing. The box deltas'
         # conv stays float32 (at 80 classes it does 1/20 of the class conv's work), so
         # box coordinates get no 16-bit rounding of their own.
-        self.box_pred = keras.layers.Conv2D(self.num_anchors * 4, 3, padding="same",
-                                            kernel_initializer=init(), name="box_pred",
-                                            dtype="float32")
+        self.box_pred = Conv3x3(self.num_anchors * 4, conv_algorithm, kernel_initializer=init(),
+                                name="box_pred", dtype="float32")
 
     @staticmethod
     def _run_tower(x, convs, norms):
@@ -90,5 +92,6 @@ class RetinaNetHead(keras.layers.Layer):
         config.update(num_classes=self.num_classes, num_anchors=self.num_anchors,
                       num_convs=self.num_convs, channels=self.channels,
                       group_norm=self.group_norm, prior_prob=self.prior_prob,
-                      min_level=self.min_level, max_level=self.max_level)
+                      min_level=self.min_level, max_level=self.max_level,
+                      conv_algorithm=self.conv_algorithm)
         return config

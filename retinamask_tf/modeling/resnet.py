@@ -2,6 +2,7 @@
 
 import keras
 
+from retinamask_tf.layers.conv3x3 import Conv3x3
 from retinamask_tf.modeling.norm import make_norm
 
 # depth -> (block type, blocks per stage 2..5)
@@ -16,22 +17,28 @@ SPECS = {
 PADDINGS = ("same", "symmetric")
 
 
-def _conv_norm(x, filters, kernel, stride, norm, name, relu=True, padding="same"):
+def _conv_norm(x, filters, kernel, stride, norm, name, relu=True, padding="same",
+               conv_algorithm="auto"):
     pad = "same"
     if padding == "symmetric" and stride > 1 and kernel > 1:
         # PyTorch's padding=k//2 on every side; TF's "same" would pad a stride-2 conv of an
         # even input at the bottom/right only, shifting its output by half an input pixel.
         x = keras.layers.ZeroPadding2D(kernel // 2, name=name + "_pad")(x)
         pad = "valid"
-    x = keras.layers.Conv2D(filters, kernel, strides=stride, padding=pad, use_bias=False,
-                            kernel_initializer="he_normal", name=name + "_conv")(x)
+    if kernel == 3 and stride == 1:
+        x = Conv3x3(filters, conv_algorithm, use_bias=False, kernel_initializer="he_normal",
+                    name=name + "_conv")(x)
+    else:
+        x = keras.layers.Conv2D(filters, kernel, strides=stride, padding=pad, use_bias=False,
+                                kernel_initializer="he_normal", name=name + "_conv")(x)
     layer = make_norm(norm, filters, name + "_norm")
     if layer is not None:
         x = layer(x)
     return keras.layers.ReLU(name=name + "_relu")(x) if relu else x
 
 
-def _block(x, filters, stride, kind, norm, name, padding="same", stride_in_1x1=False):
+def _block(x, filters, stride, kind, norm, name, padding="same", stride_in_1x1=False,
+           conv_algorithm="auto"):
     out_filters = filters * (4 if kind == "bottleneck" else 1)
     shortcut = x
     if stride != 1 or x.shape[-1] != out_filters:
@@ -41,16 +48,19 @@ def _block(x, filters, stride, kind, norm, name, padding="same", stride_in_1x1=F
         # original ResNet v1, the MSRA weights of the released RetinaMask).
         s1, s3 = (stride, 1) if stride_in_1x1 else (1, stride)
         y = _conv_norm(x, filters, 1, s1, norm, name + "_1", padding=padding)
-        y = _conv_norm(y, filters, 3, s3, norm, name + "_2", padding=padding)
+        y = _conv_norm(y, filters, 3, s3, norm, name + "_2", padding=padding,
+                       conv_algorithm=conv_algorithm)
         y = _conv_norm(y, out_filters, 1, 1, norm, name + "_3", relu=False)
     else:
-        y = _conv_norm(x, filters, 3, stride, norm, name + "_1", padding=padding)
-        y = _conv_norm(y, filters, 3, 1, norm, name + "_2", relu=False)
+        y = _conv_norm(x, filters, 3, stride, norm, name + "_1", padding=padding,
+                       conv_algorithm=conv_algorithm)
+        y = _conv_norm(y, filters, 3, 1, norm, name + "_2", relu=False,
+                       conv_algorithm=conv_algorithm)
     return keras.layers.ReLU(name=name + "_out")(keras.layers.Add(name=name + "_add")([y, shortcut]))
 
 
 def build_resnet(depth=50, norm="frozen", width=64, freeze_stages=0, name=None, padding="same",
-                 stride_in_1x1=False):
+                 stride_in_1x1=False, conv_algorithm="auto"):
     """A functional ResNet taking normalised images [B, H, W, 3].
 
     Args:
@@ -62,6 +72,7 @@ def build_resnet(depth=50, norm="frozen", width=64, freeze_stages=0, name=None, 
         max-pool; the same variables either way.
       stride_in_1x1: bottlenecks downsample in their first 1x1 conv (ResNet v1) instead
         of the 3x3 (v1.5).
+      conv_algorithm: how the stride-1 3x3 convs compute (``Conv3x3``; same variables).
     Returns:
       keras.Model with outputs {"C3", "C4", "C5"} at strides 8, 16, 32.
     """
@@ -82,7 +93,8 @@ def build_resnet(depth=50, norm="frozen", width=64, freeze_stages=0, name=None, 
         filters = width * 2 ** (stage - 2)
         for b in range(blocks):
             stride = 2 if (b == 0 and stage > 2) else 1
-            x = _block(x, filters, stride, kind, norm, f"res{stage}_{b}", padding, stride_in_1x1)
+            x = _block(x, filters, stride, kind, norm, f"res{stage}_{b}", padding, stride_in_1x1,
+                       conv_algorithm)
         if stage >= 3:
             outputs[f"C{stage}"] = x
     model = keras.Model(inputs, outputs, name=name or f"resnet{depth}")

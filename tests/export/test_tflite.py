@@ -9,6 +9,7 @@ import sys
 import numpy as np
 import pytest
 import tensorflow as tf
+import yaml
 from PIL import Image
 
 pytest.importorskip("ai_edge_litert", reason="the TFLite tests need ai-edge-litert")
@@ -29,6 +30,23 @@ def exported(trained_dir, tmp_path_factory):
                                  progress=None)
     sm = saved_model.export_saved_model(model_dir, str(out / "saved_model"))
     return paths, tf.saved_model.load(sm).signatures["serving_default"], trainer
+
+
+@pytest.fixture(scope="module")
+def exported_winograd(trained_dir, tmp_path_factory):
+    """The float32 and int8 TFLite files of the same run with ``model.conv_algorithm:
+    winograd`` (every FPN output and head conv by F(4x4, 3x3); the run's own 16 channels
+    are below the ``auto`` rule's)."""
+    model_dir = str(tmp_path_factory.mktemp("winograd") / "run")
+    shutil.copytree(trained_dir[0], model_dir)
+    path = os.path.join(model_dir, "config.yaml")
+    with open(path) as f:
+        config = yaml.safe_load(f)
+    config["model"]["conv_algorithm"] = "winograd"
+    with open(path, "w") as f:
+        yaml.safe_dump(config, f)
+    return tflite.export_tflite(model_dir, os.path.join(model_dir, "tflite"), ("float32", "int8"),
+                                num_calibration_images=8, progress=None)
 
 
 def _iou(a, b):
@@ -101,12 +119,13 @@ def test_builtin_ops_only_and_signature(exported):
 
 @pytest.mark.parametrize("variant,max_box_err,max_score_err,min_found,min_iou", [
     ("float32", 1.0, 1e-4, 1.0, 0.99),
+    ("winograd float32", 1.0, 1e-4, 1.0, 0.99),
     ("float16", 1.0, 2e-3, 0.95, 0.95),
     ("dynamic_int8", None, None, None, 0.85),
     ("int8", None, None, None, 0.3),
 ])
 def test_variant_matches_saved_model(exported, coco128, variant, max_box_err, max_score_err,
-                                     min_found, min_iou):
+                                     min_found, min_iou, request):
     """Each of the SavedModel's top-20 detections on 12 coco128 images is looked up in the
     TFLite output (same class, best IoU).
 
@@ -121,8 +140,12 @@ def test_variant_matches_saved_model(exported, coco128, variant, max_box_err, ma
     than the gaps between them here, get bars on the median IoU of all 240 detections:
     dynamic_int8 >= 0.85 (measured ~0.96), int8 >= 0.3 (measured ~0.5-0.6), which
     catches broken boxes (quantized post-processing gave IoU ~0). Their AP on a trained
-    model is measured by ``bench/bench_tflite.py`` and checked by the slow end-to-end test."""
+    model is measured by ``bench/bench_tflite.py`` and checked by the slow end-to-end test.
+    "winograd float32": the float32 file of ``model.conv_algorithm: winograd`` against the
+    direct-conv SavedModel, with float32's bars."""
     paths, serving, _ = exported
+    if variant.startswith("winograd"):
+        paths = {variant: request.getfixturevalue("exported_winograd")["float32"]}
     _, images = coco128
     found, all_ious, ties = [], [], []
     for name in sorted(os.listdir(images))[:12]:
@@ -133,7 +156,7 @@ def test_variant_matches_saved_model(exported, coco128, variant, max_box_err, ma
         all_ious.append(ious)
         if max_box_err is not None:
             ok = (box_err <= max_box_err) & (score_err <= max_score_err) & (ious >= min_iou)
-            if variant == "float32":
+            if variant.endswith("float32"):
                 # An exact score tie between two overlapping candidates (this barely trained
                 # model scores some anchors identically) is broken one way by TF's NMS and
                 # the other by TFLite's; the other candidate is then suppressed. Such a
@@ -184,6 +207,17 @@ def test_int8_keeps_top_k_and_outputs_float(exported):
                if not outs[0]["name"].startswith(tflite.POSTPROCESS_SCOPE + "/")
                and not any(t["index"] in float_outputs for t in outs)}
     assert "CONV_2D" in network and not network & set(tflite.POSTPROCESS_OP_TYPES), network
+    convs = [ins for name, ins, _ in ops if name == "CONV_2D"]
+    assert convs and all(ins[0]["dtype"] == np.int8 for ins in convs)
+
+
+def test_winograd_float_file_int8_direct(exported_winograd):
+    """With Winograd convs the float32 file computes them as batched matmuls; the int8
+    file is converted from the direct-conv graph (no batched matmul, int8 convs)."""
+    float_ops = litert_runner.op_names(exported_winograd["float32"])
+    assert "BATCH_MATMUL" in float_ops, float_ops
+    ops, _ = _ops(exported_winograd["int8"])
+    assert "BATCH_MATMUL" not in {name for name, _, _ in ops}
     convs = [ins for name, ins, _ in ops if name == "CONV_2D"]
     assert convs and all(ins[0]["dtype"] == np.int8 for ins in convs)
 

@@ -49,6 +49,10 @@ flags.DEFINE_enum("saved_model_precision", "float32", ["float32", "bfloat16"],
                   "SavedModel compute precision. bfloat16 (weights stay float32) is for CPUs "
                   "with native bfloat16 (AVX512_BF16 or AMX); see docs/export.md for its "
                   "speed and accuracy. TFLite is unaffected.")
+flags.DEFINE_enum("conv_algorithm", None, ["auto", "direct", "winograd"],
+                  "Exports: how the 3x3 convs compute (default: the run's "
+                  "model.conv_algorithm). direct keeps float TFLite files smallest: Winograd "
+                  "stores 4x larger transformed kernels (see docs/export.md).")
 flags.DEFINE_list("tflite_variants", ["float32", "float16", "dynamic_int8", "int8"],
                   "TFLite variants written by --mode=export and after train_and_eval "
                   "(empty: no TFLite).")
@@ -112,7 +116,7 @@ def _export_args():
     return dict(export_dir=FLAGS.export_dir, include_masks=FLAGS.include_masks,
                 version=FLAGS.export_version, freeze=FLAGS.freeze_saved_model,
                 precision=FLAGS.saved_model_precision,
-                tflite_variants=FLAGS.tflite_variants)
+                tflite_variants=FLAGS.tflite_variants, conv_algorithm=FLAGS.conv_algorithm)
 
 
 def _dispatch(overrides):

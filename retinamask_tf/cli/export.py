@@ -15,18 +15,19 @@ from retinamask_tf.visualize import draw_detections
 
 def run(model_dir, export_dir=None, include_masks=False, version=None, freeze=False,
         precision="float32", tflite_variants=("float32", "float16", "dynamic_int8", "int8"),
-        datasets=None, overrides=()):
+        datasets=None, overrides=(), conv_algorithm=None):
     """Exports the run's latest checkpoint; prints where everything went. ``datasets``: the
     run's (train, val) splits if already loaded (int8 calibration and the drawings read
     them), else those of its config (+ ``overrides``, e.g. data paths for an imported
     model): int8 calibrates on the training images (the val ones without), and is skipped
-    with a note when the config names neither. Returns 0, or 2 after printing why the run
+    with a note when the config names neither. ``conv_algorithm``: replaces the run's
+    ``model.conv_algorithm`` (None: keep it). Returns 0, or 2 after printing why the run
     cannot be exported."""
     root = export_dir or os.path.join(model_dir, "export")
     base = os.path.join(root, "saved_model" + ("_masks" if include_masks else ""))
     try:
         version_dir = export_servable(model_dir, base, version, include_masks, freeze=freeze,
-                                      precision=precision)
+                                      precision=precision, conv_algorithm=conv_algorithm)
         kind = "bfloat16 compute; " if precision == "bfloat16" else ""
         print(f"  SavedModel   {version_dir} ({kind}signatures serving_default, "
               f"serve_image_bytes; inspect: saved_model_cli show --dir {version_dir} --all)\n"
@@ -40,7 +41,8 @@ def run(model_dir, export_dir=None, include_masks=False, version=None, freeze=Fa
                 print("  TFLite       int8 skipped: its calibration needs images and the config "
                       "names none (--override data.val_json=... data.val_images=...)")
             paths = export_tflite(model_dir, os.path.join(root, "tflite"), variants,
-                                  progress=None, train_data=train if train is not None else val)
+                                  progress=None, train_data=train if train is not None else val,
+                                  conv_algorithm=conv_algorithm)
             for path in paths.values():
                 print(f"  TFLite       {path} ({os.path.getsize(path) / 1e6:.2f} MB)")
             if val is not None and variants:

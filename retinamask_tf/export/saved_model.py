@@ -58,8 +58,10 @@ class ExportError(RunDirError):
 
 
 def restore_for_export(model_dir, include_masks=False, checkpoint=None, precision="float32",
-                       overrides=()):
-    """``run_dir.restore`` with its errors as ExportError."""
+                       conv_algorithm=None):
+    """``run_dir.restore`` with its errors as ExportError. ``conv_algorithm``: replaces the
+    run's ``model.conv_algorithm`` (None: keep it)."""
+    overrides = () if conv_algorithm is None else (f"model.conv_algorithm={conv_algorithm}",)
     try:
         return run_dir.restore(model_dir, include_masks, checkpoint, overrides, precision=precision)
     except RunDirError as e:
@@ -196,11 +198,12 @@ class ServingModule(tf.Module):
 
 
 def export_saved_model(model_dir, export_dir, include_masks=False, checkpoint=None,
-                       freeze=False, precision="float32"):
+                       freeze=False, precision="float32", conv_algorithm=None):
     """Writes a SavedModel with the signatures above; returns ``export_dir``. ``freeze``:
     weights as graph constants instead of variables; ``precision``: ``float32`` or
-    ``bfloat16`` compute (see the module docstring)."""
-    run = restore_for_export(model_dir, include_masks, checkpoint, precision)
+    ``bfloat16`` compute (see the module docstring); ``conv_algorithm``: replaces the
+    run's ``model.conv_algorithm`` (None: keep it)."""
+    run = restore_for_export(model_dir, include_masks, checkpoint, precision, conv_algorithm)
     module = ServingModule(run.model, run.config, run.class_ids, include_masks,
                            os.path.join(model_dir, LABEL_MAP_FILE), freeze=freeze)
     signatures = {"serving_default": module.serve_images.get_concrete_function(),
@@ -221,7 +224,7 @@ def checkpoint_step(model_dir, checkpoint=None):
 
 
 def export_servable(model_dir, base_dir, version=None, include_masks=False, checkpoint=None,
-                    freeze=False, precision="float32"):
+                    freeze=False, precision="float32", conv_algorithm=None):
     """``export_saved_model`` into TF Serving's layout: ``base_dir/<version>/`` (version:
     the checkpoint's step unless given), written beside it and moved into place, replacing
     an earlier export of the same version. Returns the version's folder."""
@@ -236,7 +239,8 @@ def export_servable(model_dir, base_dir, version=None, include_masks=False, chec
         if match and not _alive(int(match.group(1))):
             shutil.rmtree(os.path.join(base_dir, name), ignore_errors=True)
     try:
-        export_saved_model(model_dir, partial, include_masks, checkpoint, freeze, precision)
+        export_saved_model(model_dir, partial, include_masks, checkpoint, freeze, precision,
+                           conv_algorithm)
         shutil.rmtree(final, ignore_errors=True)
         os.replace(partial, final)
     finally:

@@ -175,11 +175,13 @@ def _convert_int8(converter, representative_dataset, float_model=None):
 
 
 def export_tflite(model_dir, output_dir, variants=VARIANTS, num_calibration_images=100,
-                  checkpoint=None, progress=print, train_data=None):
+                  checkpoint=None, progress=print, train_data=None, conv_algorithm=None):
     """Converts a training directory's latest checkpoint to each TFLite variant.
 
     ``train_data``: the run's training split, if the caller has it loaded (int8
-    calibration reads it; otherwise it is loaded from the config). Writes ``output_dir/model_<variant>.tflite``, ``label_map.json`` and ``tflite_model.json``
+    calibration reads it; otherwise it is loaded from the config). ``conv_algorithm``:
+    replaces the run's ``model.conv_algorithm`` for the float variants (None: keep it;
+    int8 always converts direct convs). Writes ``output_dir/model_<variant>.tflite``, ``label_map.json`` and ``tflite_model.json``
     (input size, letterbox settings, variants and file sizes: what the runner needs).
     Returns {variant: path}.
     """
@@ -187,7 +189,7 @@ def export_tflite(model_dir, output_dir, variants=VARIANTS, num_calibration_imag
     for v in variants:
         if v not in VARIANTS:
             raise ExportError(f"unknown TFLite variant {v!r}; choose from {', '.join(VARIANTS)}")
-    run = restore_for_export(model_dir, False, checkpoint)
+    run = restore_for_export(model_dir, False, checkpoint, conv_algorithm=conv_algorithm)
     model, config, class_ids, class_names = run.model, run.config, run.class_ids, run.class_names
     detector = TFLiteDetector(model, class_ids)
     # int8 quantizes the direct-conv graph: a Winograd conv's transformed operands would
@@ -195,8 +197,8 @@ def export_tflite(model_dir, output_dir, variants=VARIANTS, num_calibration_imag
     # stored as constants (the float variants store them too; see docs/export.md).
     int8_detector = detector
     if "int8" in variants and config.model.conv_algorithm != "direct":
-        int8_detector = TFLiteDetector(restore_for_export(
-            model_dir, False, checkpoint, overrides=("model.conv_algorithm=direct",)).model,
+        int8_detector = TFLiteDetector(
+            restore_for_export(model_dir, False, checkpoint, conv_algorithm="direct").model,
             class_ids)
     representative = None
     if "int8" in variants:

@@ -62,33 +62,47 @@ def winograd_kernel(kernel):
     return tf.reshape(u, [ALPHA * ALPHA, cin, cout])
 
 
-def winograd_conv3x3(x, u):
+def winograd_conv3x3(x, u, max_band_bytes=2 ** 25):
     """``tf.nn.conv2d(x, k, 1, "SAME")`` for ``u = winograd_kernel(k)``.
 
     Args:
       x: [N, H, W, Cin] with static H and W.
       u: [36, Cin, Cout] from :func:`winograd_kernel`, same dtype as ``x``.
+      max_band_bytes: the transformed tiles of a large input are computed in bands of tile
+        rows, each band's [36, tiles, max(Cin, Cout)] products under this many bytes (for
+        a static batch; 1 image otherwise), which bounds the peak memory without slowing
+        the products down.
     Returns:
       [N, H, W, Cout].
     """
-    n = tf.shape(x)[0]
     h, w, cin = x.shape[1], x.shape[2], x.shape[3]
     if h is None or w is None:
         raise ValueError(f"winograd_conv3x3 needs static spatial sizes, got {x.shape}")
-    cout = u.shape[-1]
     th, tw = -(-h // TILE), -(-w // TILE)
     # One pixel of "same" padding on top/left; bottom/right up to whole tiles plus one.
     x = tf.pad(x, [[0, 0], [1, th * TILE + 1 - h], [1, tw * TILE + 1 - w], [0, 0]])
+    row_bytes = ALPHA * ALPHA * tw * max(cin, u.shape[-1]) * x.dtype.size * (x.shape[0] or 1)
+    rows = max(1, min(th, max_band_bytes // row_bytes))
+    bands = [_tile_rows(x[:, r * TILE:(r + min(rows, th - r)) * TILE + 2], u)
+             for r in range(0, th, rows)]
+    y = bands[0] if len(bands) == 1 else tf.concat(bands, axis=1)
+    return y[:, :h, :w]
+
+
+def _tile_rows(x, u):
+    """F(4, 3) of a padded input [N, 4 * th + 2, 4 * tw + 2, Cin] -> [N, 4 * th, 4 * tw, Cout]."""
+    n = tf.shape(x)[0]
+    th, tw, cin = (x.shape[1] - 2) // TILE, (x.shape[2] - 2) // TILE, x.shape[3]
+    cout = u.shape[-1]
     # Input transform: each channel as its own image through a stride-4 6x6 conv with 36
     # outputs (one per tile position), then tile-position-major for the matrix products.
-    planes = tf.reshape(tf.transpose(x, [0, 3, 1, 2]),
-                        [n * cin, th * TILE + 2, tw * TILE + 2, 1])
+    planes = tf.reshape(tf.transpose(x, [0, 3, 1, 2]), [n * cin, x.shape[1], x.shape[2], 1])
     v = tf.nn.conv2d(planes, tf.constant(_INPUT_FILTER, x.dtype), [1, TILE, TILE, 1], "VALID")
     v = tf.transpose(tf.reshape(v, [n, cin, th * tw, ALPHA * ALPHA]), [3, 0, 2, 1])
     m = tf.matmul(tf.reshape(v, [ALPHA * ALPHA, n * th * tw, cin]), u)   # [36, P, Cout]
     y = tf.matmul(tf.constant(_OUTPUT_MATRIX, x.dtype), tf.reshape(m, [ALPHA * ALPHA, -1]))
     y = tf.transpose(tf.reshape(y, [TILE, TILE, n, th, tw, cout]), [2, 3, 0, 4, 1, 5])
-    return tf.reshape(y, [n, th * TILE, tw * TILE, cout])[:, :h, :w]
+    return tf.reshape(y, [n, th * TILE, tw * TILE, cout])
 
 
 def winograd_pays(height, width, in_channels, out_channels):

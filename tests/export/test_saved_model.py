@@ -339,3 +339,33 @@ def test_bfloat16_export_computes_in_bfloat16_and_serves_close_detections(
             assert np.abs(bb - box).max(1).min() < 1.0, box
     with pytest.raises(saved_model.ExportError, match="precision must be one of float32, bfloat16"):
         saved_model.export_saved_model(model_dir, str(tmp_path / "x"), precision="float16")
+
+
+def test_winograd_export_keeps_the_variables_and_the_detections(trained_dir, coco128, tmp_path):
+    """``conv_algorithm="winograd"`` computes the 3x3 convs by F(4x4, 3x3) (batched
+    matmuls in the served graph) from the same variables, and serves the default export's
+    detections up to float32 rounding."""
+    model_dir, _ = trained_dir
+    plain = saved_model.export_saved_model(model_dir, str(tmp_path / "plain"))
+    wino = saved_model.export_saved_model(model_dir, str(tmp_path / "wino"),
+                                          conv_algorithm="winograd")
+    listed = lambda d: sorted(tf.train.list_variables(os.path.join(d, "variables", "variables")))  # noqa: E731
+    assert listed(wino) == listed(plain)
+
+    def op_counts(export_dir):
+        library = tf.saved_model.load(export_dir).signatures[
+            "serving_default"].graph.as_graph_def().library
+        return collections.Counter(n.op for f in library.function for n in f.node_def)
+
+    assert op_counts(wino)["BatchMatMulV2"] > op_counts(plain)["BatchMatMulV2"]
+    assert op_counts(wino)["Conv2D"] > 0  # the strided and 1x1 convs stay direct
+    _, images = coco128
+    a, b = tf.saved_model.load(plain), tf.saved_model.load(wino)
+    for name in sorted(os.listdir(images))[:3]:
+        image = tf.constant(np.asarray(Image.open(os.path.join(images, name)).convert("RGB"))[None])
+        ra, rb = (m.signatures["serving_default"](images=image) for m in (a, b))
+        sa, sb = ra["detection_scores"][0].numpy(), rb["detection_scores"][0].numpy()
+        np.testing.assert_allclose(np.sort(sb)[::-1][:20], np.sort(sa)[::-1][:20], atol=1e-5)
+        bb = rb["detection_boxes"][0].numpy()
+        for box in ra["detection_boxes"][0].numpy()[:5]:
+            assert np.abs(bb - box).max(1).min() < 0.01, box

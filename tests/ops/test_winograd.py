@@ -37,6 +37,17 @@ def test_matches_direct_convolution(shape):
     assert np.abs(y32 - ref).max() <= 1e-4 * np.abs(ref).max()
 
 
+@pytest.mark.parametrize("max_band_bytes", [1, 36 * 2 * 5 * 8 * 2 * 3])
+def test_bands_of_tile_rows_give_the_same_result(max_band_bytes):
+    """A large input is computed in bands of tile rows (1 row per band, then 3 of the 4
+    rows in the first band and 1 in the second); the result is the unbanded one."""
+    rng = np.random.default_rng(7)
+    x = tf.constant(rng.standard_normal((2, 13, 7, 5)))
+    u = winograd_kernel(tf.constant(rng.standard_normal((3, 3, 5, 3))))
+    np.testing.assert_allclose(winograd_conv3x3(x, u, max_band_bytes).numpy(),
+                               winograd_conv3x3(x, u).numpy(), rtol=0, atol=1e-12)
+
+
 def test_kernel_transform_is_g_k_gt():
     """U[a*6+b, c, o] = (G k[:, :, c, o] G^T)[a, b] with Lavin & Gray's G (written out
     here independently of the module)."""

@@ -301,11 +301,11 @@ class ModelConfig:
                               "detectron_caffe (BGR minus 102.98/115.95/122.77, the released "
                               "code); auto: caffe with backbone.weights imagenet, else imagenet.")
     conv_algorithm: ConvAlgorithm = f(
-        "auto", "How the 3x3 stride-1 convs of our ResNet, the FPN and the heads compute (same "
-        "weights, results "
-        "equal to ~1e-5): direct, winograd (F(4x4, 3x3): 4x fewer multiplies, float32 only), "
-        "or auto: winograd on a CPU for float32 layers of >= 128 channels and >= 2^18 "
-        "outputs per image, where it is faster than oneDNN's direct conv; direct on GPUs.")
+        "auto", "How the 3x3 stride-1 convs of our ResNet, the FPN and the heads compute "
+        "(same weights, results equal to ~1e-5): direct, winograd (F(4x4, 3x3): 4x fewer "
+        "multiplies, float32 only), or auto: winograd on a CPU for float32 layers of >= 128 "
+        "channels and >= 2^18 outputs per image, where it is faster than oneDNN's direct "
+        "conv; direct on GPUs.")
     backbone: BackboneConfig = BackboneConfig()
     fpn: FPNConfig = FPNConfig()
     head: HeadConfig = HeadConfig()

@@ -39,6 +39,7 @@ from retinamask_tf.native_noise import drop_known_native_noise
 from retinamask_tf.ops import postprocess
 
 VARIANTS = ("float32", "float16", "dynamic_int8", "int8")
+SMALL_VARIANTS = ("float16", "dynamic_int8", "int8")  # converted with direct convs
 POSTPROCESS_SCOPE = "postprocess"
 
 
@@ -180,9 +181,10 @@ def export_tflite(model_dir, output_dir, variants=VARIANTS, num_calibration_imag
 
     ``train_data``: the run's training split, if the caller has it loaded (int8
     calibration reads it; otherwise it is loaded from the config). ``conv_algorithm``:
-    replaces the run's ``model.conv_algorithm`` for the float variants (None: keep it;
-    int8 always converts direct convs). Writes ``output_dir/model_<variant>.tflite``, ``label_map.json`` and ``tflite_model.json``
-    (input size, letterbox settings, variants and file sizes: what the runner needs).
+    replaces the run's ``model.conv_algorithm`` for the float32 variant (None: keep it;
+    the ``SMALL_VARIANTS`` always convert direct convs). Writes ``output_dir/model_<variant>.tflite``,
+    ``label_map.json`` and ``tflite_model.json`` (input size, letterbox settings, variants
+    and file sizes: what the runner needs).
     Returns {variant: path}.
     """
     variants = list(variants)
@@ -192,12 +194,13 @@ def export_tflite(model_dir, output_dir, variants=VARIANTS, num_calibration_imag
     run = restore_for_export(model_dir, False, checkpoint, conv_algorithm=conv_algorithm)
     model, config, class_ids, class_names = run.model, run.config, run.class_ids, run.class_names
     detector = TFLiteDetector(model, class_ids)
-    # int8 quantizes the direct-conv graph: a Winograd conv's transformed operands would
-    # each get their own int8 ranges, and its 4x larger transformed kernels would be
-    # stored as constants (the float variants store them too; see docs/export.md).
-    int8_detector = detector
-    if "int8" in variants and config.model.conv_algorithm != "direct":
-        int8_detector = TFLiteDetector(
+    # The variants that exist to be small (float16, dynamic_int8, int8) are converted from
+    # the direct-conv graph: their files keep the 3x3 kernels, not the 4x larger
+    # Winograd-transformed ones the float32 file stores, and no quantization is applied to
+    # transformed kernels or tiles (not evaluated).
+    small_detector = detector
+    if set(variants) & set(SMALL_VARIANTS) and config.model.conv_algorithm != "direct":
+        small_detector = TFLiteDetector(
             restore_for_export(model_dir, False, checkpoint, conv_algorithm="direct").model,
             class_ids)
     representative = None
@@ -210,8 +213,8 @@ def export_tflite(model_dir, output_dir, variants=VARIANTS, num_calibration_imag
         if progress:
             progress(f"converting TFLite {v} ...")
         with drop_known_native_noise():
-            if v == "int8" and int8_detector is not detector:
-                data = convert(int8_detector, v, representative)
+            if v in SMALL_VARIANTS and small_detector is not detector:
+                data = convert(small_detector, v, representative)
             else:
                 data = convert(detector, v, representative, float_model)
         if v == "float32":

@@ -33,11 +33,11 @@ def exported(trained_dir, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def exported_winograd(trained_dir, tmp_path_factory):
-    """The float32 and int8 TFLite files of the same run exported with
+    """The float32, float16 and int8 TFLite files of the same run exported with
     ``conv_algorithm="winograd"`` (every 3x3 stride-1 conv by F(4x4, 3x3); the run's own
     ``auto`` keeps its 16-channel convs direct)."""
     out = tmp_path_factory.mktemp("winograd")
-    return tflite.export_tflite(trained_dir[0], str(out), ("float32", "int8"),
+    return tflite.export_tflite(trained_dir[0], str(out), ("float32", "float16", "int8"),
                                 num_calibration_images=8, progress=None,
                                 conv_algorithm="winograd")
 
@@ -204,11 +204,18 @@ def test_int8_keeps_top_k_and_outputs_float(exported):
     assert convs and all(ins[0]["dtype"] == np.int8 for ins in convs)
 
 
-def test_winograd_float_file_int8_direct(exported_winograd):
-    """With Winograd convs the float32 file computes them as batched matmuls; the int8
-    file is converted from the direct-conv graph (no batched matmul, int8 convs)."""
+def test_winograd_float32_file_small_variants_direct(exported, exported_winograd):
+    """With Winograd convs the float32 file computes them as batched matmuls (and is larger:
+    it stores the transformed kernels); float16 and int8 are converted from the direct-conv
+    graph (no batched matmul, the default export's sizes, int8 convs)."""
     float_ops = litert_runner.op_names(exported_winograd["float32"])
     assert "BATCH_MATMUL" in float_ops, float_ops
+    size = lambda p: os.path.getsize(p)  # noqa: E731
+    assert size(exported_winograd["float32"]) > 1.5 * size(exported[0]["float32"])
+    for variant in ("float16", "int8"):
+        assert "BATCH_MATMUL" not in litert_runner.op_names(exported_winograd[variant])
+        assert abs(size(exported_winograd[variant]) - size(exported[0][variant])) < \
+            0.02 * size(exported[0][variant]), variant
     ops, _ = _ops(exported_winograd["int8"])
     assert "BATCH_MATMUL" not in {name for name, _, _ in ops}
     convs = [ins for name, ins, _ in ops if name == "CONV_2D"]

@@ -108,12 +108,14 @@ def _tile_rows(x, u):
 def winograd_pays(height, width, in_channels, out_channels):
     """Whether F(4, 3) beats oneDNN's direct float32 conv on a CPU for this layer.
 
-    ``python bench/winograd.py`` on a 2-core AMD EPYC (AVX-512), batch 1: 256->256 at
-    64x64 / 50x84 / 32x32 1.7x / 1.7x / 1.3x faster, 256->720 at 64x64 2.3x, 128->128 at
-    64x64 1.3x; slower at 16x16 (256->256 0.66x, 256->720 0.80x, 512->512 0.72x) and for
-    64 channels (128x128 0.92x), where the transforms and transposes cost more than the
-    products save. The rule keeps layers of >= 128 channels each way and >= 2^18 outputs
-    per image.
+    ``python bench/winograd.py`` on a 2-core AMD EPYC (AVX-512), batch 1, forward, three
+    runs: 256->256 at 64x64 1.5-1.8x faster, at 50x84 1.3-1.7x, at 32x32 0.9-1.3x, at
+    25x42 0.8-1.2x; 256->720 at 64x64 2.2-2.3x; 128->128 at 64x64 1.2-1.3x; slower at
+    16x16 (0.5-0.8x) and for 64 channels (0.9x), where the transforms and transposes cost
+    more than the products save. Forward + backward (``--backward``, batch 2) gains less: 256->720
+    1.4-1.6x, 256->256 0.8-1.1x, 128->128 0.5-0.7x; the ResNet-50-FPN training step is
+    still faster under this rule (3.24-3.34 s against 3.86-3.90 s at 512x512). The rule
+    keeps layers of >= 128 channels each way and >= 2^18 outputs per image.
     """
     if None in (height, width):
         return False

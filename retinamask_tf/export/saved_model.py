@@ -27,17 +27,17 @@ The weights stay variables (the default): the SavedModel loads into TF Serving's
 loader, ``saved_model_cli`` and ``tf.saved_model.load`` alike, at about the memory of
 the weights plus the activations. ``freeze=True`` writes them into the graph as
 constants instead (both signatures call one frozen function, so they are stored once).
-Freezing buys little: ResNet-50-FPN on 2 cores ran 0.611 against 0.630 s at 512x512 and
-2.46 against 2.51 s at 800x1344, at a peak RSS of 3.7 against 0.95 GB and 3.9 against
-1.2 GB once loaded (``bench/compare_torchvision.py``, docs/results.md). A frozen SavedModel
+Freezing buys little: ResNet-50-FPN on 2 cores ran 0.406 against 0.452 s at 512x512 and
+1.79 against 1.84 s at 800x1344, at a peak RSS of 4.3 against 1.1 GB and 4.9 against
+1.5 GB once loaded (``bench/compare_torchvision.py``, docs/results.md). A frozen SavedModel
 has no variables: fine-tune from the training checkpoints.
 
 ``precision="bfloat16"`` builds the network under Keras' ``mixed_bfloat16`` policy: float32
 variables (the same variables file), convolutions in bfloat16 except the box deltas', the
 class logits cast to float32 before the sigmoid; preprocessing, decoding and NMS float32.
-For CPUs with native bfloat16 (AVX512_BF16, AMX): 1.7-1.9x faster than float32 for
-ResNet-50-FPN on 2 cores of an AMD EPYC with AVX512_BF16, slower on the small demo model
-(docs/export.md).
+For CPUs with native bfloat16 (AVX512_BF16, AMX): 1.3-1.4x faster than float32 (with its
+Winograd convs) for ResNet-50-FPN on 2 cores of an AMD EPYC with AVX512_BF16, slower on
+the small demo model (docs/export.md).
 """
 
 import os

@@ -182,9 +182,9 @@ def export_tflite(model_dir, output_dir, variants=VARIANTS, num_calibration_imag
     ``train_data``: the run's training split, if the caller has it loaded (int8
     calibration reads it; otherwise it is loaded from the config). ``conv_algorithm``:
     replaces the run's ``model.conv_algorithm`` for the float32 variant (None: keep it;
-    the ``SMALL_VARIANTS`` always convert direct convs). Writes ``output_dir/model_<variant>.tflite``,
-    ``label_map.json`` and ``tflite_model.json`` (input size, letterbox settings, variants
-    and file sizes: what the runner needs).
+    the ``SMALL_VARIANTS`` always convert direct convs). Writes
+    ``output_dir/model_<variant>.tflite``, ``label_map.json`` and ``tflite_model.json``
+    (input size, letterbox settings, variants and file sizes: what the runner needs).
     Returns {variant: path}.
     """
     variants = list(variants)

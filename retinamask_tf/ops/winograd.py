@@ -10,9 +10,9 @@ kernel and checkpoints are unchanged.
 
 In float32 the result differs from a direct convolution by about 1e-5 of the output's
 scale (the transforms' coefficients reach 8). On CPUs whose direct convolution already
-runs near the matrix-multiply peak this is the only way to do less work; in 16-bit
-precisions the error grows past what a detector should accept, so callers use it for
-float32 only.
+runs near the matrix-multiply peak it does less work without changing the model; its
+rounding in 16-bit precisions is larger and not evaluated, so callers use it for float32
+only.
 
 All shapes are NHWC; spatial sizes must be static.
 """
@@ -112,8 +112,8 @@ def winograd_pays(height, width, in_channels, out_channels):
     runs: 256->256 at 64x64 1.5-1.8x faster, at 50x84 1.3-1.7x, at 32x32 0.9-1.3x, at
     25x42 0.8-1.2x; 256->720 at 64x64 2.2-2.3x; 128->128 at 64x64 1.2-1.3x; slower at
     16x16 (0.5-0.8x) and for 64 channels (0.9x), where the transforms and transposes cost
-    more than the products save. Forward + backward (``--backward``, batch 2) gains less: 256->720
-    1.4-1.6x, 256->256 0.8-1.1x, 128->128 0.5-0.7x; the ResNet-50-FPN training step is
+    more than the products save. Forward + backward (``--backward``, batch 2) gains less:
+    256->720 1.4-1.6x, 256->256 0.8-1.1x, 128->128 0.5-0.7x; the ResNet-50-FPN training step is
     still faster under this rule (3.24-3.34 s against 3.86-3.90 s at 512x512). The rule
     keeps layers of >= 128 channels each way and >= 2^18 outputs per image.
     """

@@ -41,7 +41,7 @@ def test_algorithm_choice_and_same_results(algorithm, shape, expect):
 
 
 def test_16_bit_policies_stay_direct():
-    """Winograd's transforms (coefficients up to 8) would lose too much in 16 bits."""
+    """16-bit layers compute directly (Winograd's rounding in 16 bits is not evaluated)."""
     previous = keras.config.dtype_policy()
     keras.config.set_dtype_policy("mixed_bfloat16")
     try:

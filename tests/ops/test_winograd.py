@@ -14,7 +14,8 @@ def _numpy_conv3x3(x, k):
     out = np.zeros((n, h, w, k.shape[3]))
     for dy in range(3):
         for dx in range(3):
-            out += np.einsum("nhwc,co->nhwo", xp[:, dy:dy + h, dx:dx + w], k[dy, dx].astype(np.float64))
+            out += np.einsum("nhwc,co->nhwo", xp[:, dy:dy + h, dx:dx + w],
+                             k[dy, dx].astype(np.float64))
     return out
 
 
@@ -74,7 +75,10 @@ def test_gradients_match_direct_convolution():
     def grads(winograd):
         with tf.GradientTape() as tape:
             tape.watch([x, k])
-            y = winograd_conv3x3(x, winograd_kernel(k)) if winograd else tf.nn.conv2d(x, k, 1, "SAME")
+            if winograd:
+                y = winograd_conv3x3(x, winograd_kernel(k))
+            else:
+                y = tf.nn.conv2d(x, k, 1, "SAME")
             loss = tf.reduce_sum(y * r)
         return tape.gradient(loss, [x, k])
 

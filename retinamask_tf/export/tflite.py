@@ -212,11 +212,9 @@ def export_tflite(model_dir, output_dir, variants=VARIANTS, num_calibration_imag
     for v in variants:
         if progress:
             progress(f"converting TFLite {v} ...")
-        with drop_known_native_noise():
-            if v in SMALL_VARIANTS and small_detector is not detector:
-                data = convert(small_detector, v, representative)
-            else:
-                data = convert(detector, v, representative, float_model)
+        source = small_detector if v in SMALL_VARIANTS else detector
+        with drop_known_native_noise():  # int8 reuses the float32 file's names: same graph only
+            data = convert(source, v, representative, float_model if source is detector else None)
         if v == "float32":
             float_model = data
         path = os.path.join(output_dir, f"model_{v}.tflite")

@@ -1,53 +1,80 @@
-"""In-memory COCO records as the tensors of ``CocoDataset.read_examples``."""
+"""In-memory COCO records as the tf.data elements of ``CocoDataset.read_examples``.
 
-import json
+The annotations are stored once, flat: every image's boxes, classes and crowd flags one
+after the other (a ragged tensor by image), so memory follows the number of annotations,
+not images x ``max_instances`` or images x the longest image. Each element is padded to
+``max_instances`` rows in the graph (``padding.keep_largest_padded``, the same rule as for
+TFRecords). Packed segmentations stay in the records (Python bytes, see
+``data.segmentations``); an element looks up its rows' segmentations by annotation index.
+"""
+
 import os
 
 import numpy as np
+import tensorflow as tf
+
+from retinamask_tf.data import padding
 
 
-def records_to_tensors(records, max_instances, with_masks=False):
-    """Pads each image's annotations to ``max_instances`` rows.
+def truncated_images(records, max_instances):
+    """[(image_id, path, annotation count)] of the records with more than
+    ``max_instances`` annotations (the extra rows are left out, keeping the largest boxes)."""
+    return [(r.image_id, r.path, len(r.boxes)) for r in records if len(r.boxes) > max_instances]
 
+
+def records_to_dataset(records, max_instances, with_masks=False):
+    """tf.data of one element per record, in order (see ``DetectionSource.read_examples``).
+
+    Args:
+      records: ``coco.ImageRecord`` list.
+      max_instances: M, rows per element.
+      with_masks: also height, width, mask_valid [M] and segmentations [M] (packed bytes per
+        row, ``b""`` where there is no usable mask, crowd regions included).
     Returns:
-      dict of numpy arrays with leading dim = number of images: path, image_id,
-      boxes [n, M, 4], classes [n, M], crowd [n, M], valid [n, M]; with masks
-      also height, width [n], mask_valid [n, M] and segmentations [n] (a JSON list
-      of M entries, null where there is no usable mask); and [(image_id, path, count)]
-      of the images that had more than M annotations (the extra rows are dropped,
-      keeping the largest boxes).
+      tf.data.Dataset of dicts: path, image_id, orientation, boxes [M, 4] (yxyx, original
+      pixels), classes [M], crowd [M], valid [M] (and the mask fields).
     """
-    n, m = len(records), max_instances
-    boxes = np.zeros((n, m, 4), np.float32)
-    classes = np.zeros((n, m), np.int32)
-    crowd = np.zeros((n, m), bool)
-    valid = np.zeros((n, m), bool)
-    mask_valid = np.zeros((n, m), bool)
-    segmentations = []
-    truncated = []
-    for i, r in enumerate(records):
-        order = np.arange(len(r.boxes))
-        if len(order) > m:
-            truncated.append((r.image_id, r.path, len(order)))
-            area = (r.boxes[:, 2] - r.boxes[:, 0]) * (r.boxes[:, 3] - r.boxes[:, 1])
-            order = np.sort(np.argsort(-area, kind="stable")[:m])
-        k = len(order)
-        boxes[i, :k] = r.boxes[order]
-        classes[i, :k] = r.classes[order]
-        crowd[i, :k] = r.is_crowd[order]
-        valid[i, :k] = True
-        if with_masks:
-            segs = [r.segmentations[j] if not r.is_crowd[j] else None for j in order]
-            mask_valid[i, :k] = [s is not None for s in segs]
-            segmentations.append(json.dumps(segs + [None] * (m - k)))
+    counts = np.array([len(r.boxes) for r in records], np.int64)
+    splits = np.concatenate([[0], np.cumsum(counts)])
+
+    def ragged(values):
+        return tf.RaggedTensor.from_row_splits(values, splits, validate=False)
+
+    boxes = np.concatenate([r.boxes for r in records] + [np.zeros((0, 4), np.float32)])
+    crowd = np.concatenate([r.is_crowd for r in records] + [np.zeros(0, bool)])
+    columns = {"classes": np.concatenate([r.classes for r in records] + [np.zeros(0, np.int32)]),
+               "crowd": crowd}
     # Paths as the file system's bytes: a name that is not UTF-8 (read from the JSON as
     # surrogate escapes) still opens.
     tensors = {"path": np.array([os.fsencode(r.path) for r in records], dtype=object),
                "image_id": np.array([r.image_id for r in records], np.int64),
-               "orientation": np.array([r.orientation for r in records], np.int32),
-               "boxes": boxes, "classes": classes, "crowd": crowd, "valid": valid}
+               "orientation": np.array([r.orientation for r in records], np.int32)}
+    packed = None
     if with_masks:
+        packed = [s if s is not None and not c else b""
+                  for r in records for s, c in zip(r.segmentations, r.is_crowd)]
+        columns["mask_valid"] = np.array([len(s) > 0 for s in packed], bool)
+        columns["ann_index"] = np.arange(len(packed), dtype=np.int64)
         tensors.update(height=np.array([r.height for r in records], np.int32),
-                       width=np.array([r.width for r in records], np.int32),
-                       mask_valid=mask_valid, segmentations=np.array(segmentations))
-    return tensors, truncated
+                       width=np.array([r.width for r in records], np.int32))
+    tensors.update(boxes=ragged(boxes), **{k: ragged(v) for k, v in columns.items()})
+    pad_values = {"classes": 0, "crowd": False, "mask_valid": False, "ann_index": -1}
+
+    def lookup(index):
+        return np.array([packed[i] if i >= 0 else b"" for i in index], dtype=object)
+
+    def pad(example):
+        kept_boxes, kept, valid = padding.keep_largest_padded(
+            example["boxes"], max_instances,
+            {k: (example[k], pad_values[k]) for k in columns})
+        out = {k: example[k] for k in ("path", "image_id", "orientation")}
+        out.update(boxes=kept_boxes, classes=kept["classes"], crowd=kept["crowd"], valid=valid)
+        if with_masks:
+            segs = tf.numpy_function(lookup, [kept["ann_index"]], tf.string, stateful=False)
+            out.update(height=example["height"], width=example["width"],
+                       mask_valid=kept["mask_valid"],
+                       segmentations=tf.ensure_shape(segs, [max_instances]))
+        return out
+
+    return tf.data.Dataset.from_tensor_slices(tensors).map(
+        pad, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)

@@ -18,6 +18,7 @@ import numpy as np
 import tensorflow as tf
 
 from retinamask_tf.data import instance_masks
+from retinamask_tf.data.segmentations import unpack
 from retinamask_tf.ops.resize import resized_size
 from retinamask_tf.image_io import read_rgb
 from retinamask_tf.ops import anchors as anchor_ops
@@ -147,7 +148,7 @@ def draw_examples(dataset, out_dir, num_images=6):
         masks, mask_classes = [], []
         for seg, cls, crowd in zip(r.segmentations, r.classes, r.is_crowd):
             if seg is not None and not crowd:
-                masks.append(instance_masks.segmentation_to_mask(seg, r.height, r.width))
+                masks.append(instance_masks.segmentation_to_mask(unpack(seg), r.height, r.width))
                 mask_classes.append(dataset.class_ids[cls])
         if masks and image.shape[:2] == (r.height, r.width):
             image = overlay_masks(image, masks, mask_classes)

@@ -2,125 +2,21 @@
 
 Polygons are transformed into the ``S x S`` frame of their box and rasterised
 there by pycocotools (no full-image mask is ever made). RLE masks are decoded at
-image size and sampled at the frame's cell centres (nearest pixel).
+image size and sampled at the frame's cell centres (nearest pixel). Datasets hold their
+segmentations packed (``data.segmentations``); ``rasterize_instances`` unpacks them.
 """
-
-import json
 
 import numpy as np
 
 from retinamask_tf.data.errors import DatasetError
-
-
-def _is_number(value):
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _is_count(value):
-    """A non-negative integer (not a bool)."""
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
-
-
-def polygon_problem(segmentation, height=None, width=None):
-    """Why a polygon segmentation is unusable (None when it is fine): no polygon
-    with >= 3 points, an odd coordinate count, non-finite values, coordinates far outside
-    an image of (height, width) (pycocotools' rasteriser walks every pixel of each edge:
-    a coordinate of 2**31 would take all memory) or zero area."""
-    if not segmentation:
-        return "empty polygon list"
-    polys = []
-    for poly in segmentation:
-        if not isinstance(poly, list) or not all(_is_number(v) for v in poly):
-            return "polygon that is not a list of numbers"
-        try:
-            arr = np.asarray(poly, np.float64)
-        except OverflowError:  # an integer beyond float range
-            return "polygon with non-finite coordinates"
-        if arr.ndim != 1 or arr.size % 2:
-            return "polygon with an odd number of coordinates"
-        if not np.all(np.isfinite(arr)):
-            return "polygon with non-finite coordinates"
-        if height is not None and np.abs(arr).max(initial=0) > 4 * max(height, width) + 64:
-            return "polygon far outside the image"
-        if arr.size >= 6:
-            polys.append(arr.reshape(-1, 2))
-    if not polys:
-        return "polygon with fewer than 3 points"
-    area = sum(0.5 * abs(np.dot(p[:, 0], np.roll(p[:, 1], 1)) - np.dot(p[:, 1], np.roll(p[:, 0], 1)))
-               for p in polys)
-    if area <= 0:
-        return "polygon with zero area"
-    return None
-
-
-def compressed_rle_counts(counts):
-    """The run lengths of a compressed COCO RLE string (pycocotools' ``rleFrString``: 5 bits
-    per character from '0', a continuation bit, sign extension, counts after the second
-    stored as differences), or a string saying why it is not one. pycocotools itself does
-    not check: garbage decodes to a mask of whatever memory follows."""
-    if isinstance(counts, bytes):
-        try:
-            counts = counts.decode("ascii")
-        except UnicodeDecodeError:
-            return "RLE counts are not ASCII"
-    out, x, k = [], 0, 0
-    for ch in counts:
-        c = ord(ch) - 48
-        if not 0 <= c < 64:
-            return f"RLE counts hold the character {ch!r} (not a compressed RLE string)"
-        x |= (c & 0x1F) << (5 * k)
-        k += 1
-        if c & 0x20:
-            continue
-        if c & 0x10:
-            x |= -1 << (5 * k)
-        if len(out) > 2:
-            x += out[-2]
-        out.append(x)
-        x, k = 0, 0
-    if k:
-        return "RLE counts string ends inside a number"
-    return out
-
-
-def rle_problem(segmentation, height, width):
-    """Why an RLE segmentation is unusable for an image of (height, width), or None: another
-    size, counts that are not non-negative integers summing to height x width."""
-    size = segmentation.get("size")
-    if (not isinstance(size, (list, tuple)) or len(size) != 2
-            or not all(_is_count(v) for v in size)
-            or list(size) != [height, width]):
-        return f"RLE size {size} differs from the image size {[height, width]}"
-    counts = segmentation.get("counts")
-    if isinstance(counts, (str, bytes)):
-        counts = compressed_rle_counts(counts)
-        if isinstance(counts, str):
-            return counts
-    elif not isinstance(counts, list):
-        return "RLE without counts"
-    if not all(_is_count(v) for v in counts):
-        return "RLE counts that are not non-negative integers"
-    if sum(counts) != height * width:
-        return f"RLE counts sum to {sum(counts)}, not height x width = {height * width}"
-    return None
-
-
-def segmentation_problem(segmentation, height, width):
-    """None if ``segmentation`` can be rasterised for an image of that size, else why not."""
-    if segmentation is None:
-        return "no segmentation"
-    if isinstance(segmentation, list):
-        return polygon_problem(segmentation, height, width)
-    if isinstance(segmentation, dict):
-        return rle_problem(segmentation, height, width)
-    return f"unknown segmentation format {type(segmentation).__name__}"
+from retinamask_tf.data.segmentations import unpack
 
 
 def box_frame_mask(segmentation, box, height, width, size):
     """One segmentation -> [size, size] uint8 mask in the frame of ``box``.
 
     Args:
-      segmentation: COCO polygons (list of flat [x, y, ...] lists) or RLE dict.
+      segmentation: polygons (flat [x, y, ...] lists or arrays) or an RLE dict.
       box: yxyx pixels of the original image (the annotation's box).
       height, width: the original image size.
       size: S, cells per side.
@@ -151,28 +47,27 @@ def box_frame_mask(segmentation, box, height, width, size):
     return full[np.ix_(rows, cols)].astype(np.uint8)
 
 
-def rasterize_instances(segmentations_json, boxes, height, width, size, image_id=-1):
+def rasterize_instances(segmentations, boxes, height, width, size, image_id=-1):
     """All instances of one image (the tf.data ``numpy_function`` body).
 
     Args:
-      segmentations_json: bytes, a JSON list with one entry per GT row (padding
-        rows and unusable segmentations are null).
+      segmentations: [M] bytes, one packed segmentation per GT row
+        (``segmentations.unpack``; ``b""`` for padding rows and unusable masks).
       boxes: [M, 4] float32 yxyx original pixels.
       height, width: image size; size: S; image_id: named in errors.
     Returns:
-      [M, S, S] uint8; rows with a null segmentation are all zero.
+      [M, S, S] uint8; rows without a segmentation are all zero.
     """
-    segs = json.loads(segmentations_json.decode() if isinstance(segmentations_json, bytes)
-                      else segmentations_json)
     height, width, size = int(height), int(width), int(size)
     out = np.zeros((len(boxes), size, size), np.uint8)
-    for i, seg in enumerate(segs):
-        if seg is not None:
-            try:
+    for i, data in enumerate(segmentations):
+        try:
+            seg = unpack(data)
+            if seg is not None:
                 out[i] = box_frame_mask(seg, boxes[i], height, width, size)
-            except Exception as e:  # pycocotools raises bare Exceptions on corrupt RLE strings
-                raise DatasetError(f"image {int(image_id)}: cannot rasterise the segmentation of "
-                                   f"GT row {i}: {e}") from e
+        except Exception as e:  # pycocotools raises bare Exceptions on corrupt RLE strings
+            raise DatasetError(f"image {int(image_id)}: cannot rasterise the segmentation of "
+                               f"GT row {i}: {e}") from e
     return out
 
 

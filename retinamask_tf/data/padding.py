@@ -1,4 +1,4 @@
-"""Fixed-size object rows for streamed sources (TFRecords, TFDS), in tf.data."""
+"""Fixed-size object rows of every source (COCO records, TFRecords, TFDS), in tf.data."""
 
 import tensorflow as tf
 
@@ -6,7 +6,6 @@ import tensorflow as tf
 def keep_largest_padded(boxes, max_instances, columns):
     """The ``max_instances`` largest objects (in their original order), zero-padded.
 
-    The same rule as ``coco_tensors.records_to_tensors`` for JSON datasets.
 
     Args:
       boxes: [n, 4] yxyx (any unit; the area ranks the objects).

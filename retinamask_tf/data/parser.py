@@ -84,7 +84,8 @@ def parse_example(example, short_side, long_side, output_size, training, hflip_e
         normalized_boxes [M, 4] in [0, 1] of the decoded image), classes [M],
         crowd [M], valid [M], orientation (EXIF, optional: 1 = as stored), and index
         (the element's position: seeds the flip and the multi-scale draws); with
-        ``mask_size`` also segmentations, height, width, mask_valid (see ``coco_tensors.records_to_tensors``).
+        ``mask_size`` also segmentations [M] (packed, ``data.segmentations``), height,
+        width, mask_valid (see ``coco_tensors.records_to_dataset``).
     Returns:
       features: images [oh, ow, 3] float32, image_info [4], image_id int64.
       labels: gt_boxes [M, 4] (resized frame), gt_classes [M] int32, gt_valid [M]

@@ -4,8 +4,9 @@ One ``tf.train.Example`` per image:
   image/encoded (the file's bytes, unchanged), image/filename, image/id, image/height,
   image/width, image/orientation (EXIF orientation to apply, see ``data.image_check``),
   object/bbox (n x 4 yxyx original pixels, flattened), object/class (contiguous index),
-  object/crowd, object/ann_id, object/segmentation (one JSON string per object: polygons
-  or RLE as in the COCO file, ``null`` when unusable or crowd).
+  object/crowd, object/ann_id, object/segmentation (one string per object: the packed
+  segmentation of ``data.segmentations``, empty when unusable or crowd; files written
+  before held JSON text, ``null`` for none, which reads the same).
 ``<prefix>-meta.json`` holds the class map and counts. Images are assigned round-robin to
 the shards, and read back interleaved one by one, so the reader yields the images in the
 original order and training from TFRecords sees exactly what training from the JSON sees
@@ -67,7 +68,7 @@ def record_to_example(record):
     """One ``ImageRecord`` -> tf.train.Example (reads the image file)."""
     with open(record.path, "rb") as f:
         encoded = f.read()
-    segs = [b"null" if s is None or crowd else json.dumps(s).encode()
+    segs = [b"" if s is None or crowd else s
             for s, crowd in zip(record.segmentations, record.is_crowd)]
     feature = {
         "image/encoded": _bytes([encoded]),
@@ -147,17 +148,18 @@ FEATURES = {
 
 
 def parse_serialized(serialized, max_instances, with_masks=False):
-    """One serialized Example -> the element ``coco_tensors.records_to_tensors`` makes (with
+    """One serialized Example -> the element ``coco_tensors.records_to_dataset`` makes (with
     ``image_bytes`` instead of ``path``): objects padded to ``max_instances``, the largest
     kept (in their original order) when there are more."""
     ex = tf.io.parse_single_example(serialized, FEATURES)
     boxes = tf.reshape(tf.sparse.to_dense(ex["object/bbox"]), [-1, 4])
     classes = tf.cast(tf.sparse.to_dense(ex["object/class"]), tf.int32)
     crowd = tf.sparse.to_dense(ex["object/crowd"]) > 0
-    segs = tf.sparse.to_dense(ex["object/segmentation"], default_value="null")
+    segs = tf.sparse.to_dense(ex["object/segmentation"], default_value="")
     columns = {"classes": (classes, 0), "crowd": (crowd, False)}
     if with_masks:
-        columns.update(segs=(segs, "null"), mask_valid=(tf.not_equal(segs, "null"), False))
+        has_mask = (tf.strings.length(segs) > 0) & tf.not_equal(segs, "null")
+        columns.update(segs=(segs, ""), mask_valid=(has_mask, False))
     boxes, kept, valid = padding.keep_largest_padded(boxes, max_instances, columns)
     out = {"image_bytes": ex["image/encoded"], "image_id": ex["image/id"],
            "orientation": tf.cast(ex["image/orientation"], tf.int32),
@@ -165,9 +167,7 @@ def parse_serialized(serialized, max_instances, with_masks=False):
     if with_masks:
         out.update(
             height=tf.cast(ex["image/height"], tf.int32), width=tf.cast(ex["image/width"], tf.int32),
-            mask_valid=kept["mask_valid"],
-            segmentations=tf.strings.join(["[", tf.strings.reduce_join(kept["segs"], separator=","),
-                                           "]"]))
+            mask_valid=kept["mask_valid"], segmentations=kept["segs"])
     return out
 
 

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from retinamask_tf.data import coco, instance_masks
+from retinamask_tf.data.segmentations import pack_all, unpack
 
 
 def test_coco128_real_file(coco128):
@@ -31,21 +32,32 @@ def test_coco128_real_file(coco128):
 
 
 def test_coco128_masks_match_pycocotools(coco128):
-    """Polygons (several parts) and crowd RLE decode exactly as pycocotools' annToMask.
-    (COCO's ``area`` is the polygon's or a precomputed area, not the pixel count.)"""
+    """Polygons (several parts), kept packed by the reader, and the crowd RLEs through
+    ``pack_all`` (the reader keeps no crowd masks: they are never targets) decode exactly
+    as pycocotools' annToMask. (COCO's ``area`` is the polygon's or a precomputed area,
+    not the pixel count.)"""
     from pycocotools.coco import COCO
     json_path, images = coco128
     ds = coco.load_coco(json_path, images, crowd="ignore")
     gt = COCO(json_path)
-    checked_rle = checked_multi = 0
+    checked_multi = 0
     for rec in ds.records[:40]:
-        for ann_id, seg in zip(rec.ann_ids, rec.segmentations):
+        for ann_id, packed, crowd in zip(rec.ann_ids, rec.segmentations, rec.is_crowd):
+            assert (packed is None) == crowd
+            if crowd:
+                continue
+            seg = unpack(packed)
             mask = instance_masks.segmentation_to_mask(seg, rec.height, rec.width)
-            ann = gt.anns[int(ann_id)]
-            np.testing.assert_array_equal(mask, gt.annToMask(ann))
-            checked_rle += isinstance(seg, dict)
-            checked_multi += isinstance(seg, list) and len(seg) > 1
-    assert checked_rle >= 1 and checked_multi >= 1
+            np.testing.assert_array_equal(mask, gt.annToMask(gt.anns[int(ann_id)]))
+            checked_multi += len(seg) > 1
+    crowd = [a for a in gt.anns.values() if a["iscrowd"]]
+    sizes = [(gt.imgs[a["image_id"]]["height"], gt.imgs[a["image_id"]]["width"]) for a in crowd]
+    packed, problems = pack_all([a["segmentation"] for a in crowd], *zip(*sizes))
+    assert len(crowd) == 10 and not any(problems)
+    for ann, data, (h, w) in zip(crowd, packed, sizes):
+        np.testing.assert_array_equal(instance_masks.segmentation_to_mask(unpack(data), h, w),
+                                      gt.annToMask(ann))
+    assert checked_multi >= 1
 
 
 def test_fruits_nuts(fruits_nuts):
@@ -56,7 +68,7 @@ def test_fruits_nuts(fruits_nuts):
     raw = {a["id"]: a for a in json.load(open(f"{fruits_nuts}/train.json"))["annotations"]}
     for rec in ds.records:
         for ann_id, seg in zip(rec.ann_ids, rec.segmentations):
-            mask = instance_masks.segmentation_to_mask(seg, rec.height, rec.width)
+            mask = instance_masks.segmentation_to_mask(unpack(seg), rec.height, rec.width)
             assert int(mask.sum()) == raw[int(ann_id)]["area"], ann_id
 
 

@@ -10,7 +10,7 @@ import random
 import pytest
 from pycocotools import mask as mask_utils
 
-from retinamask_tf.data import coco, coco_tensors, instance_masks
+from retinamask_tf.data import coco, coco_tensors, instance_masks, segmentations
 from retinamask_tf.evaluation import coco_evaluator
 
 NUM_MUTATIONS = 400
@@ -102,10 +102,12 @@ def _mutate(rng):
 
 def _host_side(ds, json_path):
     """What training and evaluation do with a loaded dataset before TensorFlow."""
-    tensors, _ = coco_tensors.records_to_tensors(ds.records, 4, with_masks=True)
-    for i, r in enumerate(ds.records):
-        masks = instance_masks.rasterize_instances(tensors["segmentations"][i], tensors["boxes"][i],
-                                                   r.height, r.width, 8, r.image_id)
+    examples = list(coco_tensors.records_to_dataset(ds.records, 4, with_masks=True))
+    assert len(examples) == len(ds.records)
+    for ex in examples:
+        masks = instance_masks.rasterize_instances(ex["segmentations"].numpy(),
+                                                   ex["boxes"].numpy(), ex["height"],
+                                                   ex["width"], 8, ex["image_id"])
         assert masks.shape == (4, 8, 8)
     assert json_path in ds.summary()
     results = [{"image_id": r.image_id, "category_id": ds.class_ids[int(c)],
@@ -155,7 +157,7 @@ def test_unchanged_file_loads_with_every_mask(tmp_path):
     data = _valid()
     for ann in data["annotations"]:
         image = next(i for i in data["images"] if i["id"] == ann["image_id"])
-        assert not instance_masks.segmentation_problem(ann["segmentation"], image["height"],
+        assert not segmentations.segmentation_problem(ann["segmentation"], image["height"],
                                                        image["width"])
     path = tmp_path / "valid.json"
     path.write_text(json.dumps(data))

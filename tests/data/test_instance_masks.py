@@ -8,6 +8,7 @@ import pytest
 from PIL import Image
 
 from retinamask_tf.data import coco, instance_masks, pipeline
+from retinamask_tf.data.segmentations import unpack
 
 
 def _sample_full(full, box, size):
@@ -22,10 +23,10 @@ def test_polygons_in_the_box_frame_agree_with_the_full_image_mask(coco128):
     ds = coco.load_coco(json_path, images)
     agree, total = 0, 0
     for rec in ds.records[:25]:
-        segs = json.dumps(rec.segmentations)
-        got = instance_masks.rasterize_instances(segs.encode(), rec.boxes, rec.height, rec.width, 64)
+        got = instance_masks.rasterize_instances(rec.segmentations, rec.boxes, rec.height,
+                                                 rec.width, 64)
         for i, seg in enumerate(rec.segmentations):
-            full = instance_masks.segmentation_to_mask(seg, rec.height, rec.width)
+            full = instance_masks.segmentation_to_mask(unpack(seg), rec.height, rec.width)
             want = _sample_full(full, rec.boxes[i], 64)
             agree += int((got[i] == want).sum())
             total += want.size

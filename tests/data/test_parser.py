@@ -60,9 +60,10 @@ def test_truncation_keeps_largest_boxes():
                            boxes=np.array([[0, 0, 5, 5], [0, 0, 50, 50], [0, 0, 20, 20]], np.float32),
                            classes=np.array([0, 1, 2], np.int32), is_crowd=np.zeros(3, bool),
                            ann_ids=np.arange(3), segmentations=[None] * 3)
-    tensors, truncated = coco_tensors.records_to_tensors([rec], 2)
-    assert truncated == [(1, "x.jpg", 3)]  # named: image id, file, annotations
-    np.testing.assert_array_equal(tensors["classes"][0], [1, 2])
+    assert coco_tensors.truncated_images([rec], 2) == [(1, "x.jpg", 3)]  # id, file, count
+    assert coco_tensors.truncated_images([rec], 3) == []
+    example = next(iter(coco_tensors.records_to_dataset([rec], 2)))
+    np.testing.assert_array_equal(example["classes"], [1, 2])  # file order, largest two
 
 
 def test_multi_scale_and_jitter_are_seeded_and_fit(tiny_shapes):

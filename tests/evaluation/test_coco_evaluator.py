@@ -104,7 +104,7 @@ def test_evaluate_runs_a_model_over_a_split(tiny_shapes, tmp_path):
 def _gt_as_mask_detections(ds, rec, shift=0.0):
     """Ground truth as a ``detect`` output: boxes + 28x28 box-frame masks."""
     n = len(rec.boxes)
-    masks = instance_masks.rasterize_instances(json.dumps(rec.segmentations), rec.boxes,
+    masks = instance_masks.rasterize_instances(rec.segmentations, rec.boxes,
                                                rec.height, rec.width, 28).astype(np.float32)
     boxes = rec.boxes.copy()
     boxes[:, [1, 3]] += shift * (boxes[:, 3:4] - boxes[:, 1:2])

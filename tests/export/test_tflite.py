@@ -65,6 +65,16 @@ def _match(det, ref, top):
     return np.array(ious), np.array(box_err), np.array(score_err)
 
 
+def _assert_same_ranked_classes(det, ref, top, tol):
+    """det's class at each of the ``top`` ranks is ref's class at that rank, or at a rank
+    whose ref score is within ``tol`` of it: two scores closer than the variant's score
+    noise (``tol``: twice its score bar) may change places, nothing else may."""
+    for i in range(top):
+        near = np.abs(ref["scores"] - ref["scores"][i]) <= tol
+        assert det["classes"][i] in ref["classes"][near], (
+            i, det["classes"][:top], ref["classes"][:top], ref["scores"][:top])
+
+
 def _both(path, serving, image_path):
     """(TFLite detections, SavedModel detections) of one image, on identical pixels.
 
@@ -128,7 +138,8 @@ def test_variant_matches_saved_model(exported, coco128, variant, max_box_err, ma
     (This caught TFLite's NMS repeating an empty box, see ``ops.postprocess``: on 5 of 20
     images, every detection after the first empty box was that box.) float16: its score
     noise (~2e-5) can reorder two near-tied scores of this barely trained model and so
-    what NMS suppresses next, so: the top 5 of each image exactly, 95% of all 240.
+    what NMS suppresses next, so: the top 5 of each image found, their classes in ref's
+    order up to swaps of scores within twice the score bar, 95% of all 240.
     The int8 variants, whose activations (int8) or weights (both) move scores far more
     than the gaps between them here, get bars on the median IoU of all 240 detections:
     dynamic_int8 >= 0.85 (measured ~0.96), int8 >= 0.3 (measured ~0.5-0.6), which
@@ -160,7 +171,7 @@ def test_variant_matches_saved_model(exported, coco128, variant, max_box_err, ma
                 ok = ok | tie
             found.append(ok)
             assert ok[:5].all(), (name, ious, box_err, score_err)
-            np.testing.assert_array_equal(det["classes"][:5], ref["classes"][:5])
+            _assert_same_ranked_classes(det, ref, 5, 2 * max_score_err)
     if max_box_err is not None:
         assert np.mean(found) >= min_found, np.mean(found)
         assert not ties or np.mean(ties) <= 0.01, np.mean(ties)

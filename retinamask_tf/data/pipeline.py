@@ -150,8 +150,7 @@ def verify_images(dataset, mode="full", cache_dir=None, progress=False):
     if mode == "off":
         return dataset
     records = dataset.records
-    bar = Progress(len(records), unit="image") if progress and len(records) > 1000 else None
-    checks = image_check.check_images(records, mode, cache_dir, bar.update if bar else None)
+    checks = image_check.check_images(records, mode, cache_dir, progress)
     kept, skipped, converted = [], {}, {}
     for record, check in zip(records, checks):
         if check.problem:

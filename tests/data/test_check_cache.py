@@ -1,0 +1,111 @@
+"""Remembered image checks: checked once per file identity, kept when a check stops
+halfway, a full verdict answers a header request, a changed file is checked again."""
+
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from retinamask_tf.data import check_cache, coco, image_check, pipeline
+
+FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures", "bad_images")
+REAL_CHECK = image_check.check_image
+
+
+def _records(tmp_path, n=12):
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for i in range(n):
+        Image.fromarray(np.full((20, 30, 3), i * 10, np.uint8)).save(folder / f"{i}.jpg")
+    return [coco.ImageRecord(i + 1, str(folder / f"{i}.jpg"), 20, 30, np.zeros((0, 4), np.float32),
+                             np.zeros(0, np.int32), np.zeros(0, bool), np.zeros(0, np.int64), [])
+            for i in range(n)]
+
+
+class Stopped(Exception):
+    """A check stopped halfway (a kill, a power cut)."""
+
+
+class Counter:
+    """Wraps ``image_check.check_image``, counting (and optionally failing after ``limit``)."""
+
+    def __init__(self, limit=None):
+        self.paths, self.limit = [], limit
+
+    def __call__(self, path, *args):
+        if self.limit is not None and len(self.paths) >= self.limit:
+            raise Stopped("stopped")
+        self.paths.append(os.path.basename(path))
+        return REAL_CHECK(path, *args)
+
+
+def test_each_file_is_checked_once_and_a_changed_one_again(tmp_path, monkeypatch):
+    records, cache = _records(tmp_path), str(tmp_path / "cache")
+    counter = Counter()
+    monkeypatch.setattr(image_check, "check_image", counter)
+    first = image_check.check_images(records, "full", cache)
+    assert len(counter.paths) == 12 and all(c.problem is None for c in first)
+    assert image_check.check_images(records, "full", cache) == first
+    assert image_check.check_images(records, "header", cache) == first  # full answers header
+    assert len(counter.paths) == 12
+    # A file rewritten (new size and time) is checked again, and now found cut short.
+    path = records[3].path
+    data = open(path, "rb").read()
+    os.remove(path)  # a new inode, as an editor or a copy makes
+    open(path, "wb").write(data[:len(data) // 2])
+    again = image_check.check_images(records, "full", cache)
+    assert counter.paths[12:] == ["3.jpg"]
+    assert again[3].kind == "unreadable image" and again[:3] == first[:3]
+
+
+def test_a_header_verdict_does_not_answer_full(tmp_path, monkeypatch):
+    records, cache = _records(tmp_path, 3), str(tmp_path / "cache")
+    counter = Counter()
+    monkeypatch.setattr(image_check, "check_image", counter)
+    image_check.check_images(records, "header", cache)
+    image_check.check_images(records, "full", cache)
+    image_check.check_images(records, "full", cache)
+    image_check.check_images(records, "header", cache)
+    assert len(counter.paths) == 6
+
+
+def test_a_check_stopped_halfway_keeps_what_it_did(tmp_path, monkeypatch):
+    records, cache = _records(tmp_path), str(tmp_path / "cache")
+    monkeypatch.setattr(check_cache, "FLUSH_EVERY", 4)
+    monkeypatch.setattr(image_check, "check_image", Counter(limit=7))
+    with pytest.raises(Stopped):
+        image_check.check_images(records, "header", cache)
+    counter = Counter()
+    monkeypatch.setattr(image_check, "check_image", counter)
+    image_check.check_images(records, "header", cache)
+    assert sorted(counter.paths) == sorted(f"{i}.jpg" for i in range(7, 12))
+
+
+def test_a_torn_line_is_checked_again_and_the_file_compacted(tmp_path, monkeypatch):
+    records, cache = _records(tmp_path, 5), str(tmp_path / "cache")
+    image_check.check_images(records, "header", cache)
+    path = os.path.join(cache, check_cache.FILE_NAME)
+    lines = open(path).read().splitlines()
+    assert len(lines) == 5
+    open(path, "w").write("\n".join(lines[:4]) + "\n" + lines[4][:20])  # killed mid-write
+    counter = Counter()
+    monkeypatch.setattr(image_check, "check_image", counter)
+    image_check.check_images(records, "header", cache)
+    assert counter.paths == ["4.jpg"]
+    # Superseded lines are dropped once they are most of the file.
+    for _ in range(3):
+        open(path, "a").write(open(path).read())
+    assert len(open(path).read().splitlines()) == 48
+    monkeypatch.setattr(check_cache, "COMPACT_SLACK", 0)
+    assert len(check_cache.VerdictCache(cache).entries) == 5
+    assert len(open(path).read().splitlines()) == 5
+
+
+def test_progress_counts_only_the_files_to_check(tmp_path, capsys):
+    ds = coco.load_coco(os.path.join(FIXTURES, "annotations.json"), FIXTURES)
+    cache = str(tmp_path / "cache")
+    pipeline.verify_images(ds, "full", cache, progress=True)
+    assert f"Checking {len(ds.records)} image files (full; 0 remembered" in capsys.readouterr().out
+    pipeline.verify_images(ds, "full", cache, progress=True)
+    assert "Checking" not in capsys.readouterr().out  # nothing left to check

@@ -1,5 +1,5 @@
 """Detections as COCO result dicts: the one writer used by evaluation, the LiteRT
-evaluation and ``--mode=predict``.
+evaluation and ``--mode=predict``; ``ResultsFile`` streams them to a JSON file.
 
 A result is ``{"image_id", "category_id", "bbox": [x, y, width, height], "score"}`` in
 original-image pixels (boxes rounded to 0.01 px, scores to 1e-5), with an RLE
@@ -7,6 +7,9 @@ original-image pixels (boxes rounded to 0.01 px, scores to 1e-5), with an RLE
 whose first entry has a bbox as bbox results (mask areas then come from the boxes), so
 ``split_by_iou_type`` gives COCOeval one list per kind.
 """
+
+import json
+import os
 
 import numpy as np
 
@@ -50,3 +53,25 @@ def split_by_iou_type(results):
     bbox = [{k: v for k, v in r.items() if k != "segmentation"} for r in results]
     segm = [{k: v for k, v in r.items() if k != "bbox"} for r in results if "segmentation" in r]
     return bbox, segm
+
+
+class ResultsFile:
+    """A JSON list of results written as they come (``add``), so that memory does not
+    grow with their number (val2017: 500k detections, 250k masks). The list is written to
+    ``path + ".partial"`` and takes its name at ``close``: a stopped run never leaves a
+    truncated file under the final name."""
+
+    def __init__(self, path):
+        self.path, self.count = path, 0
+        self._file = open(path + ".partial", "w")
+        self._file.write("[")
+
+    def add(self, results):
+        for r in results:
+            self._file.write(("," if self.count else "") + json.dumps(r))
+            self.count += 1
+
+    def close(self):
+        self._file.write("]")
+        self._file.close()
+        os.replace(self.path + ".partial", self.path)

@@ -8,12 +8,11 @@ boxes [n, 4] yxyx, scores [n], category_ids [n] (the dataset's ids), names [n], 
 has a mask head (a SavedModel exported with ``--include_masks``), else None.
 """
 
-import json
 import os
 
 import tensorflow as tf
 
-from retinamask_tf.coco_results import to_coco_results
+from retinamask_tf.coco_results import ResultsFile, to_coco_results
 from retinamask_tf.detector import pasted_masks
 from retinamask_tf.image_io import READ_ERRORS, read_rgb
 from retinamask_tf.run_dir import read_label_map
@@ -64,7 +63,8 @@ def predict_files(predictor, paths, out_dir, score_threshold=0.3, progress=None)
       dict: results_json, drawn (paths), failed ([(path, reason)]), num_detections.
     """
     os.makedirs(out_dir, exist_ok=True)
-    results, drawn, failed = [], [], []
+    results = ResultsFile(os.path.join(out_dir, "results.json"))  # written as they come
+    drawn, failed = [], []
     used = set()
     for i, path in enumerate(paths):
         try:
@@ -78,7 +78,7 @@ def predict_files(predictor, paths, out_dir, score_threshold=0.3, progress=None)
             failed.append((path, f"the model could not run on it ({type(e).__name__}: "
                                  f"{str(e).splitlines()[0][:300]})"))
             continue
-        results.extend(to_coco_results(i + 1, det["boxes"], det["scores"], det["category_ids"],
+        results.add(to_coco_results(i + 1, det["boxes"], det["scores"], det["category_ids"],
                                        det["masks"], file_name=path))
         stem = os.path.splitext(os.path.basename(path))[0]
         name = stem if stem not in used else f"{stem}_{i + 1}"
@@ -88,8 +88,6 @@ def predict_files(predictor, paths, out_dir, score_threshold=0.3, progress=None)
         drawn.append(out)
         if progress:
             progress.update(i + 1)
-    results_json = os.path.join(out_dir, "results.json")
-    with open(results_json, "w") as f:
-        json.dump(results, f)
-    return {"results_json": results_json, "drawn": drawn, "failed": failed,
-            "num_detections": len(results)}
+    results.close()
+    return {"results_json": results.path, "drawn": drawn, "failed": failed,
+            "num_detections": results.count}

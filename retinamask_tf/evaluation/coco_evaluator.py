@@ -12,11 +12,12 @@ import dataclasses
 import io
 import json
 import os
+import tempfile
 
 import numpy as np
 import tensorflow as tf
 
-from retinamask_tf.coco_results import split_by_iou_type, to_coco_results
+from retinamask_tf.coco_results import ResultsFile, split_by_iou_type, to_coco_results
 from retinamask_tf.data import pipeline
 from retinamask_tf.data.errors import DatasetError
 from retinamask_tf.data.segmentations import pack_all
@@ -111,7 +112,8 @@ def _ground_truth(gt_json, iou_type):
 
 
 def coco_metrics(gt_json, results, image_ids, iou_type="bbox"):
-    """COCOeval on ``results`` restricted to ``image_ids``.
+    """COCOeval on ``results`` (a list of result dicts, or the path of a JSON file of them)
+    restricted to ``image_ids``.
 
     Returns:
       (metrics dict of STAT_NAMES -> float, or None where there is no ground truth to
@@ -138,7 +140,9 @@ def coco_metrics(gt_json, results, image_ids, iou_type="bbox"):
         return zero, per_class, "no detections"
     buf = io.StringIO()
     with contextlib.redirect_stdout(buf):
-        dt = gt.loadRes(copy.deepcopy(results))  # loadRes adds keys to the dicts it gets
+        # A results file (``ResultsFile``) is read by loadRes itself; a list is copied, as
+        # loadRes adds keys to the dicts it gets.
+        dt = gt.loadRes(results if isinstance(results, str) else copy.deepcopy(results))
         ev = COCOeval(gt, dt, iou_type)
         ev.params.imgIds = list(image_ids)
         ev.evaluate()
@@ -172,6 +176,10 @@ def evaluate(model, dataset, config, out_dir=None, step=None, max_images=None, p
     """Runs ``model.detect`` over ``dataset`` (a CocoDataset) and scores bbox AP, and
     mask AP when the model has a mask head.
 
+    Detections are written as they come (``coco_results.ResultsFile``) and COCOeval reads
+    them from that file, so memory does not grow with the split (val2017 with masks: 500k
+    detections, 250k RLEs). Without ``out_dir`` they go to a temporary folder.
+
     Returns:
       dict: ``bbox`` metrics, ``per_class`` table, (``segm``, ``per_class_segm``),
       ``num_images`` (scored), ``partial`` (``max_images`` cut the split short),
@@ -182,17 +190,40 @@ def evaluate(model, dataset, config, out_dir=None, step=None, max_images=None, p
       replaces a full one.
     """
     records = dataset.records[:max_images] if max_images else dataset.records
-    subset = dataclasses.replace(dataset, records=list(records))
+    partial = len(records) < len(dataset.records)
+    suffix = (f"_{step}" if step is not None else "") + (
+        f"_first{len(records)}" if partial else "")
+    with contextlib.ExitStack() as stack:
+        folder = out_dir or stack.enter_context(tempfile.TemporaryDirectory())
+        os.makedirs(folder, exist_ok=True)
+        report, summary = _detect_and_score(model, dataclasses.replace(dataset, records=list(records)),
+                                            config, folder, suffix, progress)
+    report.update(step=step, partial=partial,
+                  skipped_images=int(sum(getattr(dataset, "skipped_images", {}).values())))
+    if out_dir:
+        report["metrics_path"] = os.path.join(out_dir, f"metrics{suffix}.json")
+        with open(report["metrics_path"], "w") as f:
+            json.dump({k: v for k, v in report.items() if k != "metrics_path"}, f, indent=2)
+    report["summary"] = summary
+    return report
+
+
+def _detect_and_score(model, dataset, config, folder, suffix, progress):
+    """(report without step/partial/skipped_images, COCOeval's summary text) of one
+    evaluation; the detections are streamed to ``folder/detections<suffix>.json`` (and
+    ``segmentations<suffix>.json``)."""
     skips = RuntimeSkips(dataset.json_path)
-    ds = pipeline.dataset_for(config, subset, training=False, skips=skips)
+    ds = pipeline.dataset_for(config, dataset, training=False, skips=skips)
     with_masks = model.has_masks
     jit = bool(config.eval.jit_compile)  # the same detections, in ops XLA compiles
     detect = tf.function(lambda images, info: model.detect(images, info, xla_compatible=jit),
                          jit_compile=jit)
     threshold = config.model.mask_head.mask_threshold
-    results, segm_results = [], []
-    bar = Progress(len(records), unit="image") if progress else None
-    done, seen = 0, []
+    files = {"bbox": ResultsFile(os.path.join(folder, f"detections{suffix}.json"))}
+    if with_masks:
+        files["segm"] = ResultsFile(os.path.join(folder, f"segmentations{suffix}.json"))
+    bar = Progress(len(dataset.records), unit="image") if progress else None
+    seen = []
     for features, _ in ds:
         det = {k: v.numpy() for k, v in detect(features["images"], features["image_info"]).items()}
         image_ids = features["image_id"].numpy()
@@ -200,40 +231,26 @@ def evaluate(model, dataset, config, out_dir=None, step=None, max_images=None, p
         sizes = features["image_info"].numpy()[:, :2]
         bbox, segm = split_by_iou_type(batch_to_coco(det, image_ids, dataset.class_ids,
                                                      sizes if with_masks else None, threshold))
-        results.extend(bbox)
-        segm_results.extend(segm)
-        done += int(image_ids.shape[0])
+        files["bbox"].add(bbox)
+        if with_masks:
+            files["segm"].add(segm)
         if bar:
-            bar.update(done)
+            bar.update(len(seen))
+    for f in files.values():
+        f.close()
     if not seen:
-        raise DatasetError(f"{dataset.json_path}: none of the {len(records)} val images could "
-                           f"be decoded: {skips.summary()}")
-    metrics, per_class, summary = coco_metrics(dataset.json_path, results, seen, "bbox")
+        raise DatasetError(f"{dataset.json_path}: none of the {len(dataset.records)} val images "
+                           f"could be decoded: {skips.summary()}")
     # Images the start-up check skipped (unreadable, wrong size) or that failed to decode
     # here are not in AP: their ground truth is left out with them (``coco_metrics``
     # scores the ``seen`` images only).
-    partial = len(records) < len(dataset.records)
-    report = {"step": step, "num_images": len(seen), "partial": partial,
-              "num_detections": len(results),
-              "skipped_images": int(sum(getattr(dataset, "skipped_images", {}).values())),
-              "dropped_images": {i: list(v) for i, v in skips.images.items()},
-              "bbox": metrics, "per_class": per_class}
-    if with_masks:
-        segm, per_class_segm, segm_summary = coco_metrics(dataset.json_path, segm_results,
-                                                          seen, "segm")
-        report.update(segm=segm, per_class_segm=per_class_segm)
-        summary += "\n" + segm_summary
-    if out_dir:
-        os.makedirs(out_dir, exist_ok=True)
-        suffix = (f"_{step}" if step is not None else "") + (
-            f"_first{len(records)}" if partial else "")
-        with open(os.path.join(out_dir, f"metrics{suffix}.json"), "w") as f:
-            json.dump(report, f, indent=2)
-        with open(os.path.join(out_dir, f"detections{suffix}.json"), "w") as f:
-            json.dump(results, f)
-        if with_masks:
-            with open(os.path.join(out_dir, f"segmentations{suffix}.json"), "w") as f:
-                json.dump(segm_results, f)
-        report["metrics_path"] = os.path.join(out_dir, f"metrics{suffix}.json")
-    report["summary"] = summary
-    return report
+    report = {"num_images": len(seen), "num_detections": files["bbox"].count,
+              "dropped_images": {i: list(v) for i, v in skips.images.items()}}
+    summaries = []
+    for iou_type, f in files.items():
+        metrics, per_class, text = coco_metrics(dataset.json_path,
+                                                f.path if f.count else [], seen, iou_type)
+        report.update({iou_type: metrics,
+                       "per_class" if iou_type == "bbox" else "per_class_segm": per_class})
+        summaries.append(text)
+    return report, "\n".join(summaries)

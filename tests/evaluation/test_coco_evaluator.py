@@ -1,10 +1,11 @@
 import json
+import os
 
 import numpy as np
 import pytest
 
 from retinamask_tf import config as C
-from retinamask_tf.coco_results import split_by_iou_type, to_coco_results
+from retinamask_tf.coco_results import ResultsFile, split_by_iou_type, to_coco_results
 from retinamask_tf.data import coco, instance_masks
 from retinamask_tf.evaluation import coco_evaluator as ev
 from retinamask_tf.modeling import factory
@@ -124,3 +125,47 @@ def test_ground_truth_masks_score_high_in_segm(fruits_nuts):
         metrics, _, _ = ev.coco_metrics(val, results, [r.image_id for r in ds.records],
                                                 "segm")
         assert low <= metrics["AP"] <= high, (shift, metrics["AP"])
+
+
+def test_results_file_streams_a_json_list(tmp_path):
+    path = str(tmp_path / "dets.json")
+    out = ResultsFile(path)
+    rows = [{"image_id": i, "score": 0.5} for i in range(5)]
+    out.add(rows[:2])
+    out.add([])
+    out.add(rows[2:])
+    assert out.count == 5 and not (tmp_path / "dets.json").exists()  # only .partial so far
+    out.close()
+    assert json.load(open(path)) == rows and not (tmp_path / "dets.json.partial").exists()
+    empty = ResultsFile(str(tmp_path / "none.json"))
+    empty.close()
+    assert json.load(open(tmp_path / "none.json")) == []
+
+
+def test_evaluate_writes_detections_as_they_come(tiny_shapes, tmp_path, monkeypatch):
+    """Each batch's detections are on disk before the next batch is detected (nothing
+    holds the split's results), and COCOeval scores the written file."""
+    sizes = []
+
+    class Spy(ResultsFile):
+        def add(self, results):
+            super().add(results)
+            self._file.flush()
+            sizes.append((os.path.basename(self.path), os.path.getsize(self.path + ".partial")))
+
+    monkeypatch.setattr(ev, "ResultsFile", Spy)
+    cfg = C.load_config([], ["data.short_side=128", "data.long_side=128", "model.backbone.depth=18",
+                             "model.backbone.width=8", "model.fpn.channels=16",
+                             "model.head.channels=16", "model.head.num_convs=1",
+                             "model.mask_head.channels=16", "model.mask_head.num_convs=1",
+                             "postprocess.score_threshold=0.0", "eval.batch_size=4"])
+    val = coco.load_coco(tiny_shapes["val_json"], tiny_shapes["val_images"])
+    model = factory.build_model(cfg, val.num_classes)
+    report = ev.evaluate(model, val, cfg, out_dir=str(tmp_path), progress=False)
+    for name, per_detection in (("detections.json", 100), ("segmentations.json", 50)):
+        grown = [size for n, size in sizes if n == name]
+        assert len(grown) == 3 and grown[0] > 1000 and grown[0] < grown[1] < grown[2], grown
+        written = json.load(open(tmp_path / name))
+        assert len(written) == 12 * per_detection
+        assert grown[-1] == os.path.getsize(tmp_path / name) - 1  # all but the closing "]"
+    assert report["num_detections"] == 1200 and report["segm"]["AP"] is not None

@@ -61,7 +61,7 @@ def _splits(model_dir, data_config):
             return None, None
         return None, pipeline.load_val(data_config,
                                        run_dir.categories(*run_dir.read_label_map(model_dir)))
-    return pipeline.load_splits(data_config)
+    return pipeline.load_splits(data_config, masks=False)
 
 
 def draw_examples(out_dir, val, tflite_path, num_images=4):

@@ -50,6 +50,7 @@ class CocoDataset:
     skipped_masks: dict = dataclasses.field(default_factory=dict)  # reason -> count; boxes kept
     skipped_images: dict = dataclasses.field(default_factory=dict)  # kind -> count (image_check)
     converted_images: dict = dataclasses.field(default_factory=dict)  # note -> count
+    masks_read: bool = True  # False: segmentations were not read (``load_coco(masks=False)``)
 
     @property
     def has_masks(self) -> bool:
@@ -98,6 +99,8 @@ class CocoDataset:
         if self.skipped_masks:
             parts.append(f"{sum(self.skipped_masks.values())} masks unusable (boxes kept) "
                          f"{self.skipped_masks}")
+        elif not self.masks_read:
+            parts.append("masks not read (mask head off)")
         elif not self.has_masks:
             parts.append("boxes only (no segmentations)")
         return "; ".join(parts)
@@ -168,7 +171,7 @@ def _read_json(json_path):
 
 
 def load_coco(json_path: str, image_dir: str, crowd: str = "drop",
-              categories: Optional[List[dict]] = None) -> CocoDataset:
+              categories: Optional[List[dict]] = None, masks: bool = True) -> CocoDataset:
     """Reads a COCO instances JSON.
 
     Args:
@@ -178,6 +181,8 @@ def load_coco(json_path: str, image_dir: str, crowd: str = "drop",
         (kept, flagged in ``is_crowd``; the matcher ignores anchors inside them).
       categories: category list to use for the class mapping (pass the train
         split's so that train and val share one mapping); default: this file's.
+      masks: False: segmentations are neither checked nor kept (every record's are None;
+        training without the mask head, evaluation, which reads masks from the JSON).
     Returns:
       CocoDataset. Annotations with a box of zero or negative size are skipped
       with a warning naming the image and annotation id, and counted in
@@ -230,7 +235,7 @@ def load_coco(json_path: str, image_dir: str, crowd: str = "drop",
             raise DatasetError(f"{json_path}: duplicate image id {img['id']}")
         images[img["id"]] = img
     annotations = _read_annotations(data["annotations"], json_path, images, index_of,
-                                    crowd, categories is not None)
+                                    crowd, categories is not None, masks)
     del data  # the parsed file: what the records keep is packed
     records = _records(annotations, images, image_dir)
     if not records:
@@ -242,7 +247,7 @@ def load_coco(json_path: str, image_dir: str, crowd: str = "drop",
         log.warning("%s: %d annotations have no usable mask (boxes kept): %s", json_path,
                     sum(skipped_masks.values()), skipped_masks)
     return CocoDataset(json_path, image_dir, records, class_ids,
-                       [_name(c) for c in cats], skipped, skipped_masks)
+                       [_name(c) for c in cats], skipped, skipped_masks, masks_read=masks)
 
 
 _NUMBER = (int, float)
@@ -280,7 +285,7 @@ def _reject_annotation(ann, i, json_path, images, index_of, shared_categories):
     raise AssertionError(f"{where} failed a quick check that the full check passes")
 
 
-def _read_annotations(anns, json_path, images, index_of, crowd, shared_categories):
+def _read_annotations(anns, json_path, images, index_of, crowd, shared_categories, masks):
     """Checks every annotation and keeps the usable ones, in columns (file order).
 
     Each entry is checked with a few type tests (860k COCO annotations in seconds); one
@@ -335,9 +340,11 @@ def _read_annotations(anns, json_path, images, index_of, crowd, shared_categorie
         cols["box"].append((y0, x0, y1, x1))
         cols["cls"].append(cls)
         cols["crowd"].append(is_crowd)
-        cols["raw_segmentation"].append(None if is_crowd else ann.get("segmentation"))
-    cols["segmentation"], cols["skipped_masks"] = _pack_masks(
-        cols.pop("raw_segmentation"), cols, images, json_path)
+        if masks:
+            cols["raw_segmentation"].append(None if is_crowd else ann.get("segmentation"))
+    raw = cols.pop("raw_segmentation")
+    cols["segmentation"], cols["skipped_masks"] = (
+        _pack_masks(raw, cols, images, json_path) if masks else ([None] * len(cols["ann_id"]), {}))
     cols["skipped"] = skipped
     return cols
 

@@ -189,9 +189,11 @@ def _coco_paths(data_config, splits=("train", "val")):
             for k in ("train_json", "train_images", "val_json", "val_images")}
 
 
-def load_splits(data_config):
+def load_splits(data_config, masks=True):
     """(train CocoDataset, val CocoDataset) for a ``DataConfig``; generates the built-in
-    dataset first when ``kind`` is ``builtin``. Val shares train's class mapping. With
+    dataset first when ``kind`` is ``builtin``. Val shares train's class mapping.
+    ``masks`` False: segmentations are not read (``coco.load_coco``; training without the
+    mask head keeps no mask in memory). With
     ``train_tfrecord`` set, train is that ``tfrecord.TFRecordSource`` instead (its images
     were checked when it was written). With ``kind`` tfds, train is a
     ``tfds_source.TFDSSource`` (see ``load_tfds_splits``). Image files are checked
@@ -204,15 +206,16 @@ def load_splits(data_config):
         train = tfrecord.load_source(data_config.train_tfrecord)  # checked when written
     else:
         train = verify_images(coco.load_coco(paths["train_json"], paths["train_images"],
-                                             data_config.crowd),
+                                             data_config.crowd, masks=masks),
                               data_config.verify_images, cache, progress=True)
-    return train, load_val(data_config, coco.categories(train))
+    return train, load_val(data_config, coco.categories(train), masks)
 
 
-def load_val(data_config, categories):
+def load_val(data_config, categories, masks=False):
     """The val ``CocoDataset`` with the class mapping ``categories`` (``[{"id", "name"}]``
     in contiguous-index order: the training split's, or a run's label map), images
-    checked. Evaluation of a finished run reads this alone, never the training split."""
+    checked. Evaluation of a finished run reads this alone, never the training split; it
+    scores masks against the JSON itself, so the records need none (``masks``)."""
     d = data_config
     if d.kind == "tfds" and not d.val_json:
         json_path, image_dir = _tfds_val_as_coco(d)
@@ -220,7 +223,7 @@ def load_val(data_config, categories):
         paths = _coco_paths(d, ("val",)) if d.kind != "tfds" else {"val_json": d.val_json,
                                                          "val_images": d.val_images}
         json_path, image_dir = paths["val_json"], paths["val_images"]
-    val = coco.load_coco(json_path, image_dir, d.crowd, categories=categories)
+    val = coco.load_coco(json_path, image_dir, d.crowd, categories=categories, masks=masks)
     return verify_images(val, d.verify_images, d.image_check_cache, progress=True)
 
 
@@ -242,9 +245,9 @@ def load_tfds_splits(data_config):
     TFDS val split written once as COCO JSON + images (``_tfds_val_as_coco``)."""
     d = data_config
     if d.val_json:  # read once: its categories are the class mapping of both splits
-        val = coco.load_coco(d.val_json, d.val_images, d.crowd)
+        val = coco.load_coco(d.val_json, d.val_images, d.crowd, masks=False)
         train = tfds_source.load_source(d.tfds_name, d.tfds_train_split, d.tfds_data_dir,
                                         d.crowd, categories=coco.categories(val))
         return train, verify_images(val, d.verify_images, d.image_check_cache, progress=True)
     train = tfds_source.load_source(d.tfds_name, d.tfds_train_split, d.tfds_data_dir, d.crowd)
-    return train, load_val(d, coco.categories(train))
+    return train, load_val(d, coco.categories(train))  # TFDS COCO has no masks

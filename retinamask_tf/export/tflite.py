@@ -205,7 +205,8 @@ def export_tflite(model_dir, output_dir, variants=VARIANTS, num_calibration_imag
             class_ids)
     representative = None
     if "int8" in variants:
-        train = train_data if train_data is not None else pipeline.load_splits(config.data)[0]
+        train = (train_data if train_data is not None
+                 else pipeline.load_splits(config.data, masks=False)[0])
         representative = calibration_images(train, config, num_calibration_images)
     os.makedirs(output_dir, exist_ok=True)
     paths, sizes, float_model = {}, {}, None

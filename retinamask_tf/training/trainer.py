@@ -47,7 +47,8 @@ class Trainer:
         distribute.check_global_batch(config.train.batch_size, self.strategy)
         distribute.check_jit_compile(config.train.jit_compile, self.strategy)
         self.is_chief = distribute.is_chief(self.strategy)
-        self.train_data, self.val_data = datasets or pipeline.load_splits(config.data)
+        self.train_data, self.val_data = datasets or pipeline.load_splits(
+            config.data, masks=config.model.mask_head.enabled)
         self.config = resolve_num_classes(config, self.train_data)
         self.model_dir = model_dir
         if self.is_chief:  # other workers of a multi-worker run write nothing

@@ -57,7 +57,7 @@ def _classes(config):
     if d.kind == "coco" and not d.train_json and not d.train_tfrecord:
         return list(COCO_IDS), list(COCO_NAMES)
     from retinamask_tf.data import pipeline
-    train, _ = pipeline.load_splits(d)
+    train, _ = pipeline.load_splits(d, masks=False)
     return list(train.class_ids), list(train.class_names)
 
 

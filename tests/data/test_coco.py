@@ -120,3 +120,17 @@ def test_rle_size_mismatch_is_an_error():
     with pytest.raises(coco.DatasetError, match="RLE size"):
         instance_masks.segmentation_to_mask(rle, 5, 5)
     np.testing.assert_array_equal(instance_masks.segmentation_to_mask(rle, 4, 5), np.ones((4, 5)))
+
+
+def test_masks_off_reads_the_same_boxes_and_no_segmentation(coco128):
+    json_path, images = coco128
+    with_masks = coco.load_coco(json_path, images)
+    boxes_only = coco.load_coco(json_path, images, masks=False)
+    assert [r.image_id for r in boxes_only.records] == [r.image_id for r in with_masks.records]
+    for a, b in zip(with_masks.records, boxes_only.records):
+        np.testing.assert_array_equal(a.boxes, b.boxes)
+        np.testing.assert_array_equal(a.ann_ids, b.ann_ids)
+        assert b.segmentations == [None] * len(b.boxes)
+    assert with_masks.has_masks and not boxes_only.has_masks
+    assert "masks not read" in boxes_only.summary()
+    assert "masks not read" not in with_masks.summary()

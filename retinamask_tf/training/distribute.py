@@ -86,6 +86,22 @@ def check_jit_compile(jit_compile, strategy):
             "it. Set train.jit_compile=false to train on several devices or workers")
 
 
+def check_data_iterator_checkpoint(checkpoint_data_iterator, strategy):
+    """Raises ConfigError for ``train.checkpoint_data_iterator`` with a strategy whose
+    distributed iterator TensorFlow cannot checkpoint (``MirroredStrategy`` in TF 2.21: its
+    ``DistributedIterator`` is not ``Trackable``), before any data is read."""
+    if not checkpoint_data_iterator:
+        return
+    probe = iter(strategy.experimental_distribute_dataset(tf.data.Dataset.range(1).batch(
+        strategy.num_replicas_in_sync)))
+    if not isinstance(probe, tf.__internal__.tracking.Trackable):
+        raise config_lib.ConfigError(
+            f"config key 'train.checkpoint_data_iterator' is true, but TensorFlow cannot "
+            f"checkpoint the input position under {type(strategy).__name__} "
+            f"({type(probe).__name__} is not trackable). Set it to false: a resumed run then "
+            "keeps its step, weights, optimizer and beta state and starts a fresh input order")
+
+
 def task():
     """(task type, task id) of this process from ``TF_CONFIG``; (None, None) without."""
     spec = json.loads(os.environ.get("TF_CONFIG", "{}") or "{}").get("task", {})

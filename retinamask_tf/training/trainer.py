@@ -46,6 +46,8 @@ class Trainer:
         self.strategy = strategy or tf.distribute.get_strategy()
         distribute.check_global_batch(config.train.batch_size, self.strategy)
         distribute.check_jit_compile(config.train.jit_compile, self.strategy)
+        distribute.check_data_iterator_checkpoint(config.train.checkpoint_data_iterator,
+                                                  self.strategy)
         self.is_chief = distribute.is_chief(self.strategy)
         self.train_data, self.val_data = datasets or pipeline.load_splits(
             config.data, masks=config.model.mask_head.enabled)

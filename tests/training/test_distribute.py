@@ -64,6 +64,12 @@ def test_strategies_by_name_and_batch_split():
     distribute.check_jit_compile(False, Four())
     with pytest.raises(C.ConfigError, match=r"train\.jit_compile.*has 4"):
         distribute.check_jit_compile(True, Four())
+    # The input position can be checkpointed with the default strategy only (TF 2.21's
+    # MirroredStrategy iterator is not trackable): said by key before any data is read.
+    distribute.check_data_iterator_checkpoint(True, distribute.build_strategy("default"))
+    distribute.check_data_iterator_checkpoint(False, mirrored)
+    with pytest.raises(C.ConfigError, match=r"train\.checkpoint_data_iterator.*Mirrored"):
+        distribute.check_data_iterator_checkpoint(True, mirrored)
     tf.config.experimental.enable_op_determinism()
     try:
         with pytest.raises(C.ConfigError, match=r"train\.jit_compile.*op determinism"):

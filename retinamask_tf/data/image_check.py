@@ -151,7 +151,7 @@ def check_images(records, mode="full", cache_dir=None, progress=False, num_worke
                 chunk = todo[start:start + 1024]
                 verdicts = pool.map(check, chunk) if full else map(check, chunk)
                 for done, (i, verdict) in enumerate(zip(chunk, verdicts), start + 1):
-                    results[i] = dataclasses.asdict(verdict)
+                    results[i] = dict(vars(verdict))  # (dataclasses.asdict: 10x slower)
                     cache.put(keys[i], mode, results[i])
                     if bar:
                         bar.update(done)

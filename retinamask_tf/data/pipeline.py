@@ -199,7 +199,7 @@ def load_splits(data_config, masks=True):
     ``tfds_source.TFDSSource`` (see ``load_tfds_splits``). Image files are checked
     (``verify_images``)."""
     if data_config.kind == "tfds":
-        return load_tfds_splits(data_config)
+        return load_tfds_splits(data_config, masks)
     paths = _coco_paths(data_config, ("val",) if data_config.train_tfrecord else ("train", "val"))
     cache = data_config.image_check_cache
     if data_config.train_tfrecord:
@@ -239,15 +239,15 @@ def _tfds_val_as_coco(d):
     return tfds_source.write_coco_split(val_source, out, bar.update if bar else None)
 
 
-def load_tfds_splits(data_config):
+def load_tfds_splits(data_config, masks=True):
     """(train ``TFDSSource``, val CocoDataset) for ``data.kind=tfds``. Val is
     ``data.val_json`` when given (TFDS labels joined to its categories by name), else the
     TFDS val split written once as COCO JSON + images (``_tfds_val_as_coco``)."""
     d = data_config
     if d.val_json:  # read once: its categories are the class mapping of both splits
-        val = coco.load_coco(d.val_json, d.val_images, d.crowd, masks=False)
+        val = coco.load_coco(d.val_json, d.val_images, d.crowd, masks=masks)
         train = tfds_source.load_source(d.tfds_name, d.tfds_train_split, d.tfds_data_dir,
                                         d.crowd, categories=coco.categories(val))
         return train, verify_images(val, d.verify_images, d.image_check_cache, progress=True)
     train = tfds_source.load_source(d.tfds_name, d.tfds_train_split, d.tfds_data_dir, d.crowd)
-    return train, load_val(d, coco.categories(train))  # TFDS COCO has no masks
+    return train, load_val(d, coco.categories(train), masks)

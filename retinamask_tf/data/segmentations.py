@@ -6,9 +6,9 @@ segmentation packed instead (``pack_all``), so a dataset's memory follows its to
 annotation size:
 
   polygons  ``b"P\\0\\0\\0"``, uint32 k, k uint64 coordinate counts, then the coordinates
-            as float64 (exactly the values the JSON held; 8 bytes a coordinate, about the
-            size of their text); polygons of under 3 points are left out, as the
-            rasteriser leaves them out;
+            as float64, all little-endian (exactly the values the JSON held; 8 bytes a
+            coordinate, about the size of their text); polygons of under 3 points are left
+            out, as the rasteriser leaves them out;
   RLE       its JSON text (``{"size": ..., "counts": ...}``).
 
 ``unpack`` turns either back into what ``instance_masks`` rasterises, and also reads JSON
@@ -134,9 +134,11 @@ def _pack_polygons(segmentations, heights, widths, packed, problems):
         bad_ann[poly_ann[p]] = True
     # Polygons kept: >= 3 points, of annotations without a problem (all of even length).
     keep = (lengths >= 6) & ~bad_ann[poly_ann]
-    kept_lengths = lengths[keep]
-    coords = flat[np.repeat(keep, lengths)]
-    kept_ann = poly_ann[keep]
+    if keep.all():  # the usual batch: no copies
+        kept_lengths, coords, kept_ann = lengths, flat, poly_ann
+    else:
+        kept_lengths, kept_ann = lengths[keep], poly_ann[keep]
+        coords = flat[np.repeat(keep, lengths)]
     vertex_poly = np.repeat(np.arange(len(kept_lengths)), kept_lengths // 2)
     x, y = coords[0::2], coords[1::2]
     ends = np.cumsum(kept_lengths // 2)
@@ -145,21 +147,26 @@ def _pack_polygons(segmentations, heights, widths, packed, problems):
     twice_area = np.abs(np.bincount(vertex_poly, x * y[prev] - y * x[prev], len(kept_lengths)))
     area = np.bincount(kept_ann, 0.5 * twice_area, len(index))
     n_kept = np.bincount(kept_ann, minlength=len(index))
-    coord_start = np.concatenate([[0], np.cumsum(kept_lengths)]).astype(np.int64)
-    poly_start = np.concatenate([[0], np.cumsum(n_kept)]).astype(np.int64)
-    lengths_u64 = kept_lengths.astype(np.uint64)
-    for j, i in enumerate(index):
-        if bad_ann[j]:
-            continue
-        if n_kept[j] == 0:
-            problems[i] = "polygon with fewer than 3 points"
-        elif not area[j] > 0:
-            problems[i] = "polygon with zero area"
-        else:
-            p0, p1 = poly_start[j], poly_start[j + 1]
-            packed[i] = b"".join((POLYGON_MAGIC, int(p1 - p0).to_bytes(4, "little"),
-                                  lengths_u64[p0:p1].tobytes(),
-                                  coords[coord_start[p0]:coord_start[p1]].tobytes()))
+    good = ~bad_ann & (n_kept > 0) & (area > 0)
+    for j in np.flatnonzero(~bad_ann & ~good):
+        problems[index[j]] = ("polygon with fewer than 3 points" if n_kept[j] == 0
+                              else "polygon with zero area")
+    n_coords = np.bincount(kept_ann, kept_lengths, len(index)).astype(np.int64)
+    size = np.where(good, 1 + n_kept + n_coords, 0)  # 8-byte words of each packed record
+    start = np.cumsum(size) - size
+    words = np.zeros(int(size.sum()), "<u8")
+    words[start[good]] = (np.uint64(int.from_bytes(POLYGON_MAGIC, "little"))
+                          | (n_kept[good].astype(np.uint64) << np.uint64(32)))
+    used = good[kept_ann]  # kept polygons of annotations that are packed
+    rank = np.arange(len(kept_ann)) - (np.cumsum(n_kept) - n_kept)[kept_ann]
+    words[(start[kept_ann] + 1 + rank)[used]] = kept_lengths[used]
+    coord_ann = np.repeat(kept_ann, kept_lengths)
+    offset = np.arange(len(coords)) - (np.cumsum(n_coords) - n_coords)[coord_ann]
+    used = good[coord_ann]
+    words[(start[coord_ann] + 1 + n_kept[coord_ann] + offset)[used]] = (
+        coords.astype("<f8").view("<u8")[used])
+    for j in np.flatnonzero(good):
+        packed[index[j]] = words[start[j]:start[j] + size[j]].tobytes()
 
 
 def pack_all(segmentations, heights, widths):
@@ -218,8 +225,8 @@ def unpack(data):
     data = bytes(data)
     if data[:4] == POLYGON_MAGIC:
         k = int.from_bytes(data[4:8], "little")
-        lengths = np.frombuffer(data, np.uint64, k, 8).astype(np.int64)
-        coords = np.frombuffer(data, np.float64, offset=8 + 8 * k)
+        lengths = np.frombuffer(data, "<u8", k, 8).astype(np.int64)
+        coords = np.frombuffer(data, "<f8", offset=8 + 8 * k).astype(np.float64, copy=False)
         return np.split(coords, np.cumsum(lengths)[:-1])
     if not data or data == b"null":
         return None

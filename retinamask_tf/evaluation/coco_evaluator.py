@@ -196,8 +196,8 @@ def evaluate(model, dataset, config, out_dir=None, step=None, max_images=None, p
     with contextlib.ExitStack() as stack:
         folder = out_dir or stack.enter_context(tempfile.TemporaryDirectory())
         os.makedirs(folder, exist_ok=True)
-        report, summary = _detect_and_score(model, dataclasses.replace(dataset, records=list(records)),
-                                            config, folder, suffix, progress)
+        subset = dataclasses.replace(dataset, records=list(records))
+        report, summary = _detect_and_score(model, subset, config, folder, suffix, progress)
     report.update(step=step, partial=partial,
                   skipped_images=int(sum(getattr(dataset, "skipped_images", {}).values())))
     if out_dir:

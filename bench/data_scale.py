@@ -18,6 +18,7 @@ one of coco128's real images) and measures, each in its own process:
   growth      the same start-up on two files that differ only in the longest image's
               polygon text (1 MB and 2 MB);
   mirrored    the largest size under ``--strategy=mirrored``;
+  check_rate  image files checked per second, header and full, nothing remembered;
   eval        ``evaluate`` at val2017 scale (``--eval_images`` images, 100 detections each
               with masks for 50: a random model with score threshold 0) and COCOeval alone
               on the files it wrote (the floor for scoring them).
@@ -74,6 +75,8 @@ def _worker(args):
         return {"seconds": time.time() - t, "peak_rss_mb": _peak_mb()}
     if args.worker == "cocoeval":
         return _cocoeval_only(args)
+    if args.worker == "check_rate":
+        return _check_rate(args)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import logging
     logging.disable(logging.WARNING)  # the synthetic files' few hundred skipped masks
@@ -117,6 +120,22 @@ def _eval(args, C, coco, pipeline):
     return {"seconds": time.time() - t, "peak_rss_mb": _peak_mb(),
             "images": report["num_images"], "detections": report["num_detections"],
             "bbox_AP": report["bbox"]["AP"], "segm_AP": report["segm"]["AP"]}
+
+
+def _check_rate(args):
+    """Image files checked per second (fresh cache), ``full`` and ``header``."""
+    import logging
+    import tempfile
+    logging.disable(logging.WARNING)
+    from retinamask_tf.data import coco, image_check
+    records = coco.load_coco(args.json, args.images, masks=False).records
+    out = {}
+    for mode in ("header", "full"):
+        with tempfile.TemporaryDirectory() as cache:
+            t = time.time()
+            image_check.check_images(records, mode, cache)
+            out[mode] = len(records) / (time.time() - t)
+    return {"files": len(records), "header_per_s": out["header"], "full_per_s": out["full"]}
 
 
 def _cocoeval_only(args):
@@ -167,7 +186,8 @@ def _start_up(work, label, json_path, images, masks, datasets, strategy="default
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--worker", choices=["coco_api", "first_step", "eval", "cocoeval"])
+    p.add_argument("--worker", choices=["coco_api", "first_step", "eval", "cocoeval",
+                                        "check_rate"])
     p.add_argument("--json")
     p.add_argument("--images")
     p.add_argument("--masks", type=lambda v: v == "True", default=True)
@@ -228,6 +248,8 @@ def main():
         path, meta = _generate(args.work, f"val_{args.eval_images}", real, args.eval_images,
                                seed=1)
         result["files"][f"val_{args.eval_images}"] = meta
+        result["check_rate"] = _run("check_rate", "image checks per second", json=path,
+                                    images=images)
         out = os.path.join(args.work, "runs", "eval")
         subprocess.run(["rm", "-rf", out])
         cache = os.path.join(args.work, "cache", "eval")
@@ -269,6 +291,10 @@ def _table(r):
         for row in r["growth"]:
             lines.append(f"| {row['longest_image_kb']} KB | {row['peak_rss_mb']:.0f} | "
                          f"{row['seconds']:.1f} |")
+    if r.get("check_rate"):
+        c = r["check_rate"]
+        lines += ["", f"Image checks of {c['files']} files, nothing remembered: header "
+                  f"{c['header_per_s']:.0f} files/s, full {c['full_per_s']:.0f} files/s."]
     if r["eval"]:
         e, c = r["eval"]["evaluate"], r["eval"]["cocoeval_only"]
         lines += ["", f"Evaluation of {e['images']} images ({e['detections']} detections, masks "

@@ -273,6 +273,7 @@ def _load(json_path, image_dir, crowd, categories, masks):
 
 
 _NUMBER = (int, float)
+PACK_EVERY = 65536  # segmentations packed at a time while the annotations are read
 _BOX_VALUE_TYPES = frozenset((int, float, type(None)))  # JSON numbers or null (bool is not)
 _INT64 = (-2 ** 63, 2 ** 63 - 1)
 
@@ -313,12 +314,14 @@ def _read_annotations(anns, json_path, images, index_of, crowd, shared_categorie
 
     Each entry is checked with a few type tests (860k COCO annotations in seconds); one
     that fails them goes to ``_reject_annotation`` for the message. Segmentations are
-    checked and packed in bulk (``segmentations.pack_all``).
+    checked and packed in bulk (``segmentations.pack_all``), ``PACK_EVERY`` at a time.
+    ``anns`` is consumed: each entry is set to None once read, so that the parsed file's
+    memory is given back while the packed annotations grow (the peak stays the parse's).
     Returns:
       dict of ann_id, image_id, box (yxyx, clipped), cls, crowd (lists), segmentation
       (packed bytes or None), skipped and skipped_masks (reason -> count).
     """
-    cols = {k: [] for k in ("ann_id", "image_id", "box", "cls", "crowd", "raw_segmentation")}
+    cols = {k: [] for k in ("ann_id", "image_id", "box", "cls", "crowd")}
     skipped = {}
     seen = set()
     lo, hi = _INT64
@@ -328,9 +331,16 @@ def _read_annotations(anns, json_path, images, index_of, crowd, shared_categorie
         log.warning("%s: skipping annotation %s of image %s: %s", json_path, ann.get("id"),
                     ann.get("image_id"), reason)
 
-    add_ann_id, add_image_id, add_box, add_cls, add_crowd, add_segmentation = (
-        cols[k].append for k in ("ann_id", "image_id", "box", "cls", "crowd", "raw_segmentation"))
+    packed, skipped_masks, raw = [], {}, []
+
+    def pack():
+        packed.extend(_pack_masks(raw, len(packed), cols, images, json_path, skipped_masks))
+        raw.clear()
+
+    add_ann_id, add_image_id, add_box, add_cls, add_crowd = (
+        cols[k].append for k in ("ann_id", "image_id", "box", "cls", "crowd"))
     for i, ann in enumerate(anns):
+        anns[i] = None
         try:
             aid, iid, cid, bbox = ann["id"], ann["image_id"], ann["category_id"], ann["bbox"]
             is_crowd, area = ann.get("iscrowd", 0), ann.get("area", 0)
@@ -369,34 +379,37 @@ def _read_annotations(anns, json_path, images, index_of, crowd, shared_categorie
         add_cls(cls)
         add_crowd(is_crowd)
         if masks:
-            add_segmentation(None if is_crowd else ann.get("segmentation"))
-    raw = cols.pop("raw_segmentation")
-    cols["segmentation"], cols["skipped_masks"] = (
-        _pack_masks(raw, cols, images, json_path) if masks else ([None] * len(cols["ann_id"]), {}))
-    cols["skipped"] = skipped
+            raw.append(None if is_crowd else ann.get("segmentation"))
+            if len(raw) == PACK_EVERY:
+                pack()
+    if masks:
+        pack()
+        if set(skipped_masks) == {"no segmentation"} and not any(d is not None for d in packed):
+            skipped_masks = {}  # a boxes-only dataset: nothing is missing ("boxes only")
+    cols.update(segmentation=packed if masks else [None] * len(cols["ann_id"]),
+                skipped=skipped, skipped_masks=skipped_masks)
     return cols
 
 
-def _pack_masks(raw, cols, images, json_path):
-    """(packed segmentation or None per kept annotation, reason -> count of the non-crowd
-    ones without a usable mask); a warning names each unusable one."""
-    own = [j for j, c in enumerate(cols["crowd"]) if not c]  # crowd regions are never masks
-    sizes = [(images[cols["image_id"][j]]["height"], images[cols["image_id"][j]]["width"])
-             for j in own]
-    packed, problems = pack_all([raw[j] for j in own], [h for h, _ in sizes],
-                                [w for _, w in sizes])
+def _pack_masks(raw, first, cols, images, json_path, skipped_masks):
+    """The packed segmentation (or None) of each of ``raw``, the segmentations of the kept
+    annotations ``first``, ``first + 1``, ...; counts the non-crowd ones without a usable
+    mask in ``skipped_masks`` (reason -> count) and names each in a warning."""
+    crowd, ann_ids, image_ids = (cols[k] for k in ("crowd", "ann_id", "image_id"))
+    own = [j for j in range(len(raw)) if not crowd[first + j]]  # crowd regions: no masks
+    sizes = [images[image_ids[first + j]] for j in own]
+    packed, problems = pack_all([raw[j] for j in own], [img["height"] for img in sizes],
+                                [img["width"] for img in sizes])
     out = [None] * len(raw)
-    skipped_masks = {}
     for j, data, problem in zip(own, packed, problems):
         out[j] = data
         if problem:
             skipped_masks[problem] = skipped_masks.get(problem, 0) + 1
             if raw[j] is not None:  # a boxes-only dataset is not warned per annotation
                 log.warning("%s: annotation %s of image %s: %s; its mask is skipped, its box "
-                            "kept", json_path, cols["ann_id"][j], cols["image_id"][j], problem)
-    if set(skipped_masks) == {"no segmentation"} and not any(d is not None for d in out):
-        skipped_masks = {}  # a boxes-only dataset: nothing is missing (summary: "boxes only")
-    return out, skipped_masks
+                            "kept", json_path, ann_ids[first + j], image_ids[first + j],
+                            problem)
+    return out
 
 
 def _records(cols, images, image_dir):

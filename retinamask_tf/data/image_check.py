@@ -24,7 +24,9 @@ size, modification time), so a file is checked once, not at every start.
 
 import concurrent.futures
 import dataclasses
+import itertools
 import logging
+import multiprocessing
 import os
 from typing import Optional
 
@@ -117,17 +119,54 @@ def check_image(path, height, width, full=True):
                               f"says {height}x{width}", kind="size differs from the JSON")
 
 
+# From this many files to check on, they are checked in worker processes (one per core):
+# the header check is Python-bound (one process: about 20k files/s), and spawning the
+# workers costs about a second.
+PROCESS_MIN = 8192
+CHUNK = 1024
+
+
+def _check_chunk(items):
+    """[ImageCheck] of [(path, height, width, full)] (a worker process's share)."""
+    return [check_image(*item) for item in items]
+
+
+def _verdicts(items, full, num_workers):
+    """Yields the ImageCheck of each of ``items`` [(path, height, width, full)], in order:
+    in ``num_workers`` spawned processes past ``PROCESS_MIN`` items (a chunk at a time),
+    else decoding in a thread pool (``full``: PIL releases the GIL while decoding) or in
+    this thread (``header``), one at a time."""
+    pool = None
+    if len(items) >= PROCESS_MIN and num_workers > 1:
+        pool = concurrent.futures.ProcessPoolExecutor(
+            num_workers, mp_context=multiprocessing.get_context("spawn"))
+        chunks = [items[k:k + CHUNK] for k in range(0, len(items), CHUNK)]
+        verdicts = itertools.chain.from_iterable(pool.map(_check_chunk, chunks))
+    elif full:
+        pool = concurrent.futures.ThreadPoolExecutor(num_workers)
+        verdicts = itertools.chain.from_iterable(  # a bounded number of futures
+            pool.map(lambda item: check_image(*item), items[k:k + CHUNK])
+            for k in range(0, len(items), CHUNK))
+    else:
+        verdicts = (check_image(*item) for item in items)
+    try:
+        yield from verdicts
+    finally:
+        if pool:
+            pool.shutdown(cancel_futures=True)
+
+
 def check_images(records, mode="full", cache_dir=None, progress=False, num_workers=None):
     """``check_image`` for each ``ImageRecord``; returns [ImageCheck] in the same order.
 
     Verdicts are remembered in ``cache_dir`` (``check_cache``) as they are made; only files
-    without one are checked. ``full`` decodes in a thread pool (PIL releases the GIL while
-    decoding); ``header`` reads a few KB per file, faster in this thread (about 20k files/s).
+    without one are checked (``_verdicts``: in worker processes when there are many).
 
     Args:
       mode: "full" (decode), "header" or "off" (everything passes).
       cache_dir: the folder of the remembered verdicts, or None.
       progress: print what is remembered and, past 1000 files to check, a progress line.
+      num_workers: processes or threads; default one per core.
     """
     if mode == "off":
         return [ImageCheck() for _ in records]
@@ -140,21 +179,15 @@ def check_images(records, mode="full", cache_dir=None, progress=False, num_worke
         print(f"Checking {len(todo)} image files ({mode}; {len(records) - len(todo)} "
               "remembered from earlier checks)", flush=True)
     bar = Progress(len(todo), unit="image") if progress and len(todo) > 1000 else None
-
-    def check(i):
-        return check_image(records[i].path, records[i].height, records[i].width, full)
-
+    items = [(records[i].path, records[i].height, records[i].width, full) for i in todo]
     try:
-        with concurrent.futures.ThreadPoolExecutor(
-                (num_workers or os.cpu_count() or 1) if full else 1) as pool:
-            for start in range(0, len(todo), 1024):  # a bounded number of futures
-                chunk = todo[start:start + 1024]
-                verdicts = pool.map(check, chunk) if full else map(check, chunk)
-                for done, (i, verdict) in enumerate(zip(chunk, verdicts), start + 1):
-                    results[i] = dict(vars(verdict))  # (dataclasses.asdict: 10x slower)
-                    cache.put(keys[i], mode, results[i])
-                    if bar:
-                        bar.update(done)
+        verdicts = _verdicts(items, full, num_workers or os.cpu_count() or 1)
+        for position, verdict in enumerate(verdicts):
+            i = todo[position]
+            results[i] = dict(vars(verdict))  # (dataclasses.asdict: 10x slower)
+            cache.put(keys[i], mode, results[i])
+            if bar:
+                bar.update(position + 1)
     finally:
         cache.flush()  # what was checked is kept, also when stopped halfway
     return [ImageCheck(**verdict) for verdict in results]

@@ -109,3 +109,15 @@ def test_progress_counts_only_the_files_to_check(tmp_path, capsys):
     assert f"Checking {len(ds.records)} image files (full; 0 remembered" in capsys.readouterr().out
     pipeline.verify_images(ds, "full", cache, progress=True)
     assert "Checking" not in capsys.readouterr().out  # nothing left to check
+
+
+def test_worker_processes_give_the_same_verdicts(tmp_path, monkeypatch):
+    """Many files are checked in spawned worker processes, a chunk at a time: same verdicts
+    as in this thread, in the same order, bad files included."""
+    ds = coco.load_coco(os.path.join(FIXTURES, "annotations.json"), FIXTURES)
+    records = ds.records * 3
+    here = image_check.check_images(records, "header")
+    monkeypatch.setattr(image_check, "PROCESS_MIN", 1)
+    monkeypatch.setattr(image_check, "CHUNK", 5)
+    assert image_check.check_images(records, "header", str(tmp_path), num_workers=2) == here
+    assert any(c.problem for c in here) and any(c.problem is None for c in here)

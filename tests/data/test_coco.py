@@ -134,3 +134,17 @@ def test_masks_off_reads_the_same_boxes_and_no_segmentation(coco128):
     assert with_masks.has_masks and not boxes_only.has_masks
     assert "masks not read" in boxes_only.summary()
     assert "masks not read" not in with_masks.summary()
+
+
+def test_packing_in_chunks_changes_nothing(coco128, monkeypatch):
+    """Segmentations are packed a chunk at a time while the file is read; where the chunks
+    end changes no record and no count (coco128 has crowd RLEs between the polygons)."""
+    json_path, images = coco128
+    whole = coco.load_coco(json_path, images, crowd="ignore")
+    monkeypatch.setattr(coco, "PACK_EVERY", 7)
+    chunked = coco.load_coco(json_path, images, crowd="ignore")
+    assert chunked.skipped_masks == whole.skipped_masks
+    for a, b in zip(whole.records, chunked.records):
+        assert a.segmentations == b.segmentations
+        np.testing.assert_array_equal(a.is_crowd, b.is_crowd)
+    assert sum(s is not None for r in whole.records for s in r.segmentations) == 929

@@ -3,7 +3,7 @@ import json
 import numpy as np
 import pytest
 
-from retinamask_tf.data import coco, instance_masks
+from retinamask_tf.data import coco, coco_annotations, instance_masks
 from retinamask_tf.data.segmentations import pack_all, unpack
 
 
@@ -141,7 +141,7 @@ def test_packing_in_chunks_changes_nothing(coco128, monkeypatch):
     end changes no record and no count (coco128 has crowd RLEs between the polygons)."""
     json_path, images = coco128
     whole = coco.load_coco(json_path, images, crowd="ignore")
-    monkeypatch.setattr(coco, "PACK_EVERY", 7)
+    monkeypatch.setattr(coco_annotations, "PACK_EVERY", 7)
     chunked = coco.load_coco(json_path, images, crowd="ignore")
     assert chunked.skipped_masks == whole.skipped_masks
     for a, b in zip(whole.records, chunked.records):

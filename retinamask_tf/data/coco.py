@@ -12,13 +12,14 @@ import gc
 import json
 import logging
 import os
-from typing import List, Optional
+from typing import List, Optional, Sequence
 
 import numpy as np
 
 from retinamask_tf.data.coco_annotations import (is_int, positive_int, read_annotations,
                                                   require, shown)
 from retinamask_tf.data.errors import DatasetError
+from retinamask_tf.data.segmentations import SegmentationView
 
 __all__ = ["CocoDataset", "DatasetError", "ImageRecord", "load_coco"]
 
@@ -37,7 +38,9 @@ class ImageRecord:
     classes: np.ndarray  # [n] int32 contiguous index
     is_crowd: np.ndarray  # [n] bool
     ann_ids: np.ndarray  # [n] int64
-    segmentations: list  # n packed segmentations (``data.segmentations``); None: no usable mask
+    # n packed segmentations (bytes, ``data.segmentations``; None: no usable mask): a view
+    # into the dataset's ``PackedStore``, or a list.
+    segmentations: Sequence
     orientation: int = 1  # EXIF orientation applied at decode time (see data.image_check)
 
 
@@ -246,7 +249,7 @@ def _records(cols, images, image_dir):
     classes = np.asarray(cols["cls"], np.int32)[by_image]
     crowd = np.asarray(cols["crowd"], bool)[by_image]
     ann_ids = np.asarray(cols["ann_id"], np.int64)[by_image]
-    segs = [cols["segmentation"][j] for j in by_image]
+    store = cols["segmentation"]
     records = []
     for r, iid in enumerate(order):
         img, a, b = images[iid], starts[r], ends[r]
@@ -254,7 +257,7 @@ def _records(cols, images, image_dir):
             image_id=int(iid), path=os.path.join(image_dir, img["file_name"]),
             height=int(img["height"]), width=int(img["width"]), boxes=boxes[a:b],
             classes=classes[a:b], is_crowd=crowd[a:b], ann_ids=ann_ids[a:b],
-            segmentations=segs[a:b]))
+            segmentations=SegmentationView(store, by_image[a:b])))
     return records
 
 

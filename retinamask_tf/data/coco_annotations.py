@@ -9,7 +9,7 @@ import logging
 import math
 
 from retinamask_tf.data.errors import DatasetError
-from retinamask_tf.data.segmentations import pack_all
+from retinamask_tf.data.segmentations import PackedStore, pack_all
 
 log = logging.getLogger(__name__)
 
@@ -102,8 +102,8 @@ def read_annotations(anns, json_path, images, index_of, crowd, shared_categories
     ``anns`` is consumed: each entry is set to None once read, so that the parsed file's
     memory is given back while the packed annotations grow (the peak stays the parse's).
     Returns:
-      dict of ann_id, image_id, box (yxyx, clipped), cls, crowd (lists), segmentation
-      (packed bytes or None), skipped and skipped_masks (reason -> count).
+      dict of ann_id, image_id, box (yxyx, clipped), cls, crowd (lists), segmentation (a
+      ``PackedStore`` in the same order), skipped and skipped_masks (reason -> count).
     """
     cols = {k: [] for k in ("ann_id", "image_id", "box", "cls", "crowd")}
     skipped = {}
@@ -115,10 +115,11 @@ def read_annotations(anns, json_path, images, index_of, crowd, shared_categories
         log.warning("%s: skipping annotation %s of image %s: %s", json_path, ann.get("id"),
                     ann.get("image_id"), reason)
 
-    packed, skipped_masks, raw = [], {}, []
+    store, skipped_masks, raw = PackedStore(), {}, []
 
     def pack():
-        packed.extend(_pack_masks(raw, len(packed), cols, images, json_path, skipped_masks))
+        first = len(cols["ann_id"]) - len(raw)
+        store.add(_pack_masks(raw, first, cols, images, json_path, skipped_masks))
         raw.clear()
 
     add_ann_id, add_image_id, add_box, add_cls, add_crowd = (
@@ -168,10 +169,11 @@ def read_annotations(anns, json_path, images, index_of, crowd, shared_categories
                 pack()
     if masks:
         pack()
-        if set(skipped_masks) == {"no segmentation"} and not any(d is not None for d in packed):
+        if set(skipped_masks) == {"no segmentation"} and not store.has_mask(slice(None)).any():
             skipped_masks = {}  # a boxes-only dataset: nothing is missing ("boxes only")
-    cols.update(segmentation=packed if masks else [None] * len(cols["ann_id"]),
-                skipped=skipped, skipped_masks=skipped_masks)
+    else:
+        store.add([None] * len(cols["ann_id"]))
+    cols.update(segmentation=store, skipped=skipped, skipped_masks=skipped_masks)
     return cols
 
 

@@ -4,7 +4,7 @@ The annotations are stored once, flat: every image's boxes, classes and crowd fl
 after the other (a ragged tensor by image), so memory follows the number of annotations,
 not images x ``max_instances`` or images x the longest image. Each element is padded to
 ``max_instances`` rows in the graph (``padding.keep_largest_padded``, the same rule as for
-TFRecords). Packed segmentations stay in the records (Python bytes, see
+TFRecords). Packed segmentations stay where they are (the dataset's ``PackedStore``, see
 ``data.segmentations``); an element looks up its rows' segmentations by annotation index.
 """
 
@@ -14,6 +14,7 @@ import numpy as np
 import tensorflow as tf
 
 from retinamask_tf.data import padding
+from retinamask_tf.data.segmentations import flat_store
 
 
 def truncated_images(records, max_instances):
@@ -49,19 +50,20 @@ def records_to_dataset(records, max_instances, with_masks=False):
     tensors = {"path": np.array([os.fsencode(r.path) for r in records], dtype=object),
                "image_id": np.array([r.image_id for r in records], np.int64),
                "orientation": np.array([r.orientation for r in records], np.int32)}
-    packed = None
+    store = index = None
     if with_masks:
-        packed = [s if s is not None and not c else b""
-                  for r in records for s, c in zip(r.segmentations, r.is_crowd)]
-        columns["mask_valid"] = np.array([len(s) > 0 for s in packed], bool)
-        columns["ann_index"] = np.arange(len(packed), dtype=np.int64)
+        store, index = flat_store([r.segmentations for r in records])
+        columns["mask_valid"] = store.has_mask(index) & ~crowd  # crowd regions: no targets
+        columns["ann_index"] = np.arange(len(index), dtype=np.int64)
         tensors.update(height=np.array([r.height for r in records], np.int32),
                        width=np.array([r.width for r in records], np.int32))
     tensors.update(boxes=ragged(boxes), **{k: ragged(v) for k, v in columns.items()})
     pad_values = {"classes": 0, "crowd": False, "mask_valid": False, "ann_index": -1}
 
-    def lookup(index):
-        return np.array([packed[i] if i >= 0 else b"" for i in index], dtype=object)
+    def lookup(rows):
+        valid = columns["mask_valid"]
+        return np.array([store.get(index[i]) if i >= 0 and valid[i] else b"" for i in rows],
+                        dtype=object)
 
     def pad(example):
         kept_boxes, kept, valid = padding.keep_largest_padded(

@@ -157,3 +157,19 @@ def test_memory_follows_the_total_text_not_the_longest_image(tmp_path):
     spec = pipeline.InputSpec(1, (64, 64), 64, 64, 10, training=False, mask_size=16)
     _, labels = next(iter(pipeline.build_dataset(large, spec)))
     assert labels["gt_masks"].numpy()[0, 0].sum() > 100  # the large polygon reaches the loss
+
+
+def test_packed_store_and_views():
+    store = segmentations.PackedStore()
+    store.add([b"ab", None, b"cde"])
+    store.add([None, b"f"])
+    assert len(store) == 5 and bytes(store.data) == b"abcdef"
+    assert [store.get(i) for i in range(5)] == [b"ab", None, b"cde", None, b"f"]
+    assert store.has_mask(np.array([4, 3, 0])).tolist() == [True, False, True]
+    views = [segmentations.SegmentationView(store, np.array([4, 0])),
+             segmentations.SegmentationView(store, np.array([1, 2, 3]))]
+    assert views[0] == [b"f", b"ab"] and views[1][1:] == [b"cde", None] and len(views[1]) == 3
+    same, index = segmentations.flat_store(views)
+    assert same is store and index.tolist() == [4, 0, 1, 2, 3]  # views are not copied
+    copied, index = segmentations.flat_store([[b"x", None], views[0]])
+    assert [copied.get(i) for i in index] == [b"x", None, b"f", b"ab"]

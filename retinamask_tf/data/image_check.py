@@ -24,10 +24,13 @@ size, modification time), so a file is checked once, not at every start.
 
 import concurrent.futures
 import dataclasses
-import itertools
+import json
 import logging
-import multiprocessing
 import os
+import subprocess
+import sys
+import tempfile
+import threading
 from typing import Optional
 
 from PIL import Image
@@ -120,40 +123,83 @@ def check_image(path, height, width, full=True):
 
 
 # From this many files to check on, they are checked in worker processes (one per core):
-# the header check is Python-bound (one process: about 20k files/s), and spawning the
+# the header check is Python-bound (one process: about 17k files/s), and starting the
 # workers costs about a second.
 PROCESS_MIN = 8192
 CHUNK = 1024
+WORKER = "retinamask_tf.data.image_check"  # ``python -m`` this module: a check worker
+_PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-def _check_chunk(items):
-    """[ImageCheck] of [(path, height, width, full)] (a worker process's share)."""
-    return [check_image(*item) for item in items]
+def _in_workers(items, num_workers):
+    """Yields the ImageCheck of each of ``items`` [(path, height, width, full)], in order,
+    checked by ``num_workers`` processes running this module (``_worker``): chunk j goes
+    to worker j % num_workers. Plain subprocesses, not multiprocessing, so that no user
+    script is imported again in the workers. A worker that dies is named in a warning and
+    what is left is checked in this process."""
+    chunks = [items[k:k + CHUNK] for k in range(0, len(items), CHUNK)]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        p for p in (_PACKAGE_ROOT, os.environ.get("PYTHONPATH")) if p))
+    procs = []
+    try:
+        for w in range(num_workers):
+            errors = tempfile.TemporaryFile()
+            proc = subprocess.Popen([sys.executable, "-m", WORKER], stdin=subprocess.PIPE,
+                                    stdout=subprocess.PIPE, stderr=errors, env=env, text=True)
+            procs.append((proc, errors))
+            lines = "".join(json.dumps(item) + "\n" for chunk in chunks[w::num_workers]
+                            for item in chunk)
+            threading.Thread(target=_feed, args=(proc.stdin, lines), daemon=True).start()
+        for j, chunk in enumerate(chunks):
+            proc, errors = procs[j % num_workers]
+            for k, item in enumerate(chunk):
+                line = proc.stdout.readline()
+                if not line:
+                    errors.seek(0)
+                    log.warning("an image check worker stopped (%s); checking the remaining "
+                                "%d files in this process", errors.read().decode(
+                                    errors="replace").strip()[-500:] or "no message",
+                                len(items) - j * CHUNK - k)
+                    rest = chunk[k:] + [item for c in chunks[j + 1:] for item in c]
+                    yield from (check_image(*item) for item in rest)
+                    return
+                yield ImageCheck(**json.loads(line))
+    finally:
+        for proc, errors in procs:
+            proc.kill()
+            proc.wait()
+            proc.stdout.close()
+            errors.close()
+
+
+def _feed(stream, text):
+    try:
+        stream.write(text)
+        stream.close()
+    except (BrokenPipeError, ValueError):  # the worker was stopped
+        pass
+
+
+def _worker():
+    """The check worker: JSON lines [path, height, width, full] in, the verdict of each out."""
+    for n, line in enumerate(sys.stdin, 1):
+        print(json.dumps(vars(check_image(*json.loads(line)))), flush=n % 256 == 0)
 
 
 def _verdicts(items, full, num_workers):
     """Yields the ImageCheck of each of ``items`` [(path, height, width, full)], in order:
-    in ``num_workers`` spawned processes past ``PROCESS_MIN`` items (a chunk at a time),
-    else decoding in a thread pool (``full``: PIL releases the GIL while decoding) or in
-    this thread (``header``), one at a time."""
-    pool = None
+    in ``num_workers`` worker processes past ``PROCESS_MIN`` items (``_in_workers``), else
+    decoding in a thread pool (``full``: PIL releases the GIL while decoding) or in this
+    thread (``header``), one at a time."""
     if len(items) >= PROCESS_MIN and num_workers > 1:
-        pool = concurrent.futures.ProcessPoolExecutor(
-            num_workers, mp_context=multiprocessing.get_context("spawn"))
-        chunks = [items[k:k + CHUNK] for k in range(0, len(items), CHUNK)]
-        verdicts = itertools.chain.from_iterable(pool.map(_check_chunk, chunks))
-    elif full:
-        pool = concurrent.futures.ThreadPoolExecutor(num_workers)
-        verdicts = itertools.chain.from_iterable(  # a bounded number of futures
-            pool.map(lambda item: check_image(*item), items[k:k + CHUNK])
-            for k in range(0, len(items), CHUNK))
-    else:
-        verdicts = (check_image(*item) for item in items)
-    try:
-        yield from verdicts
-    finally:
-        if pool:
-            pool.shutdown(cancel_futures=True)
+        yield from _in_workers(items, num_workers)
+        return
+    if not full:
+        yield from (check_image(*item) for item in items)
+        return
+    with concurrent.futures.ThreadPoolExecutor(num_workers) as pool:
+        for k in range(0, len(items), CHUNK):  # a bounded number of futures
+            yield from pool.map(lambda item: check_image(*item), items[k:k + CHUNK])
 
 
 def check_images(records, mode="full", cache_dir=None, progress=False, num_workers=None):
@@ -191,3 +237,7 @@ def check_images(records, mode="full", cache_dir=None, progress=False, num_worke
     finally:
         cache.flush()  # what was checked is kept, also when stopped halfway
     return [ImageCheck(**verdict) for verdict in results]
+
+
+if __name__ == "__main__":
+    _worker()

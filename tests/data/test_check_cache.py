@@ -2,6 +2,8 @@
 halfway, a full verdict answers a header request, a changed file is checked again."""
 
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -121,3 +123,30 @@ def test_worker_processes_give_the_same_verdicts(tmp_path, monkeypatch):
     monkeypatch.setattr(image_check, "CHUNK", 5)
     assert image_check.check_images(records, "header", str(tmp_path), num_workers=2) == here
     assert any(c.problem for c in here) and any(c.problem is None for c in here)
+
+
+def test_workers_from_a_script_without_a_main_guard(tmp_path):
+    """The workers are plain subprocesses: a user's script that calls the check at its top
+    level (no ``if __name__ == "__main__"``) is not run again in them."""
+    script = tmp_path / "user_script.py"
+    script.write_text(
+        "from retinamask_tf.data import coco, image_check\n"
+        "image_check.PROCESS_MIN, image_check.CHUNK = 1, 4\n"
+        f"ds = coco.load_coco({os.path.join(FIXTURES, 'annotations.json')!r}, {FIXTURES!r})\n"
+        "checks = image_check.check_images(ds.records * 2, 'header', num_workers=2)\n"
+        "print('ran', len(checks), sum(c.problem is None for c in checks))\n")
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.splitlines() == ["ran 26 16"]
+
+
+def test_a_worker_that_dies_leaves_the_rest_to_this_process(tmp_path, monkeypatch, caplog):
+    ds = coco.load_coco(os.path.join(FIXTURES, "annotations.json"), FIXTURES)
+    here = image_check.check_images(ds.records, "header")
+    monkeypatch.setattr(image_check, "PROCESS_MIN", 1)
+    monkeypatch.setattr(image_check, "CHUNK", 3)
+    monkeypatch.setattr(image_check, "WORKER", "retinamask_tf.no_such_module")
+    with caplog.at_level("WARNING"):
+        assert image_check.check_images(ds.records, "header", num_workers=2) == here
+    assert "an image check worker stopped" in caplog.text and "no_such_module" in caplog.text

@@ -45,3 +45,31 @@ def test_missing_shard_and_meta_are_named(coco128, tmp_path):
     (tmp_path / "x-00001-of-00002.tfrecord").unlink()
     with pytest.raises(coco.DatasetError, match="x-00001-of-00002.tfrecord"):
         tfrecord.load_source(meta)
+
+
+def test_tfrecords_of_the_earlier_json_format_read_the_same(coco128, tmp_path, monkeypatch):
+    """Shards written before segmentations were packed hold each object's segmentation as
+    JSON text (``null`` for none): they give the same masks as the JSON dataset."""
+    import json
+
+    from retinamask_tf.data.segmentations import unpack
+
+    json_path, images = coco128
+    ds = coco.load_coco(json_path, images, crowd="ignore")
+    ds = type(ds)(**{**ds.__dict__, "records": ds.records[:8]})
+    write = tfrecord.record_to_example
+
+    def earlier_format(record):
+        segs = [None if s is None or c else json.dumps([p.tolist() for p in unpack(s)]
+                                                        if s[:1] == b"P" else unpack(s)).encode()
+                for s, c in zip(record.segmentations, record.is_crowd)]
+        example = write(record)
+        field = example.features.feature["object/segmentation"].bytes_list
+        del field.value[:]
+        field.value.extend(b"null" if s is None else s for s in segs)
+        return example
+
+    monkeypatch.setattr(tfrecord, "record_to_example", earlier_format)
+    source = tfrecord.load_source(tfrecord.write_tfrecords(ds, str(tmp_path / "old"), 2))
+    spec = pipeline.InputSpec(4, (256, 256), 192, 256, 8, training=False, mask_size=28)
+    _assert_same(pipeline.build_dataset(ds, spec), pipeline.build_dataset(source, spec))

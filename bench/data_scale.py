@@ -14,7 +14,8 @@ one of coco128's real images) and measures, each in its own process:
               ``data.verify_images=header``): seconds from process start and peak RSS,
               mask head on and off, with the image checks to do (cold) and remembered
               (warm, as a resume or a second run); the same on coco128 is the baseline
-              subtracted ("added" columns: what the dataset adds);
+              subtracted ("added" columns: what the dataset adds); also the loading's
+              own peak and what it holds afterwards (RSS over the RSS before it);
   growth      the same start-up on two files that differ only in the longest image's
               polygon text (1 MB and 2 MB);
   mirrored    the largest size under ``--strategy=mirrored``;
@@ -43,6 +44,12 @@ from bench.report import cpu_name, write_results  # noqa: E402
 
 def _peak_mb():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _rss_mb():
+    """This process's resident memory now (MB)."""
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:")) / 1024
 
 
 def _real_images(datasets):
@@ -94,13 +101,15 @@ def _worker(args):
         "data.max_instances=100", f"model.mask_head.enabled={str(args.masks).lower()}",
         "train.batch_size=2", "train.steps=1", "train.checkpoint_every=1000",
         "train.checkpoint_data_iterator=false"])
-    t = time.time()
+    t, rss_before = time.time(), _rss_mb()
     train, val = pipeline.load_splits(config.data, masks=args.masks)
     loaded = time.time() - t
+    load_peak, rss_loaded = _peak_mb() - rss_before, _rss_mb() - rss_before
     trainer = Trainer(config, args.model_dir, distribute.build_strategy(args.strategy),
                       datasets=(train, val))
     trainer.train(steps=1, progress=False)
     return {"seconds": time.time() - START, "load_s": loaded, "peak_rss_mb": _peak_mb(),
+            "load_peak_mb": load_peak, "held_after_load_mb": rss_loaded,
             "images": train.num_examples,
             "annotations": sum(len(r.boxes) for r in train.records)}
 
@@ -275,8 +284,9 @@ def _table(r):
     lines += ["", "Training start-up to the end of the first step (seconds from process start; "
               "peak RSS MB; added = minus the same on coco128):", "",
               "| images | masks | strategy | image checks | load s | first step s | added s | "
-              "peak MB | added MB | added / COCO(json) peak |",
-              "|---|---|---|---|---|---|---|---|---|---|"]
+              "peak MB | added MB | added / COCO(json) peak | loading's own peak MB | "
+              "held after loading MB |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for row in r["start_up"]:
         api = r["coco_api"].get(str(row["images"]))
         ratio = (f"{row['added_rss_mb'] / api['peak_rss_mb']:.2f}"
@@ -284,7 +294,8 @@ def _table(r):
         lines.append(f"| {row['images']} | {'on' if row['masks'] else 'off'} | {row['strategy']} | "
                      f"{row['checks']} | {row['load_s']:.1f} | {row['seconds']:.1f} | "
                      f"{row.get('added_seconds', 0):.1f} | {row['peak_rss_mb']:.0f} | "
-                     f"{row.get('added_rss_mb', 0):.0f} | {ratio} |")
+                     f"{row.get('added_rss_mb', 0):.0f} | {ratio} | {row['load_peak_mb']:.0f} | "
+                     f"{row['held_after_load_mb']:.0f} |")
     if r["growth"]:
         lines += ["", "Growth: only the longest image's polygon text differs:", "",
                   "| longest image | peak MB | first step s |", "|---|---|---|"]

@@ -126,6 +126,7 @@ def check_image(path, height, width, full=True):
 # the header check is Python-bound (one process: about 17k files/s), and starting the
 # workers costs about a second.
 PROCESS_MIN = 8192
+PROGRESS_MIN = 1000  # more files than this to check: a line on them and a progress line
 CHUNK = 1024
 WORKER = "retinamask_tf.data.image_check"  # ``python -m`` this module: a check worker
 _PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -211,7 +212,8 @@ def check_images(records, mode="full", cache_dir=None, progress=False, num_worke
     Args:
       mode: "full" (decode), "header" or "off" (everything passes).
       cache_dir: the folder of the remembered verdicts, or None.
-      progress: print what is remembered and, past 1000 files to check, a progress line.
+      progress: past ``PROGRESS_MIN`` files to check, say how many (and how many are
+        remembered) and show a progress line.
       num_workers: processes or threads; default one per core.
     """
     if mode == "off":
@@ -221,10 +223,11 @@ def check_images(records, mode="full", cache_dir=None, progress=False, num_worke
     keys = [check_cache.file_key(r.path, r.height, r.width, CHECK_VERSION) for r in records]
     results = [cache.get(key, mode) for key in keys]
     todo = [i for i, verdict in enumerate(results) if verdict is None]
-    if progress and todo:
+    bar = None
+    if progress and len(todo) > PROGRESS_MIN:
         print(f"Checking {len(todo)} image files ({mode}; {len(records) - len(todo)} "
               "remembered from earlier checks)", flush=True)
-    bar = Progress(len(todo), unit="image") if progress and len(todo) > 1000 else None
+        bar = Progress(len(todo), unit="image")
     items = [(records[i].path, records[i].height, records[i].width, full) for i in todo]
     try:
         verdicts = _verdicts(items, full, num_workers or os.cpu_count() or 1)

@@ -191,13 +191,12 @@ def _coco_paths(data_config, splits=("train", "val")):
 
 def load_splits(data_config, masks=True):
     """(train CocoDataset, val CocoDataset) for a ``DataConfig``; generates the built-in
-    dataset first when ``kind`` is ``builtin``. Val shares train's class mapping.
-    ``masks`` False: segmentations are not read (``coco.load_coco``; training without the
-    mask head keeps no mask in memory). With
+    dataset first when ``kind`` is ``builtin``. Val shares train's class mapping. With
     ``train_tfrecord`` set, train is that ``tfrecord.TFRecordSource`` instead (its images
     were checked when it was written). With ``kind`` tfds, train is a
     ``tfds_source.TFDSSource`` (see ``load_tfds_splits``). Image files are checked
-    (``verify_images``)."""
+    (``verify_images``). ``masks`` False: segmentations are not read
+    (``coco.load_coco``: training without the mask head keeps no mask in memory)."""
     if data_config.kind == "tfds":
         return load_tfds_splits(data_config, masks)
     paths = _coco_paths(data_config, ("val",) if data_config.train_tfrecord else ("train", "val"))

@@ -104,7 +104,8 @@ def test_a_torn_line_is_checked_again_and_the_file_compacted(tmp_path, monkeypat
     assert len(open(path).read().splitlines()) == 5
 
 
-def test_progress_counts_only_the_files_to_check(tmp_path, capsys):
+def test_progress_counts_only_the_files_to_check(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(image_check, "PROGRESS_MIN", 0)
     ds = coco.load_coco(os.path.join(FIXTURES, "annotations.json"), FIXTURES)
     cache = str(tmp_path / "cache")
     pipeline.verify_images(ds, "full", cache, progress=True)

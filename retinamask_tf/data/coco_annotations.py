@@ -9,7 +9,7 @@ import logging
 import math
 
 from retinamask_tf.data.errors import DatasetError
-from retinamask_tf.data.segmentations import PackedStore, pack_all
+from retinamask_tf.data.segmentations import PackedStore, as_float, pack_all
 
 log = logging.getLogger(__name__)
 
@@ -46,14 +46,6 @@ def shown(value, limit=100, quote=True):
     text = repr(value) if quote or not isinstance(value, str) else value
     text = text if len(text) <= limit else text[:limit] + "..."
     return text.encode("utf-8", "backslashreplace").decode("utf-8")
-
-
-def as_float(value):
-    """float(value), with an integer beyond float range as inf."""
-    try:
-        return float(value)
-    except OverflowError:  # an integer beyond float range
-        return float("inf")
 
 
 _NUMBER = (int, float)

@@ -90,8 +90,8 @@ def rle_problem(segmentation, height, width):
     return None
 
 
-def _finite_float(value):
-    """float(value), with integers beyond float range as inf (the checks call them
+def as_float(value):
+    """float(value), with an integer beyond float range as inf (the checks call it
     non-finite)."""
     try:
         return float(value)
@@ -113,7 +113,7 @@ def _pack_polygons(segmentations, heights, widths, packed, problems):
         flat = np.fromiter(itertools.chain.from_iterable(
             p for i in index for p in segmentations[i]), np.float64, sum(lengths))
     except OverflowError:  # an integer beyond float range somewhere in the batch
-        flat = np.array([_finite_float(v) for i in index for p in segmentations[i] for v in p],
+        flat = np.array([as_float(v) for i in index for p in segmentations[i] for v in p],
                         np.float64)
     lengths = np.asarray(lengths, np.int64)
     n_poly = len(lengths)

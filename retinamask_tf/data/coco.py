@@ -243,8 +243,9 @@ def _records(cols, images, image_dir):
     row_of = {iid: r for r, iid in enumerate(order)}
     rows = np.fromiter((row_of[i] for i in cols["image_id"]), np.int64, len(cols["image_id"]))
     by_image = np.argsort(rows, kind="stable")
-    ends = np.cumsum(np.bincount(rows, minlength=len(order)))
-    starts = ends - np.bincount(rows, minlength=len(order))
+    counts = np.bincount(rows, minlength=len(order))
+    ends = np.cumsum(counts)
+    starts = ends - counts
     boxes = np.asarray(cols["box"], np.float32).reshape(-1, 4)[by_image]
     classes = np.asarray(cols["cls"], np.int32)[by_image]
     crowd = np.asarray(cols["crowd"], bool)[by_image]

@@ -9,7 +9,7 @@ import logging
 import math
 
 from retinamask_tf.data.errors import DatasetError
-from retinamask_tf.data.segmentations import PackedStore, as_float, pack_all
+from retinamask_tf.data.segmentations import NUMBER_TYPES, PackedStore, as_float, pack_all
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +48,6 @@ def shown(value, limit=100, quote=True):
     return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
-_NUMBER = (int, float)
 PACK_EVERY = 65536  # segmentations packed at a time while the annotations are read
 _BOX_VALUE_TYPES = frozenset((int, float, type(None)))  # JSON numbers or null (bool is not)
 _INT64 = (-2 ** 63, 2 ** 63 - 1)
@@ -56,7 +55,7 @@ _INT64 = (-2 ** 63, 2 ** 63 - 1)
 
 def _reject_annotation(ann, i, json_path, images, index_of, shared_categories):
     """Raises the DatasetError that names what is wrong with annotation entry ``i`` (called
-    once the quick checks in ``_read_annotations`` failed; a duplicate id is raised there)."""
+    once the quick checks in ``read_annotations`` failed; a duplicate id is raised there)."""
     where = f"{json_path}: annotation entry {i}"
     require(ann, ("id", "image_id", "category_id", "bbox"), where)
     for key in ("id", "image_id", "category_id"):
@@ -128,8 +127,8 @@ def read_annotations(anns, json_path, images, index_of, crowd, shared_categories
                 and lo <= aid <= hi and lo <= iid <= hi and lo <= cid <= hi
                 and type(bbox) is list and len(bbox) == 4
                 and _BOX_VALUE_TYPES.issuperset(map(type, bbox))
-                and type(is_crowd) in _NUMBER and (is_crowd == 0 or is_crowd == 1)
-                and type(area) in _NUMBER and img is not None and cls is not None):
+                and type(is_crowd) in NUMBER_TYPES and (is_crowd == 0 or is_crowd == 1)
+                and type(area) in NUMBER_TYPES and img is not None and cls is not None):
             _reject_annotation(ann, i, json_path, images, index_of, shared_categories)
         n_seen = len(seen)
         seen.add(aid)

@@ -28,7 +28,7 @@ import math
 import numpy as np
 
 POLYGON_MAGIC = b"P\0\0\0"
-_NUMBER_TYPES = frozenset((int, float))  # JSON numbers; bool is excluded on purpose
+NUMBER_TYPES = frozenset((int, float))  # the types of JSON numbers; bool is not one
 # Annotations checked per NumPy batch: bounds the temporary arrays (a few MB).
 _BATCH = 20000
 
@@ -189,7 +189,7 @@ def pack_all(segmentations, heights, widths):
         if kind is list:
             if not seg:
                 problems[i] = "empty polygon list"
-            elif not (set(map(type, seg)) == {list} and _NUMBER_TYPES.issuperset(
+            elif not (set(map(type, seg)) == {list} and NUMBER_TYPES.issuperset(
                     map(type, itertools.chain.from_iterable(seg)))):
                 problems[i] = "polygon that is not a list of numbers"
             else:

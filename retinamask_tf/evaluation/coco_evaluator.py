@@ -201,9 +201,10 @@ def evaluate(model, dataset, config, out_dir=None, step=None, max_images=None, p
     report.update(step=step, partial=partial,
                   skipped_images=int(sum(getattr(dataset, "skipped_images", {}).values())))
     if out_dir:
-        report["metrics_path"] = os.path.join(out_dir, f"metrics{suffix}.json")
-        with open(report["metrics_path"], "w") as f:
-            json.dump({k: v for k, v in report.items() if k != "metrics_path"}, f, indent=2)
+        path = os.path.join(out_dir, f"metrics{suffix}.json")
+        with open(path, "w") as f:
+            json.dump(report, f, indent=2)
+        report["metrics_path"] = path
     report["summary"] = summary
     return report
 

@@ -42,21 +42,6 @@ def _median_seconds(fn, repeats, warmup=2):
     return statistics.median(times)
 
 
-class _SavedModelDetector:
-    """``serving_default`` with the ``detect(image)`` interface ``evaluate_litert`` runs."""
-
-    def __init__(self, serving):
-        self.serving = serving
-
-    def detect(self, image):
-        import tensorflow as tf
-
-        out = {k: v.numpy()[0] for k, v in self.serving(images=tf.constant(image[None])).items()}
-        n = int(out["num_detections"])
-        return {"boxes": out["detection_boxes"][:n], "scores": out["detection_scores"][:n],
-                "classes": out["detection_classes"][:n]}
-
-
 def _dir_size(path):
     return sum(os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(path) for f in files)
 
@@ -77,10 +62,11 @@ def main():
 
     from retinamask_tf.data import pipeline
     from retinamask_tf.evaluation.coco_evaluator import evaluate, fmt
-    from retinamask_tf.evaluation.litert_eval import evaluate_litert
+    from retinamask_tf.evaluation.predictor_eval import evaluate_predictor
+    from retinamask_tf.predict import SavedModelPredictor
     from retinamask_tf.export import saved_model, tflite
     from retinamask_tf.ops import resize
-    from retinamask_tf.export.litert_runner import LiteRTDetector
+    from retinamask_tf.export.litert_runner import LiteRTPredictor
     from retinamask_tf.image_io import read_rgb
 
     tf.config.threading.set_intra_op_parallelism_threads(args.threads)
@@ -120,9 +106,10 @@ def main():
 
     # SavedModel
     for precision, sm_dir in sm_dirs.items():
-        serving = tf.saved_model.load(sm_dir).signatures["serving_default"]
-        sm_s = _median_seconds(lambda: serving(images=tf.constant(image[None])), args.repeats)
-        metrics = evaluate_litert(_SavedModelDetector(serving), val, progress=False)["bbox"]
+        predictor = SavedModelPredictor(sm_dir)
+        sm_s = _median_seconds(lambda: predictor.serving(images=tf.constant(image[None])),
+                               args.repeats)
+        metrics = evaluate_predictor(predictor, val, progress=False)["bbox"]
         name = "SavedModel serving_default" + ("" if precision == "float32" else f" {precision}")
         rows.append({"model": name, "latency_ms": sm_s * 1000, "size_mb": _dir_size(sm_dir) / 1e6,
                      **{k: metrics[k] for k in ("AP", "AP50", "AP75")}})
@@ -134,10 +121,10 @@ def main():
                            args.repeats)
     for v in variants:
         path = os.path.join(tfl_dir, f"model_{v}.tflite")
-        runner = LiteRTDetector(path, num_threads=args.threads)
+        runner = LiteRTPredictor(path, num_threads=args.threads)
         lb, shape, _ = runner.preprocess(image)
         s = _median_seconds(lambda: runner.run_letterboxed(lb, shape), args.repeats)
-        m = evaluate_litert(runner, val, progress=False)["bbox"]
+        m = evaluate_predictor(runner, val, progress=False)["bbox"]
         rows.append({"model": f"TFLite {v}", "latency_ms": s * 1000,
                      "size_mb": os.path.getsize(path) / 1e6,
                      **{k: m[k] for k in ("AP", "AP50", "AP75")}})

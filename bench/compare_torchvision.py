@@ -250,9 +250,9 @@ def ours_worker(args):
         row = timed(interpreter.invoke, args.repeats)
         row.update(file_mb=os.path.getsize(path) / 2 ** 20, version="ai-edge-litert")
     else:  # tflite_<variant>
-        from retinamask_tf.export.litert_runner import LiteRTDetector
+        from retinamask_tf.export.litert_runner import LiteRTPredictor
         path = os.path.join(model_dir, "tflite", f"model_{args.mode[len('tflite_'):]}.tflite")
-        detector = LiteRTDetector(path, num_threads=args.threads)
+        detector = LiteRTPredictor(path, num_threads=args.threads)
         padded, shape, _ = detector.preprocess(image)  # letterbox (an identity here) untimed
         row = timed(lambda: detector.run_letterboxed(padded, shape), args.repeats)
         row.update(file_mb=os.path.getsize(path) / 2 ** 20, version="ai-edge-litert")

@@ -1,11 +1,8 @@
-"""Detections on image files, from a training checkpoint or an exported SavedModel: drawn
-images and a COCO-style results JSON (``main.py --mode=predict``).
+"""Predictors and what is done with them: ``load`` (the one way to get a predictor, for
+any format), drawn images and a COCO-style results JSON (``main.py --mode=predict``).
 
-Both predictors (``detector.Detector`` for a run directory, ``SavedModelPredictor`` for an
-export) take one RGB image ``[H, W, 3]`` uint8 and return numpy arrays in its own pixels:
-boxes [n, 4] yxyx, scores [n], category_ids [n] (the dataset's ids), names [n], and masks
-[k, H, W] bool for the first k detections (k = the model's ``num_masks``) when the model
-has a mask head (a SavedModel exported with ``--include_masks``), else None.
+Every predictor takes one uint8 RGB image ``[H, W, 3]`` (grayscale and RGBA are converted;
+anything else is a ValueError) and returns ``detections.Detections`` in its own pixels.
 """
 
 import os
@@ -13,44 +10,81 @@ import os
 import tensorflow as tf
 
 from retinamask_tf.coco_results import ResultsFile, to_coco_results
-from retinamask_tf.detector import pasted_masks
+from retinamask_tf.detections import Detections, rgb_uint8
+from retinamask_tf.detector import CheckpointPredictor, pasted_masks
+from retinamask_tf.export.litert_runner import LiteRTPredictor
+from retinamask_tf.export.saved_model import resolve_servable
 from retinamask_tf.image_io import READ_ERRORS, read_rgb
-from retinamask_tf.run_dir import read_label_map
+from retinamask_tf.run_dir import CONFIG_FILE, RunDirError, read_label_map
+from retinamask_tf.visualize import draw
+
+
+def load(path, include_masks=None, overrides=(), num_threads=None):
+    """A predictor for ``path``, whatever it holds:
+
+    - a training run directory (``config.yaml`` + ``checkpoints/``; also one written by
+      ``--mode=import_weights``): its latest checkpoint, the Keras model itself;
+    - an exported SavedModel folder, or its TF Serving base folder (the highest version);
+    - a ``.tflite`` file written by the export (LiteRT; ``num_threads``, default 2).
+
+    ``include_masks``: run directories only; None keeps the mask branch when the run has
+    one, False detects only. ``overrides``: ``key=value`` inference settings of a run
+    directory (``postprocess.*``, ``model.mask_head.mask_threshold`` / ``num_masks``);
+    an export has its settings built in (re-export with ``--override`` to change them).
+    Raises ``RunDirError`` (or ``ConfigError``) naming what is wrong.
+    """
+    path = os.fspath(path)
+    if path.endswith(".tflite") or os.path.isfile(path):
+        _export_only(path, include_masks, overrides)
+        if not path.endswith(".tflite"):
+            raise RunDirError(f"{path} is a file but not a .tflite model: give a run "
+                              "directory, a SavedModel folder or a .tflite file")
+        if not os.path.exists(path):
+            raise RunDirError(f"{path}: no such file or folder")
+        return LiteRTPredictor(path, num_threads=num_threads or 2)
+    if os.path.exists(os.path.join(path, CONFIG_FILE)):
+        return CheckpointPredictor.from_run_dir(path, include_masks, overrides)
+    if not os.path.isdir(path):
+        raise RunDirError(f"{path}: no such file or folder")
+    _export_only(path, include_masks, overrides)
+    return SavedModelPredictor(path)
+
+
+def _export_only(path, include_masks, overrides):
+    if overrides or include_masks is not None:
+        raise RunDirError(f"{path} is an export: its settings and mask branch were fixed when it "
+                          "was exported (include_masks and overrides apply to run directories; "
+                          "re-export with --override / --include_masks)")
 
 
 class SavedModelPredictor:
     """``serving_default`` of an exported SavedModel (or of the highest version under a TF
-    Serving base folder); class names from its label map asset."""
+    Serving base folder); class names from its label map asset, masks when it was exported
+    with ``--include_masks``."""
 
-    def __init__(self, export_dir, mask_threshold=0.5):
-        from retinamask_tf.export.saved_model import resolve_servable
-        export_dir = self.export_dir = resolve_servable(export_dir)
-        self.serving = tf.saved_model.load(export_dir).signatures["serving_default"]
+    def __init__(self, export_dir):
+        try:
+            export_dir = self.export_dir = resolve_servable(export_dir)
+        except RunDirError as e:
+            raise RunDirError(f"{e} (and no {CONFIG_FILE}: not a run directory either)") from e
+        loaded = tf.saved_model.load(export_dir)
+        self.serving = loaded.signatures["serving_default"]
+        self.has_masks = "detection_masks" in self.serving.structured_outputs
+        self.mask_threshold = float(loaded.mask_threshold()) if hasattr(
+            loaded, "mask_threshold") else 0.5  # exports written before it was stored
         self.names = dict(zip(*read_label_map(os.path.join(export_dir, "assets"))))
-        self.mask_threshold = mask_threshold
+        self.source = f"{export_dir} (SavedModel)"
 
     def __call__(self, image):
+        image = rgb_uint8(image)
         out = {k: v.numpy()[0] for k, v in self.serving(images=tf.constant(image[None])).items()}
         n = int(out["num_detections"])
         boxes, ids = out["detection_boxes"][:n], out["detection_classes"][:n]
-        masks = out["detection_masks"][:n] if "detection_masks" in out else None
-        return {"boxes": boxes, "scores": out["detection_scores"][:n], "category_ids": ids,
-                "names": [self.names.get(int(c), str(int(c))) for c in ids],
-                "masks": pasted_masks(masks, boxes, image.shape[0], image.shape[1],
-                                      self.mask_threshold)}
-
-
-def draw(image, det, score_threshold=0.3):
-    """The image with the masks (in class colours) and boxes labelled "name score" of the
-    detections scoring at least ``score_threshold``; a PIL image."""
-    from retinamask_tf.visualize import draw_detections, overlay_masks
-    keep = det["scores"] >= score_threshold
-    if det["masks"] is not None:
-        shown = keep[:len(det["masks"])]
-        image = overlay_masks(image, det["masks"][shown], det["category_ids"][:len(shown)][shown])
-    names = [n for n, k in zip(det["names"], keep) if k]
-    return draw_detections(image, det["boxes"][keep], det["category_ids"][keep],
-                           det["scores"][keep], names, score_threshold=score_threshold)
+        masks = out["detection_masks"][:n] if self.has_masks else None
+        return Detections.build(boxes, out["detection_scores"][:n], ids,
+                                [self.names.get(int(c), str(int(c))) for c in ids],
+                                pasted_masks(masks, boxes, image.shape[0], image.shape[1],
+                                             self.mask_threshold))
 
 
 def predict_files(predictor, paths, out_dir, score_threshold=0.3, progress=None):
@@ -78,8 +112,8 @@ def predict_files(predictor, paths, out_dir, score_threshold=0.3, progress=None)
             failed.append((path, f"the model could not run on it ({type(e).__name__}: "
                                  f"{str(e).splitlines()[0][:300]})"))
             continue
-        results.add(to_coco_results(i + 1, det["boxes"], det["scores"], det["category_ids"],
-                                       det["masks"], file_name=path))
+        results.add(to_coco_results(i + 1, det.boxes, det.scores, det.classes, det.masks,
+                                    file_name=path))
         stem = os.path.splitext(os.path.basename(path))[0]
         name = stem if stem not in used else f"{stem}_{i + 1}"
         used.add(name)

@@ -55,3 +55,13 @@ def overlay_masks(image, masks, classes, alpha=0.45):
         m = np.asarray(mask, bool)
         out[m] = (1 - alpha) * out[m] + alpha * np.array(color_of(cls), np.float32)
     return out.round().astype(np.uint8)
+
+
+def draw(image, detections, score_threshold=0.3):
+    """The image with the masks (in class colours) and the boxes labelled "name score" of
+    the ``detections.Detections`` scoring at least ``score_threshold``; a PIL image."""
+    shown = detections.above(score_threshold)
+    if shown.masks is not None:
+        image = overlay_masks(image, shown.masks, shown.classes[:len(shown.masks)])
+    return draw_detections(image, shown.boxes, shown.classes, shown.scores, list(shown.names),
+                           score_threshold=score_threshold)

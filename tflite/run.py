@@ -18,11 +18,9 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import numpy as np  # noqa: E402
-
-from retinamask_tf.export.litert_runner import LiteRTDetector  # noqa: E402
+from retinamask_tf.export.litert_runner import LiteRTPredictor  # noqa: E402
 from retinamask_tf.image_io import READ_ERRORS, expand_images, read_rgb  # noqa: E402
-from retinamask_tf.visualize import draw_detections  # noqa: E402
+from retinamask_tf.visualize import draw  # noqa: E402
 
 
 def main(argv=None):
@@ -43,7 +41,7 @@ def main(argv=None):
         print(f"error: --image: {e}", file=sys.stderr)
         return 2
     try:
-        detector = LiteRTDetector(args.model, num_threads=args.threads)
+        predictor = LiteRTPredictor(args.model, num_threads=args.threads)
     except (OSError, ValueError, ImportError) as e:  # no such model, not a model, no runtime
         print(f"error: --model={args.model}: {e}", file=sys.stderr)
         return 2
@@ -57,24 +55,22 @@ def main(argv=None):
             failed.append(path)
             continue
         start = time.perf_counter()
-        det = detector.detect(image)
+        det = predictor(image)
         ms = (time.perf_counter() - start) * 1000
-        keep = det["scores"] >= args.score_threshold
-        print(f"{path}: {int(keep.sum())} detections >= {args.score_threshold} "
-              f"({len(det['scores'])} in all), {ms:.0f} ms")
-        for box, name, cls, score in zip(det["boxes"][keep], np.array(det["names"])[keep],
-                                         det["classes"][keep], det["scores"][keep]):
+        shown = det.above(args.score_threshold)
+        print(f"{path}: {len(shown)} detections >= {args.score_threshold} "
+              f"({len(det)} in all), {ms:.0f} ms")
+        for box, name, cls, score in zip(shown.boxes, shown.names, shown.classes, shown.scores):
             y0, x0, y1, x1 = box
             print(f"  {name:>16s} (id {int(cls)})  {score:.3f}  "
                   f"[ymin {y0:.1f}, xmin {x0:.1f}, ymax {y1:.1f}, xmax {x1:.1f}]")
-        results.append({"image": path, "boxes_yxyx": det["boxes"].round(2).tolist(),
-                        "scores": det["scores"].round(5).tolist(),
-                        "category_ids": det["classes"].tolist(), "names": det["names"]})
+        results.append({"image": path, "boxes_yxyx": det.boxes.round(2).tolist(),
+                        "scores": det.scores.round(5).tolist(),
+                        "classes": det.classes.tolist(), "names": list(det.names)})
         if args.output_dir:
             os.makedirs(args.output_dir, exist_ok=True)
             out = os.path.join(args.output_dir, os.path.splitext(os.path.basename(path))[0] + ".png")
-            draw_detections(image, det["boxes"], det["classes"], det["scores"], det["names"],
-                            args.score_threshold).save(out)
+            draw(image, det, args.score_threshold).save(out)
             print(f"  drawn: {out}")
     if args.output_dir:
         os.makedirs(args.output_dir, exist_ok=True)

@@ -10,6 +10,7 @@ import os
 
 import numpy as np
 
+from retinamask_tf.detections import Detections, rgb_uint8
 from retinamask_tf.ops import resize
 from retinamask_tf.run_dir import read_label_map
 from retinamask_tf.native_noise import drop_known_native_noise
@@ -27,14 +28,10 @@ def interpreter_class():
     return Interpreter
 
 
-def op_names(model_path):
-    """The set of operator names in a .tflite file (builtin names; custom ops by name)."""
-    interpreter = interpreter_class()(model_path=model_path)
-    return {op["op_name"] for op in interpreter._get_ops_details()}
-
-
-class LiteRTDetector:
-    """One exported .tflite model, ready to run on RGB images of any size.
+class LiteRTPredictor:
+    """One exported .tflite model, ready to run on RGB images of any size: calling it on a
+    uint8 RGB image returns ``detections.Detections`` (no masks: the TFLite files are
+    detection-only).
 
     Args:
       model_path: a ``model_<variant>.tflite`` written by ``export_tflite``.
@@ -51,6 +48,8 @@ class LiteRTDetector:
             self.info = json.load(f)
         self.names = dict(zip(*read_label_map(folder)))
         self.model_path = model_path
+        self.source = f"{model_path} (TFLite, LiteRT)"
+        self.has_masks = False
         with drop_known_native_noise():
             self.interpreter = interpreter_class()(model_path=model_path, num_threads=num_threads)
             self.runner = self.interpreter.get_signature_runner("serving_default")
@@ -59,18 +58,9 @@ class LiteRTDetector:
         self.image_size = tuple(self.info["image_size"])
 
     def preprocess(self, image):
-        """RGB-convertible [H, W(, C)] array -> (padded uint8 [S, S, 3], true shape [2],
-        scale [2]). Grayscale is repeated to RGB; an alpha channel is dropped."""
-        image = np.asarray(image)
-        if image.ndim == 2:
-            image = image[..., None]
-        if image.ndim != 3 or image.shape[2] not in (1, 3, 4):
-            raise ValueError(f"expected an image [H, W] or [H, W, 1|3|4], got {image.shape}")
-        if image.shape[2] == 1:
-            image = np.repeat(image, 3, axis=2)
-        image = image[..., :3]
-        if image.dtype != np.uint8:
-            raise ValueError(f"expected uint8 pixels, got {image.dtype}")
+        """uint8 RGB image (``detections.rgb_uint8``) -> (padded uint8 [S, S, 3], true shape
+        [2], scale [2])."""
+        image = rgb_uint8(image)
         return resize.letterbox(image, self.info["short_side"], self.info["long_side"],
                                 self.image_size, pad_value=self.info.get("pad_value"))
 
@@ -80,21 +70,16 @@ class LiteRTDetector:
                           true_image_shape=np.asarray(true_image_shape, np.float32)[None])
         return {k: v[0] for k, v in out.items()}
 
-    def detect(self, image):
-        """Detections of one image.
-
-        Args:
-          image: [H, W, 3] uint8 RGB (grayscale / RGBA are converted).
-        Returns:
-          dict: boxes [n, 4] yxyx pixels of ``image``, scores [n], classes [n] int (dataset
-          category ids), names (list of n class names).
-        """
-        height, width = np.asarray(image).shape[:2]
+    def __call__(self, image):
+        """Detections of one uint8 RGB image [H, W, 3] (grayscale / RGBA are converted), in
+        its own pixels."""
+        image = rgb_uint8(image)
+        height, width = image.shape[:2]
         padded, shape, scale = self.preprocess(image)
         out = self.run_letterboxed(padded, shape)
         n = int(out["num_detections"])
         boxes = out["detection_boxes"][:n] / np.tile(scale, 2)[None]
-        boxes = np.clip(boxes, 0, [height, width, height, width]).astype(np.float32)
-        classes = out["detection_classes"][:n].astype(np.int64)
-        return {"boxes": boxes, "scores": out["detection_scores"][:n].astype(np.float32),
-                "classes": classes, "names": [self.names.get(int(c), str(c)) for c in classes]}
+        boxes = np.clip(boxes, 0, [height, width, height, width])
+        classes = out["detection_classes"][:n]
+        return Detections.build(boxes, out["detection_scores"][:n], classes,
+                                [self.names.get(int(c), str(int(c))) for c in classes])

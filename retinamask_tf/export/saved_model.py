@@ -11,7 +11,8 @@ Outputs: detection_boxes [batch, D, 4] (ymin, xmin, ymax, xmax in pixels of the 
 image), detection_scores [batch, D], detection_classes [batch, D] int32 (the dataset's own
 category ids), num_detections [batch] int32; with ``include_masks`` also
 detection_masks [batch, num_masks, m, m] float32 probabilities in the frame of each of
-the first ``num_masks`` boxes. The label map is stored as the asset ``label_map.json``.
+the first ``num_masks`` boxes. The label map is stored as the asset ``label_map.json``, the
+run's ``model.mask_head.mask_threshold`` as the function ``mask_threshold()``.
 
 The default export is detection-only: the model is rebuilt without the mask head and
 only the detector's weights are restored, so the graph is RetinaNet's.
@@ -58,12 +59,13 @@ class ExportError(RunDirError):
 
 
 def restore_for_export(model_dir, include_masks=False, checkpoint=None, precision="float32",
-                       conv_algorithm=None):
-    """``run_dir.restore`` with its errors as ExportError. ``conv_algorithm``: replaces the
-    run's ``model.conv_algorithm`` (None: keep it)."""
-    overrides = () if conv_algorithm is None else (f"model.conv_algorithm={conv_algorithm}",)
+                       overrides=()):
+    """``run_dir.restore`` with its errors as ExportError. ``overrides``: ``key=value``
+    inference settings (``run_dir.INFERENCE_CHANGES``: post-processing, mask threshold,
+    ``model.conv_algorithm``, ...) the export is built with."""
     try:
-        return run_dir.restore(model_dir, include_masks, checkpoint, overrides, precision=precision)
+        return run_dir.restore(model_dir, include_masks, checkpoint, tuple(overrides),
+                               precision=precision)
     except RunDirError as e:
         raise ExportError(str(e)) from e
 
@@ -139,6 +141,10 @@ class ServingModule(tf.Module):
         self.long_side = int(config.data.long_side)
         self.pad_value = pixels.pad_pixel(config)
         self.class_ids = tf.constant(class_ids, tf.int32)
+        # Read back by ``retinamask_tf.load`` to paste detection_masks as the run does (a
+        # function, not a variable: a frozen export has none).
+        threshold = float(config.model.mask_head.mask_threshold)
+        self.mask_threshold = tf.function(lambda: tf.constant(threshold), input_signature=[])
         if label_map_path:
             self.label_map = tf.saved_model.Asset(label_map_path)
 
@@ -198,12 +204,12 @@ class ServingModule(tf.Module):
 
 
 def export_saved_model(model_dir, export_dir, include_masks=False, checkpoint=None,
-                       freeze=False, precision="float32", conv_algorithm=None):
+                       freeze=False, precision="float32", overrides=()):
     """Writes a SavedModel with the signatures above; returns ``export_dir``. ``freeze``:
     weights as graph constants instead of variables; ``precision``: ``float32`` or
-    ``bfloat16`` compute (see the module docstring); ``conv_algorithm``: replaces the
-    run's ``model.conv_algorithm`` (None: keep it)."""
-    run = restore_for_export(model_dir, include_masks, checkpoint, precision, conv_algorithm)
+    ``bfloat16`` compute (see the module docstring); ``overrides``: inference settings
+    (``restore_for_export``)."""
+    run = restore_for_export(model_dir, include_masks, checkpoint, precision, overrides)
     module = ServingModule(run.model, run.config, run.class_ids, include_masks,
                            os.path.join(model_dir, LABEL_MAP_FILE), freeze=freeze)
     signatures = {"serving_default": module.serve_images.get_concrete_function(),
@@ -224,7 +230,7 @@ def checkpoint_step(model_dir, checkpoint=None):
 
 
 def export_servable(model_dir, base_dir, version=None, include_masks=False, checkpoint=None,
-                    freeze=False, precision="float32", conv_algorithm=None):
+                    freeze=False, precision="float32", overrides=()):
     """``export_saved_model`` into TF Serving's layout: ``base_dir/<version>/`` (version:
     the checkpoint's step unless given), written beside it and moved into place, replacing
     an earlier export of the same version. Returns the version's folder."""
@@ -240,7 +246,7 @@ def export_servable(model_dir, base_dir, version=None, include_masks=False, chec
             shutil.rmtree(os.path.join(base_dir, name), ignore_errors=True)
     try:
         export_saved_model(model_dir, partial, include_masks, checkpoint, freeze, precision,
-                           conv_algorithm)
+                           overrides)
         shutil.rmtree(final, ignore_errors=True)
         os.replace(partial, final)
     finally:

@@ -8,7 +8,8 @@ import numpy as np
 from retinamask_tf import config as C
 from retinamask_tf import image_io
 from retinamask_tf.data import coco, pipeline
-from retinamask_tf.evaluation.litert_eval import evaluate_litert
+from retinamask_tf.detections import Detections
+from retinamask_tf.evaluation.predictor_eval import evaluate_predictor
 from retinamask_tf.ops import resize
 from retinamask_tf.export.tflite import calibration_images
 
@@ -31,10 +32,9 @@ class _Recorder:
     def __init__(self):
         self.images = []
 
-    def detect(self, image):
+    def __call__(self, image):
         self.images.append(image)
-        return {"boxes": np.zeros((0, 4), np.float32), "scores": np.zeros(0, np.float32),
-                "classes": np.zeros(0, np.int64)}
+        return Detections.build(np.zeros((0, 4)), [], [], [])
 
 
 def test_litert_evaluation_and_calibration_use_the_annotation_frame():
@@ -51,7 +51,7 @@ def test_litert_evaluation_and_calibration_use_the_annotation_frame():
                                   image_io.read_rgb(by_name["exif_rotated.jpg"].path))
 
     recorder = _Recorder()
-    evaluate_litert(recorder, ds, progress=False)
+    evaluate_predictor(recorder, ds, progress=False)
     for record, image in zip(ds.records, recorder.images):
         np.testing.assert_array_equal(image, expected[os.path.basename(record.path)])
 

@@ -39,7 +39,13 @@ def exported_winograd(trained_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("winograd")
     return tflite.export_tflite(trained_dir[0], str(out), ("float32", "float16", "int8"),
                                 num_calibration_images=8, progress=None,
-                                conv_algorithm="winograd")
+                                overrides=["model.conv_algorithm=winograd"])
+
+
+def _op_names(model_path):
+    """The set of operator names in a .tflite file (builtin names; custom ops by name)."""
+    interpreter = litert_runner.interpreter_class()(model_path=model_path)
+    return {op["op_name"] for op in interpreter._get_ops_details()}
 
 
 def _iou(a, b):
@@ -80,7 +86,7 @@ def _both(path, serving, image_path):
 
     The SavedModel is given the letterboxed image's unpadded part: it then resizes by
     exactly 1 (an identity), so both models see the same uint8 pixels and valid region."""
-    runner = litert_runner.LiteRTDetector(path, num_threads=2)
+    runner = litert_runner.LiteRTPredictor(path, num_threads=2)
     image = np.asarray(Image.open(image_path).convert("RGB"))
     padded, shape, _ = runner.preprocess(image)
     h, w = (int(v) for v in shape)
@@ -100,11 +106,11 @@ def test_builtin_ops_only_and_signature(exported):
     assert sorted(paths) == sorted(tflite.VARIANTS)
     size = trainer.config.image_size
     for variant, path in paths.items():
-        ops = litert_runner.op_names(path)
+        ops = _op_names(path)
         assert "NON_MAX_SUPPRESSION_V5" in ops and "CONV_2D" in ops, (variant, ops)
         bad = [op for op in ops if op.startswith(FORBIDDEN) or op.startswith("Flex")]
         assert not bad, f"{variant}: non-builtin ops {bad}"
-        runner = litert_runner.LiteRTDetector(path)
+        runner = litert_runner.LiteRTPredictor(path)
         inputs = runner.runner.get_input_details()
         assert inputs["images"]["shape"].tolist() == [1, *size, 3]
         assert inputs["images"]["dtype"] == np.uint8
@@ -219,12 +225,12 @@ def test_winograd_float32_file_small_variants_direct(exported, exported_winograd
     """With Winograd convs the float32 file computes them as batched matmuls (and is larger:
     it stores the transformed kernels); float16 and int8 are converted from the direct-conv
     graph (no batched matmul, the default export's sizes, int8 convs)."""
-    float_ops = litert_runner.op_names(exported_winograd["float32"])
+    float_ops = _op_names(exported_winograd["float32"])
     assert "BATCH_MATMUL" in float_ops, float_ops
     size = lambda p: os.path.getsize(p)  # noqa: E731
     assert size(exported_winograd["float32"]) > 1.5 * size(exported[0]["float32"])
     for variant in ("float16", "int8"):
-        assert "BATCH_MATMUL" not in litert_runner.op_names(exported_winograd[variant])
+        assert "BATCH_MATMUL" not in _op_names(exported_winograd[variant])
         assert abs(size(exported_winograd[variant]) - size(exported[0][variant])) < \
             0.02 * size(exported[0][variant]), variant
     ops, _ = _ops(exported_winograd["int8"])
@@ -299,20 +305,20 @@ def test_runner_cli_prints_and_draws(exported, coco128, tmp_path):
 
 def test_bad_input_and_errors(exported, trained_dir, tmp_path):
     paths, _, _ = exported
-    runner = litert_runner.LiteRTDetector(paths["float32"])
+    runner = litert_runner.LiteRTPredictor(paths["float32"])
     with pytest.raises(ValueError, match="RGB image"):
-        runner.detect(np.zeros((0, 4, 3), np.uint8))
+        runner(np.zeros((0, 4, 3), np.uint8))
     with pytest.raises(ValueError, match="uint8"):
-        runner.detect(np.zeros((4, 4, 3), np.float32))
-    assert len(runner.detect(np.zeros((30, 20), np.uint8))["scores"]) == 100
+        runner(np.zeros((4, 4, 3), np.float32))
+    assert len(runner(np.zeros((30, 20), np.uint8))) == 100
     for shape in ((1, 3000, 3), (3000, 1, 3)):  # extreme aspect ratios run too
-        det = runner.detect(np.full(shape, 100, np.uint8))
-        assert 0 < len(det["scores"]) <= 100  # candidates whose clipped box is empty are dropped
-        assert (det["boxes"][:, 2] <= shape[0]).all() and (det["boxes"][:, 3] <= shape[1]).all()
+        det = runner(np.full(shape, 100, np.uint8))
+        assert 0 < len(det) <= 100  # candidates whose clipped box is empty are dropped
+        assert (det.boxes[:, 2] <= shape[0]).all() and (det.boxes[:, 3] <= shape[1]).all()
     lone = tmp_path / "lone.tflite"
     lone.write_bytes(open(paths["float32"], "rb").read())
     with pytest.raises(FileNotFoundError, match="tflite_model.json"):
-        litert_runner.LiteRTDetector(str(lone))
+        litert_runner.LiteRTPredictor(str(lone))
     model_dir, _ = trained_dir
     with pytest.raises(saved_model.ExportError, match="unknown TFLite variant 'int4'"):
         tflite.export_tflite(model_dir, str(tmp_path / "t"), variants=["int4"], progress=None)

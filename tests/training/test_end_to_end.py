@@ -6,9 +6,9 @@ import pytest
 from retinamask_tf import config as C
 from retinamask_tf.data import synthetic
 from retinamask_tf.evaluation.coco_evaluator import evaluate
-from retinamask_tf.evaluation.litert_eval import evaluate_litert
+from retinamask_tf.evaluation.predictor_eval import evaluate_predictor
 from retinamask_tf.export import tflite
-from retinamask_tf.export.litert_runner import LiteRTDetector
+from retinamask_tf.export.litert_runner import LiteRTPredictor
 from retinamask_tf.training.trainer import Trainer
 
 
@@ -44,7 +44,7 @@ def test_train_then_evaluate_clears_the_bar(tmp_path):
     # weak model: measured |dAP50| 0.0025). int8: a bounded drop.
     paths = tflite.export_tflite(str(tmp_path / "run"), str(tmp_path / "tflite"),
                                  ["float32", "int8"], num_calibration_images=50, progress=None)
-    lite = {v: evaluate_litert(LiteRTDetector(p), trainer.val_data, progress=False)["bbox"]
+    lite = {v: evaluate_predictor(LiteRTPredictor(p), trainer.val_data, progress=False)["bbox"]
             for v, p in paths.items()}
     print("tflite", lite)
     assert abs(lite["float32"]["AP"] - report["bbox"]["AP"]) <= 0.005, lite

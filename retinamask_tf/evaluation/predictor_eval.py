@@ -1,5 +1,5 @@
-"""COCO bbox AP of an exported model (a TFLite model in LiteRT, or any detector with the
-same ``detect(image)``) on a split."""
+"""COCO bbox AP of any predictor (``retinamask_tf.load``: a run directory, a SavedModel or
+a TFLite file) on a split, one image at a time, as a deployment runs it."""
 
 from retinamask_tf.coco_results import to_coco_results
 from retinamask_tf.evaluation.coco_evaluator import coco_metrics
@@ -7,10 +7,9 @@ from retinamask_tf.image_io import read_rgb
 from retinamask_tf.progress import Progress
 
 
-def evaluate_litert(detector, dataset, max_images=None, progress=True):
-    """Runs a ``LiteRTDetector`` (or anything whose ``detect(image [H, W, 3] uint8)`` returns
-    boxes [n, 4] yxyx original pixels, scores [n], classes [n] category ids) over a
-    CocoDataset's images, one at a time, and scores them.
+def evaluate_predictor(predictor, dataset, max_images=None, progress=True):
+    """Runs ``predictor`` (image [H, W, 3] uint8 -> ``Detections``) over a CocoDataset's
+    images, one at a time, and scores its boxes.
 
     Returns:
       dict: ``bbox`` metrics (AP, AP50, ...), ``per_class``, ``num_images``,
@@ -21,9 +20,8 @@ def evaluate_litert(detector, dataset, max_images=None, progress=True):
     bar = Progress(len(records), unit="image") if progress else None
     for i, record in enumerate(records):
         image = read_rgb(record.path, record.orientation)  # the annotations' frame
-        det = detector.detect(image)
-        results.extend(to_coco_results(record.image_id, det["boxes"], det["scores"],
-                                       det["classes"]))
+        det = predictor(image)
+        results.extend(to_coco_results(record.image_id, det.boxes, det.scores, det.classes))
         if bar:
             bar.update(i + 1)
     metrics, per_class, _ = coco_metrics(dataset.json_path, results,

@@ -64,10 +64,7 @@ class TFLiteDetector(tf.Module):
         with tf.name_scope(POSTPROCESS_SCOPE):
             det = postprocess.generate_detections_single(
                 outputs["cls_logits"], outputs["box_deltas"], tf.constant(self.model.anchors),
-                self.model.level_counts, true_image_shape, score_threshold=g.score_threshold,
-                pre_nms_top_k=g.pre_nms_top_k, nms_iou_threshold=g.nms_iou_threshold,
-                max_detections=g.max_detections, coder_weights=g.coder_weights,
-                scale_clip=g.scale_clip)
+                self.model.level_counts, true_image_shape, g.settings, g.coder)
             classes = tf.gather(self.class_ids, det["classes"])
         return {"detection_boxes": det["boxes"], "detection_scores": det["scores"],
                 "detection_classes": classes, "num_detections": det["num_detections"]}
@@ -176,13 +173,13 @@ def _convert_int8(converter, representative_dataset, float_model=None):
 
 
 def export_tflite(model_dir, output_dir, variants=VARIANTS, num_calibration_images=100,
-                  checkpoint=None, progress=print, train_data=None, conv_algorithm=None):
+                  checkpoint=None, progress=print, train_data=None, overrides=()):
     """Converts a training directory's latest checkpoint to each TFLite variant.
 
     ``train_data``: the run's training split, if the caller has it loaded (int8
-    calibration reads it; otherwise it is loaded from the config). ``conv_algorithm``:
-    replaces the run's ``model.conv_algorithm`` for the float32 variant (None: keep it;
-    the ``SMALL_VARIANTS`` always convert direct convs). Writes
+    calibration reads it; otherwise it is loaded from the config). ``overrides``: inference
+    settings (``saved_model.restore_for_export``; a ``model.conv_algorithm`` applies to the
+    float32 variant: the ``SMALL_VARIANTS`` always convert direct convs). Writes
     ``output_dir/model_<variant>.tflite``, ``label_map.json`` and ``tflite_model.json``
     (input size, letterbox settings, variants and file sizes: what the runner needs).
     Returns {variant: path}.
@@ -191,7 +188,7 @@ def export_tflite(model_dir, output_dir, variants=VARIANTS, num_calibration_imag
     for v in variants:
         if v not in VARIANTS:
             raise ExportError(f"unknown TFLite variant {v!r}; choose from {', '.join(VARIANTS)}")
-    run = restore_for_export(model_dir, False, checkpoint, conv_algorithm=conv_algorithm)
+    run = restore_for_export(model_dir, False, checkpoint, overrides=overrides)
     model, config, class_ids, class_names = run.model, run.config, run.class_ids, run.class_names
     detector = TFLiteDetector(model, class_ids)
     # The variants that exist to be small (float16, dynamic_int8, int8) are converted from
@@ -201,7 +198,8 @@ def export_tflite(model_dir, output_dir, variants=VARIANTS, num_calibration_imag
     small_detector = detector
     if set(variants) & set(SMALL_VARIANTS) and config.model.conv_algorithm != "direct":
         small_detector = TFLiteDetector(
-            restore_for_export(model_dir, False, checkpoint, conv_algorithm="direct").model,
+            restore_for_export(model_dir, False, checkpoint,
+                               overrides=tuple(overrides) + ("model.conv_algorithm=direct",)).model,
             class_ids)
     representative = None
     if "int8" in variants:

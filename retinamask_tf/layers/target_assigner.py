@@ -19,8 +19,8 @@ class TargetAssigner:
       use_crowd: anchors inside crowd regions are ignored (``data.crowd: ignore``).
     """
 
-    def __init__(self, positive_threshold=0.5, negative_threshold=0.4, best_match_threshold=0.0,
-                 coder_weights=(10.0, 10.0, 5.0, 5.0), use_crowd=False):
+    def __init__(self, positive_threshold, negative_threshold, best_match_threshold,
+                 coder_weights, use_crowd=False):
         self.positive_threshold = float(positive_threshold)
         self.negative_threshold = float(negative_threshold)
         self.best_match_threshold = (None if best_match_threshold is None

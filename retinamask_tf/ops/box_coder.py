@@ -3,19 +3,15 @@
 Deltas are ``(dy, dx, dh, dw)`` in the same order as yxyx boxes:
   dy = wy * (y_c - y_a) / h_a,  dx = wx * (x_c - x_a) / w_a,
   dh = wh * log(h / h_a),       dw = ww * log(w / w_a).
-Weights default to (10, 10, 5, 5) as in the released RetinaMask code.
+The weights and the clip come from ``config.BoxCoderConfig`` (the released code's
+(10, 10, 5, 5) and log(1000 / 16) by default).
 """
-
-import math
 
 import tensorflow as tf
 
 from retinamask_tf.ops import box_ops
 
-DEFAULT_SCALE_CLIP = math.log(1000.0 / 16.0)
-
-
-def encode(boxes, anchors, weights=(10.0, 10.0, 5.0, 5.0)):
+def encode(boxes, anchors, weights):
     """Regression targets of ``boxes`` relative to ``anchors``.
 
     Args:
@@ -38,7 +34,7 @@ def encode(boxes, anchors, weights=(10.0, 10.0, 5.0, 5.0)):
     return tf.stack([dy, dx, dh, dw], axis=-1)
 
 
-def decode(deltas, anchors, weights=(10.0, 10.0, 5.0, 5.0), scale_clip=DEFAULT_SCALE_CLIP):
+def decode(deltas, anchors, weights, scale_clip):
     """Inverse of ``encode``; dh/dw (after dividing by their weights) clipped at ``scale_clip``.
 
     Args:

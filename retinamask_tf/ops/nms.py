@@ -3,8 +3,8 @@
 import tensorflow as tf
 
 
-def per_class_nms(boxes, scores, classes, num_classes, max_detections=100, iou_threshold=0.4,
-                  score_threshold=0.05):
+def per_class_nms(boxes, scores, classes, num_classes, max_detections, iou_threshold,
+                  score_threshold):
     """Greedy NMS run separately for each class, then the best ``max_detections`` overall.
 
     Args:
@@ -35,8 +35,8 @@ def per_class_nms(boxes, scores, classes, num_classes, max_detections=100, iou_t
     }
 
 
-def class_offset_nms(boxes, scores, classes, max_detections=100, iou_threshold=0.4,
-                     score_threshold=0.05):
+def class_offset_nms(boxes, scores, classes, max_detections, iou_threshold,
+                     score_threshold):
     """Per-class NMS of one image as a single greedy NMS (TFLite builtin ops only).
 
     Each class's boxes are shifted by ``class * (extent + 1)`` along both axes, so boxes of
@@ -86,8 +86,8 @@ def _suppression_iou(a, b):
     return tf.where((area_a > 0) & (area_b > 0), iou, 0.0)
 
 
-def padded_per_class_nms(boxes, scores, classes, max_detections=100, iou_threshold=0.4,
-                         score_threshold=0.05, block_size=256):
+def padded_per_class_nms(boxes, scores, classes, max_detections, iou_threshold,
+                         score_threshold, block_size=256):
     """``per_class_nms`` in static shapes and XLA-compilable ops (``jit_compile``).
 
     The same greedy per-class NMS, computed in blocks of ``block_size`` candidates taken in

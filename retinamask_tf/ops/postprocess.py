@@ -49,14 +49,14 @@ def select_top_candidates(cls_logits, box_deltas, anchors, level_counts, pre_nms
             tf.concat(out_deltas, 1), tf.concat(out_anchors, 1))
 
 
-def _decoded_candidates(cls_logits, box_deltas, anchors, level_counts, image_shape,
-                        pre_nms_top_k, coder_weights, scale_clip, keep_empty_boxes=False):
+def _decoded_candidates(cls_logits, box_deltas, anchors, level_counts, image_shape, settings,
+                        coder, keep_empty_boxes):
     """Top candidates, decoded and clipped: (boxes [B, C, 4], scores [B, C], classes [B, C]).
     Candidates whose clipped box is empty get score -1, below any score threshold (unless
     ``keep_empty_boxes``)."""
     scores, classes, deltas, cand_anchors = select_top_candidates(
-        cls_logits, box_deltas, anchors, level_counts, pre_nms_top_k)
-    boxes = box_coder.decode(deltas, cand_anchors, coder_weights, scale_clip)
+        cls_logits, box_deltas, anchors, level_counts, settings.pre_nms_top_k)
+    boxes = box_coder.decode(deltas, cand_anchors, coder.weights, coder.scale_clip)
     image_shape = tf.cast(image_shape, tf.float32)
     boxes = box_ops.clip_boxes(boxes, image_shape[:, None, 0], image_shape[:, None, 1])
     if keep_empty_boxes:
@@ -65,49 +65,48 @@ def _decoded_candidates(cls_logits, box_deltas, anchors, level_counts, image_sha
     return boxes, tf.where(non_empty, scores, -1.0), classes
 
 
-def generate_detections(cls_logits, box_deltas, anchors, level_counts, image_shape,
-                        score_threshold=0.05, pre_nms_top_k=1000, nms_iou_threshold=0.4,
-                        max_detections=100, coder_weights=(10.0, 10.0, 5.0, 5.0),
-                        scale_clip=box_coder.DEFAULT_SCALE_CLIP, padded_nms=False,
-                        keep_empty_boxes=False):
+def generate_detections(cls_logits, box_deltas, anchors, level_counts, image_shape, settings,
+                        coder, max_detections=None, padded_nms=False):
     """Raw head outputs -> final detections in the model-input frame.
 
     Args:
       cls_logits: [B, N, K]; box_deltas: [B, N, 4]; anchors: [N, 4] yxyx.
       image_shape: [B, 2] float32 (height, width) of the valid (unpadded) image
         in the model input; boxes are clipped to it.
+      settings: the post-processing settings, whole (``config.PostprocessConfig``:
+        score_threshold, pre_nms_top_k, nms_iou_threshold, max_detections,
+        keep_empty_boxes: keep candidates whose clipped box has no area, as torchvision).
+      coder: the box coder's settings (``config.BoxCoderConfig``: weights, scale_clip).
+      max_detections: replaces ``settings.max_detections`` (the mask branch's training RoIs).
       padded_nms: use ``nms.padded_per_class_nms`` (XLA-compilable, same result) instead
         of ``combined_non_max_suppression`` (no XLA kernel; faster outside XLA on CPU).
-      keep_empty_boxes: keep candidates whose clipped box has no area (torchvision does).
     Returns:
       dict: boxes [B, D, 4] yxyx model-input pixels, scores [B, D],
       classes [B, D] int32 (contiguous index), num_detections [B] int32.
     """
     num_classes = int(cls_logits.shape[-1])
+    max_detections = int(settings.max_detections if max_detections is None else max_detections)
     boxes, scores, classes = _decoded_candidates(cls_logits, box_deltas, anchors, level_counts,
-                                                 image_shape, pre_nms_top_k, coder_weights,
-                                                 scale_clip, keep_empty_boxes)
+                                                 image_shape, settings, coder,
+                                                 settings.keep_empty_boxes)
     if padded_nms:
         return nms.padded_per_class_nms(boxes, scores, classes, max_detections,
-                                        nms_iou_threshold, score_threshold)
+                                        settings.nms_iou_threshold, settings.score_threshold)
     return nms.per_class_nms(boxes, scores, classes, num_classes, max_detections,
-                             nms_iou_threshold, score_threshold)
+                             settings.nms_iou_threshold, settings.score_threshold)
 
 
 def generate_detections_single(cls_logits, box_deltas, anchors, level_counts, image_shape,
-                               score_threshold=0.05, pre_nms_top_k=1000,
-                               nms_iou_threshold=0.4, max_detections=100,
-                               coder_weights=(10.0, 10.0, 5.0, 5.0),
-                               scale_clip=box_coder.DEFAULT_SCALE_CLIP):
+                               settings, coder):
     """``generate_detections`` for a batch of one, in TFLite builtin ops only.
 
     Same arguments with B = 1 and the same result (``nms.class_offset_nms`` instead of
-    ``combined_non_max_suppression``); returns boxes [1, D, 4], scores [1, D],
-    classes [1, D] int32, num_detections [1] int32.
+    ``combined_non_max_suppression``; candidates whose clipped box is empty are always
+    dropped, whatever ``settings.keep_empty_boxes`` says); returns boxes [1, D, 4],
+    scores [1, D], classes [1, D] int32, num_detections [1] int32.
     """
     boxes, scores, classes = _decoded_candidates(cls_logits, box_deltas, anchors, level_counts,
-                                                 image_shape, pre_nms_top_k, coder_weights,
-                                                 scale_clip)
-    det = nms.class_offset_nms(boxes[0], scores[0], classes[0], max_detections,
-                               nms_iou_threshold, score_threshold)
+                                                 image_shape, settings, coder, False)
+    det = nms.class_offset_nms(boxes[0], scores[0], classes[0], settings.max_detections,
+                               settings.nms_iou_threshold, settings.score_threshold)
     return {k: v[None] for k, v in det.items()}

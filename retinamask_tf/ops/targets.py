@@ -9,9 +9,8 @@ from retinamask_tf.ops import box_coder, box_ops, matcher
 CROWD_IOA_THRESHOLD = 0.5
 
 
-def anchor_targets(anchors, gt_boxes, gt_classes, gt_valid, gt_crowd=None,
-                   positive_threshold=0.5, negative_threshold=0.4, best_match_threshold=0.0,
-                   coder_weights=(10.0, 10.0, 5.0, 5.0)):
+def anchor_targets(anchors, gt_boxes, gt_classes, gt_valid, gt_crowd, positive_threshold,
+                   negative_threshold, best_match_threshold, coder_weights):
     """Matches the anchors to each image's ground truth and encodes the targets.
 
     Args:

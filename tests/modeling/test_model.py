@@ -27,7 +27,7 @@ SMALL = ["data.short_side=128", "data.long_side=128", "model.backbone.depth=18",
 
 @pytest.mark.parametrize("layer", [
     FPN(32, "c5", True, 3, 6), RetinaNetHead(7, 6, 2, 16, True, 0.02, 3, 6),
-    DetectionGenerator(0.1, 50, 0.5, 20, (1, 1, 2, 2), 3.0), ImageNormalization("caffe"),
+    DetectionGenerator(C.PostprocessConfig(0.1, 50, 0.5, 20), C.BoxCoderConfig((1, 1, 2, 2), 3.0)), ImageNormalization("caffe"),
     SelfAdjustingSmoothL1(0.2, 0.8, 1e-2), MaskHead(5, 3, 24, True),
     RoIAligner(7, 3, True, 2, 4, 3, 112.0)])
 def test_get_config_carries_every_constructor_argument(layer):

@@ -3,7 +3,10 @@
 import numpy as np
 import pytest
 
+from retinamask_tf.config import BoxCoderConfig, PostprocessConfig
 from retinamask_tf.ops import postprocess
+
+CODER = BoxCoderConfig()
 
 
 def test_single_image_postprocess_equals_batched():
@@ -16,10 +19,11 @@ def test_single_image_postprocess_equals_batched():
     for trial in range(4):
         logits = rng.normal(-2, 2, (1, n, k)).astype(np.float32)
         deltas = rng.normal(0, 0.3, (1, n, 4)).astype(np.float32)
-        kwargs = dict(pre_nms_top_k=200, max_detections=50, nms_iou_threshold=0.5,
-                      score_threshold=0.05 if trial % 2 else 0.3)
-        a = postprocess.generate_detections(logits, deltas, anchors, counts, shape, **kwargs)
-        b = postprocess.generate_detections_single(logits, deltas, anchors, counts, shape, **kwargs)
+        settings = PostprocessConfig(pre_nms_top_k=200, max_detections=50, nms_iou_threshold=0.5,
+                                     score_threshold=0.05 if trial % 2 else 0.3)
+        a = postprocess.generate_detections(logits, deltas, anchors, counts, shape, settings, CODER)
+        b = postprocess.generate_detections_single(logits, deltas, anchors, counts, shape,
+                                                   settings, CODER)
         assert int(a["num_detections"][0]) == int(b["num_detections"][0]) > 0
         for key in ("boxes", "scores", "classes"):
             np.testing.assert_array_equal(a[key].numpy(), b[key].numpy())
@@ -46,10 +50,11 @@ def test_empty_boxes_are_dropped_in_both_paths():
     """A candidate whose clipped box is empty is never a detection (module docstring); the
     batched and the TFLite-op paths agree, with a score threshold of 0."""
     logits, deltas, anchors, counts, shape = _outside_candidates()
-    kwargs = dict(pre_nms_top_k=1000, max_detections=100, nms_iou_threshold=0.5,
-                  score_threshold=0.0)
-    a = postprocess.generate_detections(logits, deltas, anchors, counts, shape, **kwargs)
-    b = postprocess.generate_detections_single(logits, deltas, anchors, counts, shape, **kwargs)
+    settings = PostprocessConfig(pre_nms_top_k=1000, max_detections=100, nms_iou_threshold=0.5,
+                                 score_threshold=0.0)
+    a = postprocess.generate_detections(logits, deltas, anchors, counts, shape, settings, CODER)
+    b = postprocess.generate_detections_single(logits, deltas, anchors, counts, shape, settings,
+                                               CODER)
     num = int(a["num_detections"][0])
     assert num == int(b["num_detections"][0])
     boxes = a["boxes"].numpy()[0, :num]
@@ -74,7 +79,7 @@ def test_tflite_nms_returns_no_duplicates_with_empty_boxes(tmp_path):
     def detect(cls_logits, box_deltas):
         return postprocess.generate_detections_single(
             cls_logits, box_deltas, tf.constant(anchors), counts, tf.constant(shape),
-            score_threshold=0.0, pre_nms_top_k=1000, nms_iou_threshold=0.5, max_detections=100)
+            PostprocessConfig(score_threshold=0.0, nms_iou_threshold=0.5), CODER)
 
     converter = tf.lite.TFLiteConverter.from_concrete_functions(
         [detect.get_concrete_function()], detect)

@@ -6,7 +6,7 @@
   python main.py --mode=export --model_dir=runs/demo [--export_dir=DIR] [--include_masks] \
       [--export_version=N] [--tflite_variants=float32,float16,dynamic_int8,int8]
   python main.py --mode=predict --model_dir=runs/demo --images='photos/*.jpg' [--output_dir=DIR]
-  python main.py --mode=predict --saved_model=runs/demo/export/saved_model --images=a.jpg,b.png
+  python main.py --mode=predict --model=runs/demo/export/saved_model --images=a.jpg,b.png
   python main.py --mode=plots --model_dir=runs/demo      # beta (Figure 3) and loss curves
   python main.py --mode=inspect_data --config=configs/fruits_nuts.yaml --model_dir=runs/fruits
   python main.py --mode=make_tfrecords --config=configs/fruits_nuts.yaml --model_dir=runs/fruits
@@ -29,10 +29,15 @@ flags.DEFINE_enum("mode", "train_and_eval",
                   ["train", "eval", "train_and_eval", "export", "predict", "plots",
                    "inspect_data", "make_tfrecords", "import_weights"],
                   "What to run.")
-flags.DEFINE_multi_string("config", [], "YAML config file(s); later files win. --mode=train "
-                          "without one continues the run in --model_dir with its config.yaml.")
-flags.DEFINE_multi_string("override", [], "key=value overrides, e.g. train.steps=100.")
-flags.DEFINE_string("model_dir", None, "Folder for the config, checkpoints, logs and metrics.")
+flags.DEFINE_multi_string("config", [], "YAML config file(s); later files win. Read by train, "
+                          "train_and_eval, inspect_data, make_tfrecords and import_weights; "
+                          "without one they use the config.yaml of the run in --model_dir. "
+                          "The other modes read the run's config.yaml only.")
+flags.DEFINE_multi_string("override", [], "key=value overrides, e.g. train.steps=100. In eval, "
+                          "export and predict: the settings inference may change "
+                          "(postprocess.*, eval.*, data paths, mask threshold / count).")
+flags.DEFINE_string("model_dir", None, "The run directory: config.yaml, checkpoints, logs, "
+                    "metrics, exports.")
 flags.DEFINE_enum("backbone_weights", None, ["none", "imagenet"],
                   "Shortcut for model.backbone.weights (imagenet needs internet).")
 flags.DEFINE_string("export_dir", None, "Where exports go (default MODEL_DIR/export): "
@@ -57,11 +62,12 @@ flags.DEFINE_list("tflite_variants", ["float32", "float16", "dynamic_int8", "int
                   "TFLite variants written by --mode=export and after train_and_eval "
                   "(empty: no TFLite).")
 flags.DEFINE_list("images", [], "--mode=predict: image files, globs or directories.")
-flags.DEFINE_string("saved_model", None, "--mode=predict: an exported SavedModel (or its TF "
-                    "Serving base folder: the highest version) to run instead of --model_dir's "
-                    "latest checkpoint (masks only if exported with them).")
-flags.DEFINE_string("output_dir", None, "--mode=predict: where the drawings and results.json go "
-                    "(default: MODEL_DIR/predict, or SAVED_MODEL/../predict).")
+flags.DEFINE_string("model", None, "--mode=predict: an export to run instead of --model_dir's "
+                    "latest checkpoint: a SavedModel (or its TF Serving base folder: the "
+                    "highest version) or a .tflite file.")
+flags.DEFINE_string("output_dir", None, "predict, inspect_data, make_tfrecords: where the outputs "
+                    "go (default: under MODEL_DIR, or MODEL/../predict; beside MODEL_DIR when "
+                    "it holds a training run, which these modes only read).")
 flags.DEFINE_float("score_threshold", 0.3, "--mode=predict: detections drawn (results.json "
                    "has them all).")
 flags.DEFINE_integer("num_shards", 8, "--mode=make_tfrecords: TFRecord files per split.")
@@ -76,11 +82,29 @@ flags.DEFINE_string("weights", None, "--mode=import_weights: the PyTorch checkpo
 FLAGS = flags.FLAGS
 
 
+# Modes that build a config from --config files (or the run's config.yaml); the others
+# restore a run and read only its config.yaml.
+CONFIG_MODES = ("train", "train_and_eval", "inspect_data", "make_tfrecords", "import_weights")
+HELP_FLAGS = ("-h", "--help", "-help", "--helpshort", "-?")
+
+
+class UsageError(Exception):
+    """A flag is missing or does not fit the mode: printed as one line, exit status 2."""
+
+
 def main(argv):
-    del argv
+    if len(argv) > 1:
+        print(f"error: unexpected arguments {' '.join(argv[1:])!r} (flags are written "
+              "--name=value)", file=sys.stderr)
+        return 2
     for stream in (sys.stdout, sys.stderr):  # a file name that is not UTF-8 prints escaped
         if hasattr(stream, "reconfigure"):
             stream.reconfigure(errors="backslashreplace")
+    try:
+        _check_flags()  # before TensorFlow is imported: a wrong command fails at once
+    except UsageError as e:
+        print(f"error: {e} (python main.py --help lists the flags)", file=sys.stderr)
+        return 2
     from retinamask_tf.native_noise import import_tensorflow
     import_tensorflow()  # before anything else imports it: quiet start-up on CPU machines
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -91,16 +115,15 @@ def main(argv):
     from retinamask_tf.modeling.retinamask import NonFiniteLossError
     from retinamask_tf.run_dir import RunDirError
     from retinamask_tf.training.run_lock import RunLockedError
-    if FLAGS.mode == "predict" and FLAGS.saved_model:
-        pass  # runs an exported model; no training directory needed
-    elif not FLAGS.model_dir:
-        raise app.UsageError("--model_dir is required")
     overrides = list(FLAGS.override)
     if FLAGS.backbone_weights:
         overrides.append("model.backbone.weights="
                          + ("null" if FLAGS.backbone_weights == "none" else "imagenet"))
     try:
         return _dispatch(overrides)
+    except UsageError as e:
+        print(f"error: {e} (python main.py --help lists the flags)", file=sys.stderr)
+        return 2
     except (config_lib.ConfigError, DatasetError, RunDirError, RunLockedError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -112,11 +135,63 @@ def main(argv):
         return 3
 
 
+def _check_flags():
+    """The flags the mode needs are there, and none it would ignore: one line if not."""
+    mode = FLAGS.mode
+    if not FLAGS.model_dir and not (mode == "predict" and FLAGS.model):
+        needs = "--model_dir (or --model, an export)" if mode == "predict" else "--model_dir"
+        raise UsageError(f"--mode={mode} needs {needs}")
+    for path in FLAGS.config:
+        if not os.path.isfile(path):
+            raise UsageError(f"--config={path}: no such file")
+    if FLAGS.config and mode not in CONFIG_MODES:
+        raise UsageError(f"--config is not read by --mode={mode}: it uses the config.yaml of "
+                         f"the run in --model_dir (change inference settings with --override)")
+    if mode == "plots" and FLAGS.override:
+        raise UsageError("--mode=plots takes no --override: it draws the run's logs")
+    if mode == "predict" and not FLAGS.images:
+        raise UsageError("--mode=predict needs --images (files, globs or directories)")
+    if mode == "import_weights" and not (FLAGS.source and FLAGS.weights):
+        raise UsageError("--mode=import_weights needs --source and --weights")
+    if FLAGS.model and mode != "predict":
+        raise UsageError(f"--model is read by --mode=predict only; --mode={mode} uses "
+                         "--model_dir")
+
+
+def _configs(model_dir):
+    """The --config files, else the config.yaml of the run in ``model_dir``."""
+    from retinamask_tf import run_dir
+    if FLAGS.config:
+        return FLAGS.config
+    if model_dir and os.path.exists(run_dir.config_path(model_dir)):
+        return [run_dir.config_path(model_dir)]  # continue / fine-tune / inspect the run
+    if FLAGS.mode in ("inspect_data", "make_tfrecords"):
+        raise UsageError(f"--mode={FLAGS.mode} needs --config, or a --model_dir holding a "
+                         "run's config.yaml")
+    return []
+
+
+def _reader_output(model_dir, name):
+    """Where a mode that only reads the data writes: --output_dir, else MODEL_DIR/<name>
+    for a fresh folder, or beside a training run (``<run>-<name>``), never into it."""
+    from retinamask_tf import run_dir
+    if FLAGS.output_dir:
+        return FLAGS.output_dir
+    if os.path.exists(run_dir.config_path(model_dir)):
+        return os.path.normpath(model_dir) + f"-{name}"
+    return os.path.join(model_dir, name)
+
+
 def _export_args():
     return dict(export_dir=FLAGS.export_dir, include_masks=FLAGS.include_masks,
                 version=FLAGS.export_version, freeze=FLAGS.freeze_saved_model,
                 precision=FLAGS.saved_model_precision,
-                tflite_variants=FLAGS.tflite_variants, conv_algorithm=FLAGS.conv_algorithm)
+                tflite_variants=FLAGS.tflite_variants)
+
+
+def _export_overrides():
+    """--conv_algorithm: a shortcut for the exports' model.conv_algorithm override."""
+    return [f"model.conv_algorithm={FLAGS.conv_algorithm}"] if FLAGS.conv_algorithm else []
 
 
 def _dispatch(overrides):
@@ -125,34 +200,27 @@ def _dispatch(overrides):
     mode, model_dir = FLAGS.mode, FLAGS.model_dir
     if mode == "export":
         print("Exported:")
-        return export.run(model_dir, overrides=overrides, **_export_args())
+        return export.run(model_dir, overrides=overrides + _export_overrides(), **_export_args())
     if mode == "predict":
-        if not FLAGS.images:
-            raise app.UsageError("--mode=predict needs --images (files, globs or directories)")
-        return predict.run(FLAGS.images, model_dir, FLAGS.saved_model, FLAGS.output_dir,
-                           FLAGS.score_threshold)
+        return predict.run(FLAGS.images, model_dir, FLAGS.model, FLAGS.output_dir,
+                           FLAGS.score_threshold, overrides)
     if mode == "plots":
         return plots.run(model_dir)
     if mode == "make_tfrecords":
-        return make_tfrecords.run(config_lib.load_config(FLAGS.config, overrides), model_dir,
-                                  FLAGS.num_shards)
+        return make_tfrecords.run(config_lib.load_config(_configs(model_dir), overrides),
+                                  _reader_output(model_dir, "tfrecords"), FLAGS.num_shards)
     if mode == "import_weights":
         from retinamask_tf.cli import import_weights
-        if not FLAGS.source or not FLAGS.weights:
-            raise app.UsageError("--mode=import_weights needs --source and --weights")
         return import_weights.run(FLAGS.source, FLAGS.weights, model_dir, FLAGS.config, overrides)
     if mode == "inspect_data":
-        return inspect_data.run(config_lib.load_config(FLAGS.config, overrides), model_dir)
+        return inspect_data.run(config_lib.load_config(_configs(model_dir), overrides),
+                                _reader_output(model_dir, "inspect"))
     if mode == "eval":
         report = evaluate.run(model_dir, overrides)
         _print_run_outputs(model_dir, report, with_plots=False)
         return 0
-    from retinamask_tf import run_dir
     from retinamask_tf.cli import train
-    configs = FLAGS.config
-    if not configs and os.path.exists(run_dir.config_path(model_dir)):
-        configs = [run_dir.config_path(model_dir)]  # continue / fine-tune the run as it is
-    trainer = train.run(config_lib.load_config(configs, overrides), model_dir,
+    trainer = train.run(config_lib.load_config(_configs(model_dir), overrides), model_dir,
                         FLAGS.strategy, FLAGS.tpu)
     if not trainer.is_chief:  # multi-worker: the chief evaluates and exports
         return 0
@@ -160,7 +228,7 @@ def _dispatch(overrides):
     _print_run_outputs(model_dir, report, with_plots=True)
     if mode == "train_and_eval" and FLAGS.export:
         return export.run(model_dir, datasets=(trainer.train_data, trainer.val_data),
-                          **_export_args())
+                          overrides=_export_overrides(), **_export_args())
     return 0
 
 
@@ -178,4 +246,9 @@ def _print_run_outputs(model_dir, report, with_plots):
 
 
 if __name__ == "__main__":
+    if any(a in HELP_FLAGS or a.startswith("--helpfull") for a in sys.argv[1:]):
+        FLAGS(sys.argv[:1])  # parse nothing: the defaults, for the listing
+        print(__doc__)
+        print(FLAGS.main_module_help())
+        sys.exit(0)
     app.run(main)

@@ -5,7 +5,8 @@ dataset config and seed.
 
   python bench/ablation.py                                   # demo + fruits_nuts, seeds 0,1,2
   python bench/ablation.py --configs configs/demo.yaml --variants retinanet,retinamask \\
-      --seeds 0 --override train.steps=300
+      --seeds 0 --override train.steps=300 --override train.warmup_steps=30 \\
+      --override "train.lr_drop_steps=[225, 270]"
   python bench/ablation.py --out bench/results/ablation_short \\
       --configs configs/demo.yaml+configs/ablation/short_demo.yaml,\\
 configs/fruits_nuts.yaml+configs/ablation/short_fruits_nuts.yaml     # docs/results.md's table
@@ -36,7 +37,7 @@ def main(argv=None):
     p.add_argument("--variants", default=",".join(ablation.VARIANTS))
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--override", action="append", default=[],
-                   help="key=value for every run (e.g. train.steps=300)")
+                   help="key=value for every run (e.g. train.steps=300; the schedule must fit it)")
     p.add_argument("--out", default=os.path.join(REPO, "bench", "results", "ablation"))
     args = p.parse_args(argv)
     variants = [v for v in args.variants.split(",") if v]

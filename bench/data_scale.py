@@ -99,7 +99,8 @@ def _worker(args):
         f"data.val_json={coco128}/annotations.json", f"data.val_images={coco128}/images",
         "data.verify_images=header", f"data.image_check_cache={args.cache}",
         "data.max_instances=100", f"model.mask_head.enabled={str(args.masks).lower()}",
-        "train.batch_size=2", "train.steps=1", "train.checkpoint_every=1000",
+        "train.batch_size=2", "train.steps=1", "train.warmup_steps=0", "train.lr_drop_steps=[]",
+        "train.checkpoint_every=1000",
         "train.checkpoint_data_iterator=false"])
     t, rss_before = time.time(), _rss_mb()
     train, val = pipeline.load_splits(config.data, masks=args.masks)

@@ -34,6 +34,17 @@ RESUMABLE_CHANGES = ("train.steps", "train.checkpoint_every", "train.summary_eve
                      "data.image_check_cache", "data.num_parallel_calls", "data.tfds_data_dir",
                      "data.tfds_val_dir", "train.jit_compile")
 
+# Keys an inference mode (eval, export, predict, ``retinamask_tf.load``) may override on a
+# trained run: post-processing, evaluation, how many masks and at which threshold, how the
+# convolutions compute, and which data is read (val for evaluation, train for int8
+# calibration). Every other key shaped the trained weights or the training alone.
+INFERENCE_CHANGES = ("postprocess.", "eval.", "model.mask_head.num_masks",
+                     "model.mask_head.mask_threshold", "model.conv_algorithm", "data.kind",
+                     "data.train_json", "data.train_images", "data.val_json",
+                     "data.val_images", "data.verify_images", "data.image_check_cache",
+                     "data.num_parallel_calls", "data.tfds_", "data.train_tfrecord",
+                     "data.builtin.")
+
 
 class RunDirError(RuntimeError):
     """A run directory cannot be restored: no checkpoint, or one that does not fit its
@@ -77,11 +88,25 @@ def write_config(config, model_dir):
 
 
 def read_config(model_dir, overrides=()):
-    """The resolved config a training run wrote to ``model_dir`` (+ ``key=value`` overrides)."""
+    """The resolved config a training run wrote to ``model_dir`` (+ ``key=value`` overrides
+    of the keys inference may change, ``INFERENCE_CHANGES``; any other is a ConfigError
+    naming it)."""
     path = config_path(model_dir)
     if not os.path.exists(path):
         raise config_lib.ConfigError(f"{path} not found: is --model_dir a training directory?")
-    return config_lib.load_config([path], overrides)
+    base = config_lib.load_config([path])
+    config = config_lib.load_config([path], overrides)
+    old, new = (_flatten(config_lib.to_dict(c)) for c in (base, config))
+    fixed = [k for k in new if old.get(k) != new[k]
+             and not any(k.startswith(p) for p in INFERENCE_CHANGES)]
+    if fixed:
+        raise config_lib.ConfigError(
+            "--override " + ", ".join(f"'{k}' ({old.get(k)!r} -> {new[k]!r})" for k in fixed)
+            + f": the run in {model_dir} was trained with the first value and this key cannot "
+            "change without training again (train into a new --model_dir, starting from this "
+            "run's weights if you like); inference modes change only "
+            + ", ".join(p + ("*" if p.endswith((".", "_")) else "") for p in INFERENCE_CHANGES))
+    return config
 
 
 def write_label_map(folder, class_ids, class_names):
@@ -131,6 +156,22 @@ def checkpoint_step(checkpoint):
     if not match:
         raise RunDirError(f"cannot read a step from the checkpoint name {checkpoint}")
     return int(match.group(1))
+
+
+def _stored_num_classes(message, num_anchors, num_classes):
+    """The class count of a checkpoint whose class head did not fit the model: read from
+    the restore error's "incompatible tensor with shape (..., A*K') ... variable with shape
+    (..., A*K)" (the class head is the one variable whose last dimension is
+    ``num_anchors * num_classes``); None when the error is about something else."""
+    pattern = (r"incompatible tensor with shape \(([\d, ]*)\) when attempting to restore "
+               r"variable with shape \(([\d, ]*)\)")
+    for stored, wanted in re.findall(pattern, message):
+        stored = [int(v) for v in stored.replace(" ", "").split(",") if v]
+        wanted = [int(v) for v in wanted.replace(" ", "").split(",") if v]
+        if (stored and wanted and len(stored) == len(wanted) and stored[:-1] == wanted[:-1]
+                and wanted[-1] == num_anchors * num_classes and stored[-1] % num_anchors == 0):
+            return stored[-1] // num_anchors
+    return None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -194,6 +235,12 @@ def restore(model_dir, include_masks: Optional[bool] = None, checkpoint: Optiona
         status.expect_partial()  # optimizer slots, data iterator, (the mask head)
         status.assert_existing_objects_matched()
     except (AssertionError, ValueError, tf.errors.OpError) as e:
+        stored = _stored_num_classes(str(e), config.anchors.num_anchors,
+                                     config.model.num_classes)
+        if stored is not None:
+            raise RunDirError(f"checkpoint {checkpoint} has {stored} classes but "
+                              f"{config_path(model_dir)} has model.num_classes="
+                              f"{config.model.num_classes}") from e
         raise RunDirError(f"checkpoint {checkpoint} does not match {config_path(model_dir)}: "
                           f"{str(e).splitlines()[0][:500]}") from e
     return RestoredRun(model, config, list(class_ids), list(class_names), checkpoint,

@@ -24,7 +24,8 @@ def test_frozen():
 
 def test_yaml_and_overrides(tmp_path):
     a = tmp_path / "a.yaml"
-    a.write_text("train:\n  steps: 10\n  lr_drop_steps: [4, 8]\nmodel:\n  backbone: {depth: 18}\n")
+    a.write_text("train:\n  steps: 10\n  warmup_steps: 2\n  lr_drop_steps: [4, 8]\nmodel:\n"
+                 "  backbone: {depth: 18}\n")
     b = tmp_path / "b.yaml"
     b.write_text("train:\n  steps: 20\n")
     c = C.load_config([str(a), str(b)], ["model.head.num_convs=2", "matcher.best_match_threshold=null"])
@@ -61,8 +62,8 @@ def test_off_is_a_string_and_booleans_are_true_false(tmp_path):
 
 
 def test_integral_numbers_for_integer_keys():
-    assert C.load_config([], ["train.steps=1e3"]).train.steps == 1000
-    assert C.load_config([], ["train.steps=1_000"]).train.steps == 1000
+    assert C.load_config([], ["train.steps=1e5"]).train.steps == 100000
+    assert C.load_config([], ["train.steps=100_000"]).train.steps == 100000
     with pytest.raises(C.ConfigError, match=r"train\.steps.*integer"):
         C.load_config([], ["train.steps=1.5"])
     # Strings that merely look like exponents stay strings.
@@ -116,8 +117,33 @@ def test_bad_files(tmp_path):
         pipeline.load_val(config.data, [])
 
 
+def test_a_schedule_that_cannot_happen_is_refused_with_the_numbers(tmp_path):
+    """Warm-up or rate drops at or past train.steps are refused, naming the key, the values
+    and drops scaled to the run; a later file that fixes an earlier one's schedule is
+    not blamed on the earlier one."""
+    with pytest.raises(C.ConfigError, match=re.escape(
+            "'train.lr_drop_steps': [90000, 120000] has drops at [90000, 120000], not below "
+            "train.steps=20000") + ".*train.lr_drop_steps=\\[13333, 17778\\]"):
+        C.load_config(["configs/coco_r50_fpn.yaml"], ["train.steps=20000"])
+    with pytest.raises(C.ConfigError, match=r"'train.lr_drop_steps'.*drops at \[80\]"):
+        C.load_config([], ["train.steps=80", "train.warmup_steps=10", "train.lr_drop_steps=[40, 80]"])
+    with pytest.raises(C.ConfigError, match=r"'train.warmup_steps': 500 is not below train.steps=100"):
+        C.load_config([], ["train.steps=100", "train.lr_drop_steps=[]"])
+    ok = C.load_config(["configs/coco_r50_fpn.yaml"], [
+        "train.steps=20000", "train.lr_drop_steps=[13333, 17778]"])
+    assert ok.train.lr_drop_steps == (13333, 17778)
+    short = tmp_path / "short.yaml"
+    short.write_text("train:\n  steps: 100\n")
+    fixed = tmp_path / "fixed.yaml"
+    fixed.write_text("train:\n  warmup_steps: 10\n  lr_drop_steps: [50]\n")
+    assert C.load_config([str(short), str(fixed)]).train.warmup_steps == 10
+    with pytest.raises(C.ConfigError, match=f"^{re.escape(str(short))}: config key 'train.warmup_steps'"):
+        C.load_config([str(short)])
+
+
 def test_replace_with_dotted_keys():
-    c = C.replace(C.ExperimentConfig(), **{"model.num_classes": 3, "train.steps": 5})
+    c = C.replace(C.ExperimentConfig(), **{"model.num_classes": 3, "train.steps": 5,
+                                           "train.warmup_steps": 0, "train.lr_drop_steps": ()})
     assert c.model.num_classes == 3 and c.train.steps == 5
     assert C.ExperimentConfig().model.num_classes is None
 

@@ -6,33 +6,38 @@ import sys
 
 from retinamask_tf import run_dir
 from retinamask_tf.data import pipeline
-from retinamask_tf.export.litert_runner import LiteRTDetector
+from retinamask_tf.export.litert_runner import LiteRTPredictor
 from retinamask_tf.export.saved_model import export_servable
 from retinamask_tf.export.tflite import export_tflite
 from retinamask_tf.image_io import read_rgb
-from retinamask_tf.visualize import draw_detections
+from retinamask_tf.visualize import draw
 
 
 def run(model_dir, export_dir=None, include_masks=False, version=None, freeze=False,
         precision="float32", tflite_variants=("float32", "float16", "dynamic_int8", "int8"),
-        datasets=None, overrides=(), conv_algorithm=None):
+        datasets=None, overrides=()):
     """Exports the run's latest checkpoint; prints where everything went. ``datasets``: the
     run's (train, val) splits if already loaded (int8 calibration and the drawings read
     them), else those of its config (+ ``overrides``, e.g. data paths for an imported
     model): int8 calibrates on the training images (the val ones without), and is skipped
-    with a note when the config names neither. ``conv_algorithm``: replaces the run's
-    ``model.conv_algorithm`` (None: keep it). Returns 0, or 2 after printing why the run
-    cannot be exported."""
+    with a note when the config names neither. ``overrides`` also set the exports'
+    inference settings (``run_dir.INFERENCE_CHANGES``: post-processing, mask threshold and
+    count, ``model.conv_algorithm``). ``include_masks``: also ``saved_model_masks/``, the
+    same detector with the mask branch. Returns 0, or 2 after printing why the run cannot
+    be exported."""
     root = export_dir or os.path.join(model_dir, "export")
-    base = os.path.join(root, "saved_model" + ("_masks" if include_masks else ""))
     try:
-        version_dir = export_servable(model_dir, base, version, include_masks, freeze=freeze,
-                                      precision=precision, conv_algorithm=conv_algorithm)
-        kind = "bfloat16 compute; " if precision == "bfloat16" else ""
-        print(f"  SavedModel   {version_dir} ({kind}signatures serving_default, "
-              f"serve_image_bytes; inspect: saved_model_cli show --dir {version_dir} --all)\n"
-              f"  TF Serving   --model_base_path={os.path.abspath(base)} (serves its highest "
-              "version)", flush=True)
+        for masks in (False, True) if include_masks else (False,):
+            base = os.path.join(root, "saved_model" + ("_masks" if masks else ""))
+            version_dir = export_servable(model_dir, base, version, masks, freeze=freeze,
+                                          precision=precision, overrides=overrides)
+            kind = "bfloat16 compute; " if precision == "bfloat16" else ""
+            outputs = "; detection_masks too" if masks else ""
+            print(f"  SavedModel   {version_dir} ({kind}signatures serving_default, "
+                  f"serve_image_bytes{outputs}; inspect: saved_model_cli show --dir "
+                  f"{version_dir} --all)\n"
+                  f"  TF Serving   --model_base_path={os.path.abspath(base)} (serves its "
+                  "highest version)", flush=True)
         if tflite_variants:
             train, val = datasets or _splits(model_dir, run_dir.read_config(model_dir, overrides).data)
             variants = list(tflite_variants)
@@ -42,7 +47,7 @@ def run(model_dir, export_dir=None, include_masks=False, version=None, freeze=Fa
                       "names none (--override data.val_json=... data.val_images=...)")
             paths = export_tflite(model_dir, os.path.join(root, "tflite"), variants,
                                   progress=None, train_data=train if train is not None else val,
-                                  conv_algorithm=conv_algorithm)
+                                  overrides=overrides)
             for path in paths.values():
                 print(f"  TFLite       {path} ({os.path.getsize(path) / 1e6:.2f} MB)")
             if val is not None and variants:
@@ -56,7 +61,7 @@ def run(model_dir, export_dir=None, include_masks=False, version=None, freeze=Fa
 def _splits(model_dir, data_config):
     """(train, val) of the config; either None when the config names no such split (an
     imported model's COCO config before its data paths are given)."""
-    if data_config.kind == "coco" and not data_config.train_json:
+    if not pipeline.names_training_data(data_config):
         if not data_config.val_json:
             return None, None
         return None, pipeline.load_val(data_config,
@@ -67,12 +72,11 @@ def _splits(model_dir, data_config):
 def draw_examples(out_dir, val, tflite_path, num_images=4):
     """Runs the TFLite model on the first val images, draws them into ``out_dir``, prints
     where they went and the command that does the same for any image."""
-    detector = LiteRTDetector(tflite_path)
+    predictor = LiteRTPredictor(tflite_path)
     os.makedirs(out_dir, exist_ok=True)
     for record in val.records[:num_images]:
         image = read_rgb(record.path, record.orientation)  # the annotations' frame
-        det = detector.detect(image)
-        draw_detections(image, det["boxes"], det["classes"], det["scores"], det["names"]).save(
+        draw(image, predictor(image)).save(
             os.path.join(out_dir, f"{record.image_id}.png"))
     print(f"  drawn        {out_dir}/ ({min(num_images, len(val.records))} val images, "
           "TFLite detections >= 0.3)")

@@ -5,7 +5,8 @@ import os
 from retinamask_tf.data import inspector, pipeline
 
 
-def run(config, model_dir):
+def run(config, out_dir):
+    """Both splits' statistics, plots and drawings under ``out_dir/<split>/``."""
     train, val = pipeline.load_splits(config.data)
     for name, ds in (("train", train), ("val", val)):
         print(f"Data: {ds.summary()}")
@@ -13,7 +14,7 @@ def run(config, model_dir):
             print("  (streamed from TFRecords or TFDS: not inspected here; inspect the COCO "
                   "JSON the TFRecords were written from)\n")
             continue
-        out = os.path.join(model_dir, "inspect", name)
+        out = os.path.join(out_dir, name)
         stats, paths = inspector.write_report(ds, config, out)
         print(inspector.format_report(stats))
         print(f"  stats        {paths['stats']}")

@@ -7,7 +7,8 @@ from retinamask_tf.data import pipeline, tfrecord
 from retinamask_tf.progress import Progress
 
 
-def run(config, model_dir, num_shards=8):
+def run(config, out_dir, num_shards=8):
+    """Both splits as ``out_dir/<split>-*.tfrecord`` (+ ``<split>-meta.json``)."""
     # Always from the JSON (a data.train_tfrecord in the config would make train a
     # TFRecord source, which has no records to write).
     config = config_lib.replace(config, **{"data.train_tfrecord": None})
@@ -15,7 +16,6 @@ def run(config, model_dir, num_shards=8):
         raise config_lib.ConfigError("config key 'data.kind': make_tfrecords writes a COCO "
                                      "JSON dataset; a TFDS dataset is already stored as records")
     train, val = pipeline.load_splits(config.data)
-    out_dir = os.path.join(model_dir, "tfrecords")
     for name, ds in (("train", train), ("val", val)):
         print(f"Data: {ds.summary()}")
         bar = Progress(len(ds.records), unit="image")

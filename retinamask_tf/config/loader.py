@@ -10,6 +10,7 @@ what training used.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import re
 import types
 import typing
@@ -68,12 +69,40 @@ def _convert(value: Any, hint: Any, key: str) -> Any:
     raise TypeError(f"unsupported annotation {hint!r} for '{key}'")
 
 
+def all_keys(cls=ExperimentConfig, prefix: str = "") -> list:
+    """Every dotted key of the schema (sections and leaves)."""
+    out = []
+    for field in dataclasses.fields(cls):
+        out.append(prefix + field.name)
+        hint = typing.get_type_hints(cls)[field.name]
+        if dataclasses.is_dataclass(hint):
+            out += all_keys(hint, prefix + field.name + ".")
+    return out
+
+
+def _closest(key: str) -> str:
+    """'; did you mean ...?' with the schema's keys closest to ``key`` (by the whole dotted
+    name, and by its last part anywhere in the schema), or the section's keys."""
+    keys = [k for k in all_keys() if not key.startswith(k + ".")]  # not its own sections
+    near = difflib.get_close_matches(key, keys, n=3, cutoff=0.6)
+    leaf = key.rsplit(".", 1)[-1]
+    near += [k for k in keys if k.rsplit(".", 1)[-1] == leaf and k not in near]
+    near += [k for k in keys if k not in near and difflib.SequenceMatcher(
+        None, leaf, k.rsplit(".", 1)[-1]).ratio() >= 0.8][:3]
+    if near:
+        return "; did you mean " + " or ".join(f"'{k}'" for k in near[:4]) + "?"
+    section = key.rsplit(".", 1)[0] if "." in key else ""
+    known = sorted(k for k in keys if k.startswith(section + ".") and "." not in
+                   k[len(section) + 1:]) if section else sorted(k for k in keys if "." not in k)
+    return f" (known: {', '.join(known)})"
+
+
 def _build(cls, values: dict, prefix: str = ""):
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     for key in values:
         if key not in names:
-            raise ConfigError(f"unknown config key '{prefix}{key}' (known: {sorted(names)})")
+            raise ConfigError(f"unknown config key '{prefix}{key}'{_closest(prefix + key)}")
     kwargs = {k: _convert(v, hints[k], prefix + k) for k, v in values.items()}
     try:
         return cls(**kwargs)
@@ -154,6 +183,7 @@ def load_config(paths=(), overrides=(), base: Optional[ExperimentConfig] = None)
         (and the file, for YAML errors).
     """
     values = to_dict(base or ExperimentConfig())
+    layers = []  # (path, values after it)
     for path in paths:
         try:
             with open(path) as f:
@@ -169,14 +199,23 @@ def load_config(paths=(), overrides=(), base: Optional[ExperimentConfig] = None)
             raise ConfigError(f"config file {path} is not valid YAML: {e}") from e
         if not isinstance(loaded, dict):
             raise ConfigError(f"config file {path} must hold a mapping at the top level")
-        try:
-            _build(ExperimentConfig, _merge(values, loaded))
-        except ConfigError as e:
-            raise ConfigError(f"{path}: {e}") from e
         values = _merge(values, loaded)
+        layers.append((path, values))
     for text in overrides:
         values = _merge(values, parse_override(text))
-    return _build(ExperimentConfig, values)
+    try:
+        return _build(ExperimentConfig, values)
+    except ConfigError as final:
+        # Name the file that brought the problem in: the first one after which the same
+        # problem shows (a key checked against another, e.g. train.steps and its schedule,
+        # may be fixed by a later file; then it is not that file's problem).
+        for path, partial in layers:
+            try:
+                _build(ExperimentConfig, partial)
+            except ConfigError as e:
+                if str(e) == str(final):
+                    raise ConfigError(f"{path}: {e}") from e
+        raise
 
 
 def to_yaml(config: ExperimentConfig) -> str:

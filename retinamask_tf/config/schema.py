@@ -402,10 +402,12 @@ class TrainConfig:
     batch_size: int = f(16, "Global batch, summed over replicas.")
     steps: int = f(90000, "Optimizer steps.")
     base_lr: float = f(0.01, "Learning rate after warm-up (SGD).")
-    warmup_steps: int = f(500, "Linear warm-up steps.")
+    warmup_steps: int = f(500, "Linear warm-up steps (below train.steps).")
     warmup_factor: float = f(1.0 / 3.0, "Warm-up starts at base_lr times this.")
     lr_drop_steps: Tuple[int, ...] = f((60000, 80000), "Steps at which the rate is multiplied "
-                                       "by lr_drop_factor.")
+                                       "by lr_drop_factor; each below train.steps (a drop "
+                                       "at or past the end is refused with the drops scaled "
+                                       "to the run).")
     lr_drop_factor: float = f(0.1, "Factor of each drop.")
     momentum: float = f(0.9, "SGD momentum.")
     weight_decay: float = f(1e-4, "Decoupled weight decay (not on biases and norm "
@@ -436,6 +438,19 @@ class TrainConfig:
                and all(s > 0 for s in self.lr_drop_steps), "train.lr_drop_steps",
                "must be increasing positive steps")
         _check(0.0 < self.lr_drop_factor <= 1.0, "train.lr_drop_factor", "must be in (0, 1]")
+        # A schedule that cannot happen within train.steps is refused, with the numbers.
+        _check(self.warmup_steps < self.steps or self.warmup_steps == 0, "train.warmup_steps",
+               f"{self.warmup_steps} is not below train.steps={self.steps}: the rate would "
+               "never reach train.base_lr; set a shorter warm-up")
+        late = [s for s in self.lr_drop_steps if s >= self.steps]
+        if late:
+            total = max(self.lr_drop_steps[-1] * 9 // 8, 1)  # a schedule's drops end ~8/9 in
+            scaled = [max(1, round(s * self.steps / total)) for s in self.lr_drop_steps]
+            _check(False, "train.lr_drop_steps",
+                   f"{list(self.lr_drop_steps)} has drops at {late}, not below "
+                   f"train.steps={self.steps}: the rate would never drop there. Set drops "
+                   f"within the run, e.g. train.lr_drop_steps={scaled} (the same fractions "
+                   "of this run), or [] for a constant rate")
         _check(0.0 <= self.momentum < 1.0, "train.momentum", "must be in [0, 1)")
         _check(self.weight_decay >= 0.0, "train.weight_decay", "must be >= 0")
         _check(self.clip_grad_norm is None or self.clip_grad_norm > 0, "train.clip_grad_norm",

@@ -97,9 +97,22 @@ class InputSpec:
                    pad_value=pixels.pad_pixel(c))
 
 
+def splits_for(config):
+    """(train, val) ``DetectionSource``s of an ``ExperimentConfig``'s data, with their
+    segmentations when its mask head is on (``load_splits``)."""
+    return load_splits(config.data, masks=config.model.mask_head.enabled)
+
+
 def dataset_for(config, source, training, skips=None):
     """``build_dataset(source, InputSpec.from_config(config, training))``: a config's
-    training pipeline (the ``model.fit`` input) or its evaluation pipeline."""
+    training pipeline (the ``model.fit`` input) or its evaluation pipeline. A config whose
+    ``model.num_classes`` is not the source's class count is a ConfigError naming both."""
+    num_classes = config.model.num_classes
+    if num_classes is not None and num_classes != source.num_classes:
+        raise ConfigError(f"config key 'model.num_classes' is {num_classes} but "
+                          f"{source.json_path} has {source.num_classes} classes: a model for "
+                          "this data needs model.num_classes="
+                          f"{source.num_classes} (or null: taken from the data)")
     return build_dataset(source, InputSpec.from_config(config, training), skips)
 
 
@@ -172,42 +185,95 @@ def verify_images(dataset, mode="full", cache_dir=None, progress=False):
                                converted_images=converted)
 
 
-def _coco_paths(data_config, splits=("train", "val")):
-    """{train_json, train_images, val_json, val_images} of a builtin or COCO config; the
-    built-in dataset is generated first (once: it is cached). ConfigError naming the key
-    when a split in ``splits`` has no path."""
-    if data_config.kind == "builtin":
-        b = data_config.builtin
-        return synthetic.ensure_dataset(b.cache_dir, b.num_train, b.num_val, b.image_size,
-                                        b.max_objects, b.min_object_size, b.seed)
-    for split in splits:
-        if not getattr(data_config, f"{split}_json"):
-            what = "training" if split == "train" else "evaluation"
-            raise ConfigError(f"config key 'data.{split}_json' (and data.{split}_images) is "
-                              f"required for {what} with data.kind '{data_config.kind}'")
-    return {k: getattr(data_config, k)
-            for k in ("train_json", "train_images", "val_json", "val_images")}
+def _required(data_config, split):
+    """ConfigError naming the key when ``split`` has no JSON."""
+    if not getattr(data_config, f"{split}_json"):
+        what = "training" if split == "train" else "evaluation"
+        raise ConfigError(f"config key 'data.{split}_json' (and data.{split}_images) is "
+                          f"required for {what} with data.kind '{data_config.kind}'")
+
+
+def _builtin_files(d, split):
+    """(json, image folder) of a split of the built-in dataset, generated first (once: it
+    is cached)."""
+    b = d.builtin
+    paths = synthetic.ensure_dataset(b.cache_dir, b.num_train, b.num_val, b.image_size,
+                                     b.max_objects, b.min_object_size, b.seed)
+    return paths[f"{split}_json"], paths[f"{split}_images"]
+
+
+def _coco_files(d, split):
+    _required(d, split)
+    return getattr(d, f"{split}_json"), getattr(d, f"{split}_images")
+
+
+def _tfds_files(d, split):
+    """val: ``data.val_json`` when given, else the TFDS val split written once as COCO
+    JSON + images; the training split is read from the builder (``_tfds_splits``)."""
+    if split == "val" and not d.val_json:
+        return _tfds_val_as_coco(d)
+    return _coco_files(d, split)
+
+
+def _file_splits(d, masks):
+    """(train, val) of a dataset on disk as COCO JSON + images (kinds builtin, coco), or
+    train from ``data.train_tfrecord`` (its images were checked when it was written)."""
+    if d.train_tfrecord:
+        train = tfrecord.load_source(d.train_tfrecord)
+    else:
+        json_path, images = DATA_KINDS[d.kind].files(d, "train")
+        train = verify_images(coco.load_coco(json_path, images, d.crowd, masks=masks),
+                              d.verify_images, d.image_check_cache, progress=True)
+    return train, load_val(d, coco.categories(train), masks)
+
+
+def _tfds_splits(d, masks):
+    """(train ``TFDSSource``, val CocoDataset) for ``data.kind=tfds``. Val is
+    ``data.val_json`` when given (TFDS labels joined to its categories by name), else the
+    TFDS val split written once as COCO JSON + images (``_tfds_val_as_coco``)."""
+    if d.val_json:  # read once: its categories are the class mapping of both splits
+        val = coco.load_coco(d.val_json, d.val_images, d.crowd, masks=masks)
+        train = tfds_source.load_source(d.tfds_name, d.tfds_train_split, d.tfds_data_dir,
+                                        d.crowd, categories=coco.categories(val))
+        return train, verify_images(val, d.verify_images, d.image_check_cache, progress=True)
+    train = tfds_source.load_source(d.tfds_name, d.tfds_train_split, d.tfds_data_dir, d.crowd)
+    return train, load_val(d, coco.categories(train), masks)
+
+
+@dataclasses.dataclass(frozen=True)
+class DataKind:
+    """How one ``data.kind`` is read: ``splits(data_config, masks)`` -> (train, val)
+    ``DetectionSource``s; ``files(data_config, split)`` -> the split's (COCO JSON, image
+    folder); ``names_training(data_config)``: whether the config says where training data
+    is (an imported model's config may name none)."""
+
+    splits: object
+    files: object
+    names_training: object
+
+
+# data.kind -> its reader: the one place the kinds are told apart.
+DATA_KINDS = {
+    "builtin": DataKind(_file_splits, _builtin_files, lambda d: True),
+    "coco": DataKind(_file_splits, _coco_files,
+                     lambda d: bool(d.train_json or d.train_tfrecord)),
+    "tfds": DataKind(_tfds_splits, _tfds_files, lambda d: True),
+}
 
 
 def load_splits(data_config, masks=True):
-    """(train CocoDataset, val CocoDataset) for a ``DataConfig``; generates the built-in
-    dataset first when ``kind`` is ``builtin``. Val shares train's class mapping. With
-    ``train_tfrecord`` set, train is that ``tfrecord.TFRecordSource`` instead (its images
-    were checked when it was written). With ``kind`` tfds, train is a
-    ``tfds_source.TFDSSource`` (see ``load_tfds_splits``). Image files are checked
-    (``verify_images``). ``masks`` False: segmentations are not read
-    (``coco.load_coco``: training without the mask head keeps no mask in memory)."""
-    if data_config.kind == "tfds":
-        return load_tfds_splits(data_config, masks)
-    paths = _coco_paths(data_config, ("val",) if data_config.train_tfrecord else ("train", "val"))
-    cache = data_config.image_check_cache
-    if data_config.train_tfrecord:
-        train = tfrecord.load_source(data_config.train_tfrecord)  # checked when written
-    else:
-        train = verify_images(coco.load_coco(paths["train_json"], paths["train_images"],
-                                             data_config.crowd, masks=masks),
-                              data_config.verify_images, cache, progress=True)
-    return train, load_val(data_config, coco.categories(train), masks)
+    """(train, val) ``DetectionSource``s of a ``DataConfig``, by its ``kind``
+    (``DATA_KINDS``): the built-in dataset (generated once), a COCO JSON + images per split
+    (train from ``data.train_tfrecord`` instead when set), or a TFDS builder. Val is a
+    CocoDataset sharing train's class mapping. Image files are checked
+    (``verify_images``). ``masks`` False: segmentations are not read (``coco.load_coco``:
+    training without the mask head keeps no mask in memory)."""
+    return DATA_KINDS[data_config.kind].splits(data_config, masks)
+
+
+def names_training_data(data_config):
+    """Whether ``data_config`` says where its training split is."""
+    return DATA_KINDS[data_config.kind].names_training(data_config)
 
 
 def load_val(data_config, categories, masks=False):
@@ -216,12 +282,7 @@ def load_val(data_config, categories, masks=False):
     checked. Evaluation of a finished run reads this alone, never the training split; it
     scores masks against the JSON itself, so the records need none (``masks``)."""
     d = data_config
-    if d.kind == "tfds" and not d.val_json:
-        json_path, image_dir = _tfds_val_as_coco(d)
-    else:
-        paths = _coco_paths(d, ("val",)) if d.kind != "tfds" else {"val_json": d.val_json,
-                                                         "val_images": d.val_images}
-        json_path, image_dir = paths["val_json"], paths["val_images"]
+    json_path, image_dir = DATA_KINDS[d.kind].files(d, "val")
     val = coco.load_coco(json_path, image_dir, d.crowd, categories=categories, masks=masks)
     return verify_images(val, d.verify_images, d.image_check_cache, progress=True)
 
@@ -236,17 +297,3 @@ def _tfds_val_as_coco(d):
                                          d.tfds_val_split)
     bar = Progress(val_source.num_examples, unit="image") if val_source.num_examples > 1000 else None
     return tfds_source.write_coco_split(val_source, out, bar.update if bar else None)
-
-
-def load_tfds_splits(data_config, masks=True):
-    """(train ``TFDSSource``, val CocoDataset) for ``data.kind=tfds``. Val is
-    ``data.val_json`` when given (TFDS labels joined to its categories by name), else the
-    TFDS val split written once as COCO JSON + images (``_tfds_val_as_coco``)."""
-    d = data_config
-    if d.val_json:  # read once: its categories are the class mapping of both splits
-        val = coco.load_coco(d.val_json, d.val_images, d.crowd, masks=masks)
-        train = tfds_source.load_source(d.tfds_name, d.tfds_train_split, d.tfds_data_dir,
-                                        d.crowd, categories=coco.categories(val))
-        return train, verify_images(val, d.verify_images, d.image_check_cache, progress=True)
-    train = tfds_source.load_source(d.tfds_name, d.tfds_train_split, d.tfds_data_dir, d.crowd)
-    return train, load_val(d, coco.categories(train), masks)

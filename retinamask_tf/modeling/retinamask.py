@@ -19,7 +19,6 @@ from retinamask_tf.layers.normalization import ImageNormalization
 from retinamask_tf.ops import matcher
 from retinamask_tf.ops.distribute import cross_replica_sum
 
-COORDS = ("dy", "dx", "dh", "dw")  # box coordinates, in the order of beta and the deltas
 _PARTS = ("backbone", "fpn", "head", "anchor_generator", "target_assigner", "class_loss",
           "box_loss", "detection_generator", "mask_branch")
 
@@ -39,8 +38,8 @@ class RetinaMask(keras.Model):
       anchor_generator: ``layers.anchor_generator.AnchorGenerator``.
       target_assigner: ``layers.target_assigner.TargetAssigner``.
       class_loss: ``losses.focal.FocalLoss``.
-      box_loss: ``losses.smooth_l1.SelfAdjustingSmoothL1`` (RetinaMask) or
-        ``SmoothL1Loss`` (fixed beta).
+      box_loss: a box loss of ``losses.registry`` (``SelfAdjustingSmoothL1``: RetinaMask;
+        ``SmoothL1Loss``: fixed beta).
       detection_generator: ``layers.detection_generator.DetectionGenerator``.
       image_size: static (height, width) of the padded input.
       mask_branch: optional ``modeling.mask_branch.MaskBranch``; None gives RetinaNet with
@@ -120,22 +119,22 @@ class RetinaMask(keras.Model):
             gt_valid [B, G] bool, gt_crowd [B, G] bool.
         Returns:
           dict of scalar float32: cls_loss, box_loss, total_loss, num_positives
-          (global), and beta_dy, beta_dx, beta_dh, beta_dw (the box loss's beta).
+          (global), and the box loss's ``summaries()`` (beta_dy, ..., beta_dw: its beta
+          per coordinate; the self-adjusting loss's running_mean_* and running_var_*).
         """
         t = self.target_assigner(tf.constant(self.anchors), labels)
         positive = t["labels"] == matcher.POSITIVE
         num_pos = cross_replica_sum(tf.reduce_sum(tf.cast(positive, tf.float32)))
         normalizer = tf.maximum(num_pos, 1.0)
         cls_sum = self.class_loss(outputs["cls_logits"], t["cls_targets"], t["labels"])
-        abs_diff = tf.abs(tf.cast(outputs["box_deltas"], tf.float32) - t["box_targets"])
-        box_sum = self.box_loss(abs_diff, positive, training=training)
-        beta = self.box_loss.beta
+        box_sum = self.box_loss(outputs["box_deltas"], t["box_targets"], positive,
+                                training=training)
         num_images = cross_replica_sum(tf.cast(tf.shape(outputs["cls_logits"])[0], tf.float32))
         cls_loss = cls_sum / self.class_loss.divisor(num_pos, num_images)
         box_loss = self.box_weight * box_sum / (4.0 * normalizer)
         out = {"total_loss": cls_loss + box_loss, "cls_loss": cls_loss, "box_loss": box_loss,
                "num_positives": num_pos}
-        out.update({f"beta_{c}": beta[i] for i, c in enumerate(COORDS)})
+        out.update(self.box_loss.summaries())
         return out
 
     def all_losses(self, images, labels, image_info, training=False, xla_compatible=False):
@@ -166,6 +165,8 @@ class RetinaMask(keras.Model):
         """One optimizer step on ``data`` = (features, labels) from ``data.pipeline``;
         returns the losses, the box loss's beta and the learning rate (scalars)."""
         features, labels = data
+        if not xla_compatible:  # (XLA has no Assert kernel)
+            labels = self._checked_classes(labels)
         with tf.GradientTape() as tape:
             losses = self.all_losses(features["images"], labels, features["image_info"],
                                      training=True, xla_compatible=xla_compatible)
@@ -179,6 +180,20 @@ class RetinaMask(keras.Model):
         self.optimizer.apply_gradients(zip(grads, variables))
         losses["learning_rate"] = tf.convert_to_tensor(self.optimizer.learning_rate)
         return losses
+
+    def _checked_classes(self, labels):
+        """``labels`` once every valid ground-truth class index is below the model's class
+        count; otherwise an InvalidArgumentError saying so (a config or a model built for
+        fewer classes than the data has), before any op fails its own way."""
+        classes = tf.where(labels["gt_valid"], labels["gt_classes"], 0)
+        num_classes = self.head.num_classes
+        check = tf.debugging.assert_less(
+            classes, tf.cast(num_classes, classes.dtype),
+            message=f"the data has a class index >= this model's {num_classes} classes: build "
+                    "the model with the data's class count (model.num_classes, or null to "
+                    "take it from the data)")
+        with tf.control_dependencies([check]):
+            return dict(labels, gt_classes=tf.identity(labels["gt_classes"]))
 
     def train_step(self, data):
         """Keras' ``fit`` step: ``train_step_with`` in the form ``compile(jit_compile=...)``

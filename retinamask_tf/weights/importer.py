@@ -53,10 +53,10 @@ def resolve_config(source, state, config_files=(), overrides=()):
 def _classes(config):
     """(category ids, names) the imported model predicts: COCO's 80 when the config names
     no training data, else the training split's."""
-    d = config.data
-    if d.kind == "coco" and not d.train_json and not d.train_tfrecord:
-        return list(COCO_IDS), list(COCO_NAMES)
     from retinamask_tf.data import pipeline
+    d = config.data
+    if not pipeline.names_training_data(d):
+        return list(COCO_IDS), list(COCO_NAMES)
     train, _ = pipeline.load_splits(d, masks=False)
     return list(train.class_ids), list(train.class_names)
 

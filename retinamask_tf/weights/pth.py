@@ -107,8 +107,8 @@ class _Unpickler(pickle.Unpickler):
         if module == "torch" and name in _TORCH_DTYPES:
             return name
         raise CheckpointFormatError(
-            f"{self._path}: the pickle asks for {module}.{name}; only tensors, numbers and "
-            "plain containers are read (no code runs on load)")
+            f"{self._path}: the checkpoint asks for {module}.{name}, which is not a tensor; "
+            "only tensors, numbers and plain containers are read (no code runs on load)")
 
     def persistent_load(self, pid):
         if not isinstance(pid, tuple) or not pid or pid[0] != "storage":
@@ -201,7 +201,11 @@ def read_state_dict(path):
         try:
             obj = _read_legacy(path)
         except (pickle.UnpicklingError, EOFError, struct.error) as e:
-            raise CheckpointFormatError(f"{path}: not a PyTorch checkpoint ({e})") from e
+            with open(path, "rb") as f:
+                head = f.read(8)
+            raise CheckpointFormatError(
+                f"{path}: not a PyTorch checkpoint (a file written by torch.save, e.g. a "
+                f"downloaded .pth): its {os.path.getsize(path)} bytes begin {head!r}") from e
     for key in ("model", "state_dict"):
         if isinstance(obj, dict) and key in obj and isinstance(obj[key], dict):
             obj = obj[key]

@@ -348,7 +348,7 @@ def test_winograd_export_keeps_the_variables_and_the_detections(trained_dir, coc
     model_dir, _ = trained_dir
     plain = saved_model.export_saved_model(model_dir, str(tmp_path / "plain"))
     wino = saved_model.export_saved_model(model_dir, str(tmp_path / "wino"),
-                                          conv_algorithm="winograd")
+                                          overrides=["model.conv_algorithm=winograd"])
     listed = lambda d: sorted(tf.train.list_variables(os.path.join(d, "variables", "variables")))  # noqa: E731
     assert listed(wino) == listed(plain)
 

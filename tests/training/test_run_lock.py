@@ -36,7 +36,8 @@ def test_main_names_a_model_dir_that_is_a_file(tmp_path):
     afile = tmp_path / "not_a_folder"
     afile.write_text("")
     res = subprocess.run([sys.executable, os.path.join(REPO, "main.py"), "--mode=train",
-                          f"--model_dir={afile}", "--override=train.steps=1"],
+                          f"--model_dir={afile}", "--override=train.steps=1",
+                          "--override=train.warmup_steps=0", "--override=train.lr_drop_steps=[]"],
                          capture_output=True, text=True, timeout=300,
                          env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
     assert res.returncode == 2 and "Traceback" not in res.stderr

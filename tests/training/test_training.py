@@ -88,8 +88,8 @@ def test_resume_continues_exactly(tiny_shapes, tmp_path):
 
 
 def _check_resume(tiny_shapes, tmp_path):
-    cfg = _config(tiny_shapes, **{"train.steps": 9, "train.checkpoint_every": 3,
-                                  "data.num_parallel_calls": 1})
+    cfg = _config(tiny_shapes, **{"train.steps": 9, "train.warmup_steps": 3,
+                                  "train.checkpoint_every": 3, "data.num_parallel_calls": 1})
     straight = Trainer(cfg, str(tmp_path / "a"))
     straight.train(progress=False)
     first = Trainer(cfg, str(tmp_path / "b"))

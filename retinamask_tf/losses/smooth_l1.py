@@ -18,6 +18,8 @@ import tensorflow as tf
 from retinamask_tf.ops.distribute import cross_replica_sum
 
 
+COORDS = ("dy", "dx", "dh", "dw")  # the box deltas' coordinates, in order
+
 def smooth_l1(abs_diff, beta):
     """Element-wise smooth L1 of ``abs_diff`` = |x| >= 0; ``beta`` broadcasts (>0)."""
     beta = tf.cast(beta, abs_diff.dtype)
@@ -54,9 +56,11 @@ class SelfAdjustingSmoothL1(keras.layers.Layer):
     Every replica computes the same global-batch statistics, so the variables
     are written identically everywhere (aggregation "only_first_replica").
 
-    Call with ``(abs_diff [B, N, 4], positive [B, N] bool)``; returns the loss
-    *sum* over positive anchors and coordinates (the caller divides by
-    4 x number of positives). In training the statistics are updated first.
+    A box loss (``losses.registry``): call with ``(pred_deltas [B, N, 4], target_deltas
+    [B, N, 4], positive [B, N] bool)``; returns the loss *sum* over positive anchors and
+    coordinates (the caller divides by 4 x number of positives). In training the
+    statistics are updated first. ``summaries()``: the beta and running statistics per
+    coordinate, logged with the losses.
     """
 
     def __init__(self, beta_hat=0.11, momentum=0.9, beta_min=1e-3, **kwargs):
@@ -78,8 +82,17 @@ class SelfAdjustingSmoothL1(keras.layers.Layer):
         return tf.clip_by_value(tf.convert_to_tensor(self.running_mean) - self.running_var,
                                 self.beta_min, self.beta_hat)
 
-    def call(self, abs_diff, positive, training=False):
-        abs_diff = tf.cast(abs_diff, tf.float32)
+    def summaries(self):
+        """{beta_dy, ..., running_mean_dy, ..., running_var_dy, ...}: float32 scalars."""
+        out = {}
+        for name, values in (("beta", self.beta), ("running_mean", self.running_mean),
+                             ("running_var", self.running_var)):
+            out.update({f"{name}_{c}": tf.convert_to_tensor(values)[i]
+                        for i, c in enumerate(COORDS)})
+        return out
+
+    def call(self, pred_deltas, target_deltas, positive, training=False):
+        abs_diff = tf.abs(tf.cast(pred_deltas, tf.float32) - tf.cast(target_deltas, tf.float32))
         if training:
             count, mean, var = batch_moments(tf.stop_gradient(abs_diff), positive)
             ok = count >= 2.0
@@ -112,8 +125,13 @@ class SmoothL1Loss(keras.layers.Layer):
         """beta per coordinate [4] (constant)."""
         return tf.fill([4], self.beta_value)
 
-    def call(self, abs_diff, positive, training=False):
-        loss = smooth_l1(tf.cast(abs_diff, tf.float32), self.beta)
+    def summaries(self):
+        """{beta_dy, ...}: the (constant) beta per coordinate."""
+        return {f"beta_{c}": self.beta[i] for i, c in enumerate(COORDS)}
+
+    def call(self, pred_deltas, target_deltas, positive, training=False):
+        abs_diff = tf.abs(tf.cast(pred_deltas, tf.float32) - tf.cast(target_deltas, tf.float32))
+        loss = smooth_l1(abs_diff, self.beta)
         return tf.reduce_sum(loss * tf.cast(positive, tf.float32)[..., None])
 
     def get_config(self):

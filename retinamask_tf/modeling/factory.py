@@ -9,7 +9,7 @@ from retinamask_tf.layers.detection_generator import DetectionGenerator
 from retinamask_tf.layers.roi_aligner import RoIAligner
 from retinamask_tf.layers.target_assigner import TargetAssigner
 from retinamask_tf.losses.focal import FocalLoss
-from retinamask_tf.losses.smooth_l1 import SelfAdjustingSmoothL1, SmoothL1Loss
+from retinamask_tf.losses.registry import build_box_loss
 from retinamask_tf.modeling.fpn import FPN
 from retinamask_tf.modeling.heads import RetinaNetHead
 from retinamask_tf.modeling.mask_branch import MaskBranch
@@ -59,10 +59,7 @@ def _build(config, num_classes, image_size):
     head = RetinaNetHead(num_classes, a.num_anchors, m.head.num_convs, m.head.channels,
                          m.head.group_norm, m.head.prior_prob, a.min_level, a.max_level,
                          conv_algorithm=m.conv_algorithm, name="head")
-    p = config.postprocess
-    generator = DetectionGenerator(p.score_threshold, p.pre_nms_top_k, p.nms_iou_threshold,
-                                   p.max_detections, config.box_coder.weights,
-                                   config.box_coder.scale_clip, p.keep_empty_boxes,
+    generator = DetectionGenerator(config.postprocess, config.box_coder,
                                    name="detection_generator")
     mh = m.mask_head
     mask_branch = None
@@ -76,11 +73,6 @@ def _build(config, num_classes, image_size):
             num_masks=mh.num_masks, loss_weight=mh.loss_weight,
             max_train_rois=mh.max_train_rois, name="mask_branch")
     loss, mc = config.loss, config.matcher
-    if loss.box_loss == "self_adjusting":
-        box_loss = SelfAdjustingSmoothL1(loss.beta, loss.beta_momentum, loss.beta_min,
-                                         name="self_adjusting_smooth_l1")
-    else:
-        box_loss = SmoothL1Loss(loss.beta, name="smooth_l1")
     model = RetinaMask(
         backbone, fpn, head,
         anchor_generator=AnchorGenerator(a.min_level, a.max_level, a.num_scales,
@@ -89,7 +81,7 @@ def _build(config, num_classes, image_size):
                                        mc.best_match_threshold, config.box_coder.weights,
                                        use_crowd=config.data.crowd == "ignore"),
         class_loss=FocalLoss(loss.focal_alpha, loss.focal_gamma, loss.cls_normalizer),
-        box_loss=box_loss, detection_generator=generator,
+        box_loss=build_box_loss(loss), detection_generator=generator,
         image_size=image_size or config.image_size, mask_branch=mask_branch,
         box_weight=loss.box_weight, normalization=normalization,
         clip_grad_norm=config.train.clip_grad_norm, name="retinamask")

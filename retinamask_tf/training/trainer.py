@@ -20,7 +20,8 @@ from retinamask_tf.data import pipeline
 from retinamask_tf.data.errors import DatasetError
 from retinamask_tf.data.runtime_skips import RuntimeSkips
 from retinamask_tf.modeling import factory
-from retinamask_tf.modeling.retinamask import COORDS, NonFiniteLossError
+from retinamask_tf.losses.smooth_l1 import COORDS
+from retinamask_tf.modeling.retinamask import NonFiniteLossError
 from retinamask_tf.training import distribute
 from retinamask_tf.training.optimizer import build_optimizer
 from retinamask_tf.progress import Progress
@@ -131,11 +132,9 @@ class Trainer:
                       "learning_rate"):
                 if k in values:
                     tf.summary.scalar(k, values[k])
-            for i, name in enumerate(COORDS):
-                tf.summary.scalar(f"beta/{name}", values[f"beta_{name}"])
-                if hasattr(layer, "running_mean"):  # the self-adjusting loss
-                    tf.summary.scalar(f"running_mean/{name}", layer.running_mean[i])
-                    tf.summary.scalar(f"running_var/{name}", layer.running_var[i])
+            for key in layer.summaries():  # the box loss's own scalars: beta/dy, ...
+                group, coord = key.rsplit("_", 1)
+                tf.summary.scalar(f"{group}/{coord}", values[key])
             tf.summary.scalar("steps_per_sec", rate)
 
     def save(self):
@@ -197,7 +196,8 @@ class Trainer:
         self.writer.flush()
         result = {k: (v.tolist() if np.ndim(v) else float(v)) for k, v in values.items()}
         if values:
-            result["beta"] = [result[f"beta_{c}"] for c in COORDS]
+            if all(f"beta_{c}" in result for c in COORDS):
+                result["beta"] = [result[f"beta_{c}"] for c in COORDS]
         result["steps_run"] = self.step - s0
         result["steps_per_sec"] = (self.step - s0) / max(time.time() - t0, 1e-9)
         return result

@@ -102,12 +102,14 @@ def apply_exif_orientation(image, orientation):
     PIL's ``ImageOps.exif_transpose``; 1 (and anything outside 1..8) leaves the image.
 
     Every orientation is an optional transpose followed by optional left-right and
-    top-bottom mirrors (6, "rotate 90 clockwise", is transpose + left-right). Written
-    without control flow, so that the input pipeline stays checkpointable.
+    top-bottom mirrors (6, "rotate 90 clockwise", is transpose + left-right). The
+    transpose sits in a ``tf.cond``: as a plain op after the decoder's cast to float32,
+    TF's graph optimizer moved it before the cast, onto uint8 pixels, for which oneDNN
+    logged "oneDNN supports DT_UINT8 only on platforms with AVX-512" at every training.
     """
     o = tf.cast(orientation, tf.int32)
     transposed = (o >= 5) & (o <= 8)
     flip_lr = tf.reduce_any(tf.equal(o, [2, 3, 6, 7]))
     flip_ud = tf.reduce_any(tf.equal(o, [3, 4, 7, 8]))
-    image = tf.transpose(image, tf.where(transposed, [1, 0, 2], [0, 1, 2]))
+    image = tf.cond(transposed, lambda: tf.transpose(image, [1, 0, 2]), lambda: image)
     return tf.reverse(image, tf.boolean_mask([1, 0], tf.stack([flip_lr, flip_ud])))

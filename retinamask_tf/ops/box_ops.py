@@ -74,8 +74,3 @@ def center_size_to_yxyx(boxes):
     cy, cx, h, w = tf.unstack(boxes, axis=-1)
     return tf.stack([cy - 0.5 * h, cx - 0.5 * w, cy + 0.5 * h, cx + 0.5 * w], axis=-1)
 
-
-def xywh_to_yxyx(boxes):
-    """COCO (x, y, width, height) [..., 4] -> yxyx [..., 4]."""
-    x, y, w, h = tf.unstack(boxes, axis=-1)
-    return tf.stack([y, x, y + h, x + w], axis=-1)

@@ -55,38 +55,6 @@ def _sample_grid(boxes, spatial_scale, output_size, sampling_ratio, aligned):
     return start + 0.5 * size / n, start + (n - 0.5) * size / n
 
 
-def roi_align_single_level(features, boxes, spatial_scale, output_size=14, sampling_ratio=2,
-                           aligned=False):
-    """RoIAlign of every box on one feature map.
-
-    Args:
-      features: [B, H, W, C] feature map.
-      boxes: [B, R, 4] yxyx in input-image pixels.
-      spatial_scale: feature pixels per image pixel (1 / stride).
-      output_size: bins per side.
-      sampling_ratio: bilinear samples per bin per side (> 0).
-      aligned: see the module docstring.
-    Returns:
-      [B, R, output_size, output_size, C], dtype of ``features``.
-    """
-    shape = tf.shape(features)
-    batch, height, width = shape[0], shape[1], shape[2]
-    num_rois = tf.shape(boxes)[1]
-    first, last = _sample_grid(boxes, spatial_scale, output_size, sampling_ratio, aligned)
-    # +1 for the padding; crop_and_resize reads normalised c at c * (padded size - 1).
-    den = tf.cast(tf.stack([height + 1, width + 1]), tf.float32)
-    norm_boxes = tf.concat([(first + 1.0) / den, (last + 1.0) / den], -1)
-    padded = tf.pad(features, [[0, 0], [1, 1], [1, 1], [0, 0]], mode="SYMMETRIC")
-    n = output_size * sampling_ratio
-    box_indices = tf.repeat(tf.range(batch), num_rois)
-    crops = tf.image.crop_and_resize(tf.cast(padded, tf.float32), tf.reshape(norm_boxes, [-1, 4]),
-                                     box_indices, [n, n], method="bilinear", extrapolation_value=0.0)
-    pooled = tf.nn.avg_pool2d(crops, sampling_ratio, sampling_ratio, "VALID")
-    channels = features.shape[-1] if features.shape[-1] is not None else shape[3]
-    pooled = tf.reshape(pooled, [batch, num_rois, output_size, output_size, channels])
-    return tf.cast(pooled, features.dtype)
-
-
 def multilevel_roi_align(features, boxes, output_size=14, sampling_ratio=2, aligned=False,
                          min_level=3, max_level=5, canonical_level=4, canonical_size=224.0,
                          xla_compatible=False, training=False, box_plus_one=False):

@@ -1,5 +1,7 @@
 """RoIAlign against an independent numpy port of the reference CPU kernel."""
 
+import math
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -71,6 +73,15 @@ def _random_boxes(rng, n, image_h, image_w):
     return np.array(boxes, np.float32)
 
 
+def _single_level(features, boxes, spatial_scale, output_size, sampling_ratio, aligned=False):
+    """``multilevel_roi_align`` on one level (stride 1 / ``spatial_scale``): every box
+    reads that level."""
+    level = int(round(-math.log2(spatial_scale)))
+    return roi_align.multilevel_roi_align(
+        {f"P{level}": tf.convert_to_tensor(features)}, boxes, output_size, sampling_ratio,
+        aligned, min_level=level, max_level=level, canonical_level=level)
+
+
 @pytest.mark.parametrize("aligned", [False, True])
 @pytest.mark.parametrize("scale,out,ratio", [(1 / 8, 7, 2), (1 / 4, 4, 2), (1 / 16, 3, 3)])
 def test_matches_numpy_reference(aligned, scale, out, ratio):
@@ -78,7 +89,7 @@ def test_matches_numpy_reference(aligned, scale, out, ratio):
     feat = rng.normal(size=(2, 9, 11, 3)).astype(np.float32)
     image_h, image_w = 9 / scale, 11 / scale
     boxes = np.stack([_random_boxes(rng, 12, image_h, image_w) for _ in range(2)])
-    got = roi_align.roi_align_single_level(tf.constant(feat), tf.constant(boxes), scale, out, ratio,
+    got = _single_level(tf.constant(feat), tf.constant(boxes), scale, out, ratio,
                                            aligned).numpy()
     assert got.shape == (2, 12, out, out, 3)
     for b in range(2):
@@ -92,8 +103,8 @@ def test_aligned_differs_from_legacy_by_half_pixel():
     # legacy reads x * scale, aligned reads x * scale - 0.5.
     feat = np.tile(np.arange(16, dtype=np.float32)[None, :, None], (16, 1, 1))[None]
     box = np.array([[[16.0, 16.0, 80.0, 80.0]]], np.float32)  # feature coords 2..10 at 1/8
-    legacy = roi_align.roi_align_single_level(feat, box, 1 / 8, 2, 2, aligned=False).numpy()
-    aligned = roi_align.roi_align_single_level(feat, box, 1 / 8, 2, 2, aligned=True).numpy()
+    legacy = _single_level(feat, box, 1 / 8, 2, 2, aligned=False).numpy()
+    aligned = _single_level(feat, box, 1 / 8, 2, 2, aligned=True).numpy()
     # Bins of 4 feature pixels; sample centres at 2 + 1, 2 + 3 -> bin 0 mean 4, bin 1 mean 8.
     np.testing.assert_allclose(legacy[0, 0, 0, :, 0], [4.0, 8.0], atol=1e-5)
     np.testing.assert_allclose(aligned[0, 0, 0, :, 0], [3.5, 7.5], atol=1e-5)
@@ -138,7 +149,7 @@ def test_multilevel_reads_each_box_from_its_level(aligned, xla):
 def test_gradient_flows_to_features():
     feat = tf.Variable(tf.ones((1, 8, 8, 2)))
     with tf.GradientTape() as tape:
-        out = roi_align.roi_align_single_level(feat, tf.constant([[[8.0, 8.0, 40.0, 40.0]]]),
+        out = _single_level(feat, tf.constant([[[8.0, 8.0, 40.0, 40.0]]]),
                                                1 / 8, 4, 2)
         loss = tf.reduce_sum(out)
     grad = tape.gradient(loss, feat).numpy()

@@ -25,7 +25,9 @@ def _op_types(fn, x):
 def test_algorithm_choice_and_same_results(algorithm, shape, expect):
     """The layer computes by Winograd exactly when the rule says so (its graph then has a
     batched matmul and no conv of the input's channel count), and its output equals a
-    plain Conv2D's with the same weights (to 1e-5 of the output's scale)."""
+    plain Conv2D's with the same weights (to 3e-5 of the output's scale: Winograd's
+    transforms round differently from the direct conv; measured 1.1e-5 at 128 channels on
+    an Intel Xeon with AMX, whose oneDNN direct conv differs from the AMD EPYC's)."""
     x = tf.constant(np.random.default_rng(0).standard_normal(shape), tf.float32)
     layer = Conv3x3(shape[-1], algorithm, bias_initializer="random_normal")
     plain = keras.layers.Conv2D(shape[-1], 3, padding="same")
@@ -37,7 +39,7 @@ def test_algorithm_choice_and_same_results(algorithm, shape, expect):
     ops = _op_types(layer, x)
     assert ("BatchMatMulV2" in ops) is expect, ops
     ref = plain(x).numpy()
-    assert np.abs(y.numpy() - ref).max() <= 1e-5 * np.abs(ref).max()
+    assert np.abs(y.numpy() - ref).max() <= 3e-5 * np.abs(ref).max()
 
 
 def test_16_bit_policies_stay_direct():

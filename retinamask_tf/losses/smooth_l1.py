@@ -20,6 +20,7 @@ from retinamask_tf.ops.distribute import cross_replica_sum
 
 COORDS = ("dy", "dx", "dh", "dw")  # the box deltas' coordinates, in order
 
+
 def smooth_l1(abs_diff, beta):
     """Element-wise smooth L1 of ``abs_diff`` = |x| >= 0; ``beta`` broadcasts (>0)."""
     beta = tf.cast(beta, abs_diff.dtype)

@@ -161,6 +161,7 @@ class Trainer:
         every_summary = self.config.train.summary_every
         values = {}
         t0, s0 = time.time(), start
+        steady = None  # (time, step) at the end of the first step: the pace leaves out tracing
         while self.step < total:
             try:
                 out = self._step_fn(self.iterator)
@@ -182,7 +183,9 @@ class Trainer:
                     f"mask_loss={float(values.get('mask_loss', 0.0))}); nothing was saved for this step. "
                     f"Last checkpoint: {last}. Lower train.base_lr, lengthen train.warmup_steps "
                     "or set train.clip_grad_norm, then run again to resume.")
-            rate = (step - s0) / max(time.time() - t0, 1e-9)
+            if steady is None:
+                steady = (time.time(), step)
+            rate = _pace(steady, step, t0, s0)
             if bar:
                 parts = {"loss": loss, "cls": float(values["cls_loss"]),
                          "box": float(values["box_loss"])}
@@ -199,5 +202,14 @@ class Trainer:
             if all(f"beta_{c}" in result for c in COORDS):
                 result["beta"] = [result[f"beta_{c}"] for c in COORDS]
         result["steps_run"] = self.step - s0
-        result["steps_per_sec"] = (self.step - s0) / max(time.time() - t0, 1e-9)
+        result["steps_per_sec"] = _pace(steady, self.step, t0, s0) if steady else 0.0
         return result
+
+
+def _pace(steady, step, t0, s0):
+    """Steps per second since the end of the first step (what tracing and the input
+    pipeline's start cost is left out), or over everything while that is all there is."""
+    (t1, s1), now = steady, time.time()
+    if step > s1:
+        return (step - s1) / max(now - t1, 1e-9)
+    return (step - s0) / max(now - t0, 1e-9)

@@ -357,3 +357,25 @@ def test_main_export_writes_and_prints_everything(trained_dir, tmp_path):
                           f"--model_dir={tmp_path / 'nothing'}"],
                          capture_output=True, text=True, env=env, timeout=300)
     assert res.returncode == 2 and "nothing" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_predict_command_runs_an_exported_tflite_file(exported, coco128, tmp_path):
+    """``--mode=predict --model=<.tflite>``: the same drawings and results.json as from a
+    run directory, without one; an override is refused for an export, naming why."""
+    paths, _, _ = exported
+    image = os.path.join(coco128[1], sorted(os.listdir(coco128[1]))[0])
+    out = tmp_path / "out"
+    main = os.path.join(REPO, "main.py")
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    res = subprocess.run([sys.executable, main, "--mode=predict", f"--model={paths['float32']}",
+                          f"--images={image}", f"--output_dir={out}"], capture_output=True,
+                         text=True, timeout=300, env=env)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "(TFLite, LiteRT)" in res.stdout
+    results = json.load(open(out / "results.json"))
+    assert len(results) == 100 and all(r["image_id"] == 1 for r in results)
+    refused = subprocess.run([sys.executable, main, "--mode=predict", f"--model={paths['int8']}",
+                              f"--images={image}", "--override", "postprocess.max_detections=5"],
+                             capture_output=True, text=True, timeout=300, env=env)
+    assert refused.returncode == 2 and "is an export" in refused.stderr
+    assert "Traceback" not in refused.stderr

@@ -20,7 +20,8 @@ P6From = Literal["c5", "p5"]
 Precision = Literal["float32", "mixed_float16", "mixed_bfloat16"]
 AnchorStyle = Literal["exact", "released", "torchvision"]
 ConvPadding = Literal["same", "symmetric"]
-InputNorm = Literal["auto", "imagenet", "caffe", "detectron_caffe"]
+InputNorm = Literal["auto", "imagenet", "caffe", "detectron_caffe", "inception"]
+BackboneName = Literal["resnet", "mobilenet_v2", "mobilenet_v3_large", "mobilenet_v3_small"]
 ConvAlgorithm = Literal["auto", "direct", "winograd"]
 PadValue = Literal["black", "mean"]
 ClsNormalizer = Literal["positives", "positives_plus_images"]
@@ -179,9 +180,13 @@ class AnchorConfig:
 
 @dataclasses.dataclass(frozen=True)
 class BackboneConfig:
-    """The ResNet backbone."""
+    """The backbone: C3-C5 at strides 8, 16, 32 for the FPN."""
 
-    depth: int = f(50, "18, 34, 50 or 101.")
+    name: BackboneName = f("resnet", "resnet (our ResNet-18/34/50/101, or Keras' ImageNet "
+                           "ResNet-50/101), or a Keras applications MobileNet: "
+                           "mobilenet_v2, mobilenet_v3_large, mobilenet_v3_small.")
+    alpha: float = f(1.0, "MobileNets: the width multiplier (1.0: the standard widths).")
+    depth: int = f(50, "ResNet: 18, 34, 50 or 101.")
     norm: BackboneNorm = f("frozen", "frozen (BatchNorm with fixed statistics, the paper with "
                            "ImageNet weights), batch_norm, sync_batch_norm or group_norm.")
     width: int = f(64, "Channels of the stem; ResNet's standard is 64 (smaller for tiny models).")
@@ -199,10 +204,23 @@ class BackboneConfig:
         _check(self.weights in (None, "imagenet"), "model.backbone.weights", "must be null or 'imagenet'")
         _check(not (self.stride_in_1x1 and self.weights == "imagenet"), "model.backbone.stride_in_1x1",
                "Keras' ImageNet ResNets are fixed: stride_in_1x1 needs model.backbone.weights: null")
-        if self.weights == "imagenet":
+        if self.weights == "imagenet" and self.name == "resnet":
             _check(self.depth in (50, 101) and self.width == 64, "model.backbone.weights",
                    "'imagenet' weights exist for depth 50/101 at width 64 only")
         _check(0 <= self.freeze_stages <= 5, "model.backbone.freeze_stages", "must be in [0, 5]")
+        _check(self.alpha > 0, "model.backbone.alpha", "must be > 0")
+        if self.name != "resnet":  # the MobileNets: Keras applications architectures
+            _check(self.norm in ("batch_norm", "frozen"), "model.backbone.norm",
+                   f"{self.name} has batch norms: batch_norm or frozen")
+            _check(self.freeze_stages == 0 and not self.stride_in_1x1,
+                   "model.backbone.freeze_stages/stride_in_1x1", f"ResNet keys: not for {self.name}")
+            if self.weights == "imagenet":
+                _check(self.alpha in ((0.35, 0.5, 0.75, 1.0, 1.3, 1.4) if self.name == "mobilenet_v2"
+                                      else (0.75, 1.0)), "model.backbone.alpha",
+                       f"Keras has ImageNet weights of {self.name} at other widths only")
+        else:
+            _check(self.alpha == 1.0, "model.backbone.alpha", "is a MobileNet key: leave it "
+                   "at 1.0 for resnet (model.backbone.width sets ResNet's stem)")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -5,7 +5,7 @@ import tensorflow as tf
 
 from retinamask_tf.ops.pixels import DETECTRON_MEAN, IMAGENET_MEAN, IMAGENET_STD
 
-MODES = ("imagenet", "caffe", "detectron_caffe")
+MODES = ("imagenet", "caffe", "detectron_caffe", "inception")
 
 
 @keras.saving.register_keras_serializable(package="retinamask_tf")
@@ -17,7 +17,8 @@ class ImageNormalization(keras.layers.Layer):
     mode "caffe": RGB -> BGR, minus the mean, no scaling (keras.applications
     ResNet ImageNet weights expect this);
     mode "detectron_caffe": RGB -> BGR minus (102.9801, 115.9465, 122.7717), no scaling
-    (the MSRA weights of the released RetinaMask).
+    (the MSRA weights of the released RetinaMask);
+    mode "inception": x / 127.5 - 1, RGB in [-1, 1] (keras.applications MobileNets).
     """
 
     def __init__(self, mode="imagenet", **kwargs):
@@ -31,6 +32,8 @@ class ImageNormalization(keras.layers.Layer):
         mean = tf.constant(IMAGENET_MEAN, x.dtype)
         if self.mode == "caffe":
             return x[..., ::-1] - mean[::-1]
+        if self.mode == "inception":
+            return x / 127.5 - 1.0
         if self.mode == "detectron_caffe":
             return x[..., ::-1] - tf.constant(DETECTRON_MEAN[::-1], x.dtype)
         return (x - mean) / tf.constant(IMAGENET_STD, x.dtype)

@@ -14,7 +14,7 @@ from retinamask_tf.modeling.fpn import FPN
 from retinamask_tf.modeling.heads import RetinaNetHead
 from retinamask_tf.modeling.mask_branch import MaskBranch
 from retinamask_tf.modeling.mask_head import MaskHead
-from retinamask_tf.modeling.resnet import build_keras_applications_resnet, build_resnet
+from retinamask_tf.modeling.backbones import build_backbone
 from retinamask_tf.modeling.retinamask import RetinaMask
 from retinamask_tf.ops import pixels
 
@@ -45,15 +45,8 @@ def _build(config, num_classes, image_size):
         raise ValueError("model.num_classes is unknown: set it in the config or pass the "
                          "dataset's number of classes")
     m, a = config.model, config.anchors
-    if m.backbone.weights == "imagenet":
-        backbone = build_keras_applications_resnet(m.backbone.depth, m.backbone.norm,
-                                                   m.backbone.freeze_stages)
-    else:
-        backbone = build_resnet(m.backbone.depth, m.backbone.norm, m.backbone.width,
-                                m.backbone.freeze_stages, padding=m.conv_padding,
-                                stride_in_1x1=m.backbone.stride_in_1x1,
-                                conv_algorithm=m.conv_algorithm)
-    normalization = pixels.resolve_norm(m.input_norm, m.backbone.weights)
+    backbone = build_backbone(m)
+    normalization = pixels.resolve_norm(m.input_norm, m.backbone)
     fpn = FPN(m.fpn.channels, m.fpn.p6_from, m.fpn.group_norm, a.min_level, a.max_level,
               padding=m.conv_padding, conv_algorithm=m.conv_algorithm, name="fpn")
     head = RetinaNetHead(num_classes, a.num_anchors, m.head.num_convs, m.head.channels,

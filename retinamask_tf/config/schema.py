@@ -231,6 +231,8 @@ class FPNConfig:
     p6_from: P6From = f("p5", "P6 from P5 (the released RetinaMask code) or from C5 "
                         "(Detectron's RetinaNet).")
     group_norm: bool = f(False, "GroupNorm after the FPN convolutions.")
+    separable: bool = f(False, "Depthwise-separable 3x3 convolutions (3x3 depthwise, then 1x1): "
+                        "the light neck of mobile detectors.")
 
     def __post_init__(self):
         _check(self.channels > 0, "model.fpn.channels", "must be > 0")
@@ -243,9 +245,16 @@ class HeadConfig:
     num_convs: int = f(4, "3x3 convolutions in each tower.")
     channels: int = f(256, "Channels of those convolutions.")
     group_norm: bool = f(False, "GroupNorm in the towers.")
+    batch_norm: bool = f(False, "BatchNorm in the towers, one per pyramid level (the convs are "
+                         "shared, the statistics not, as EfficientDet); it folds into the "
+                         "convs at export.")
+    separable: bool = f(False, "Depthwise-separable 3x3 convolutions in the towers and "
+                        "predictors (3x3 depthwise, then 1x1): SSDLite's light heads.")
     prior_prob: float = f(0.01, "Initial foreground probability of the class head's bias.")
 
     def __post_init__(self):
+        _check(not (self.group_norm and self.batch_norm), "model.head.group_norm/batch_norm",
+               "choose one norm for the towers")
         _check(self.num_convs >= 0, "model.head.num_convs", "must be >= 0")
         _check(self.channels > 0, "model.head.channels", "must be > 0")
         _check(0.0 < self.prior_prob < 1.0, "model.head.prior_prob", "must be in (0, 1)")

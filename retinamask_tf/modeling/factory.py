@@ -48,10 +48,12 @@ def _build(config, num_classes, image_size):
     backbone = build_backbone(m)
     normalization = pixels.resolve_norm(m.input_norm, m.backbone)
     fpn = FPN(m.fpn.channels, m.fpn.p6_from, m.fpn.group_norm, a.min_level, a.max_level,
-              padding=m.conv_padding, conv_algorithm=m.conv_algorithm, name="fpn")
+              padding=m.conv_padding, conv_algorithm=m.conv_algorithm,
+              separable=m.fpn.separable, name="fpn")
     head = RetinaNetHead(num_classes, a.num_anchors, m.head.num_convs, m.head.channels,
                          m.head.group_norm, m.head.prior_prob, a.min_level, a.max_level,
-                         conv_algorithm=m.conv_algorithm, name="head")
+                         conv_algorithm=m.conv_algorithm, separable=m.head.separable,
+                         batch_norm=m.head.batch_norm, name="head")
     generator = DetectionGenerator(config.postprocess, config.box_coder,
                                    name="detection_generator")
     mh = m.mask_head

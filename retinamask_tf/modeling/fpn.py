@@ -19,11 +19,13 @@ class FPN(keras.layers.Layer):
     Input sizes must be multiples of 2^max_level (the parser pads them so). ``padding``
     "same" (TF) or "symmetric" (PyTorch: one pixel on every side) for the stride-2 P6/P7
     convs. ``conv_algorithm``: how the stride-1 3x3 output convs compute
-    (:class:`~retinamask_tf.layers.conv3x3.Conv3x3`; same variables).
+    (:class:`~retinamask_tf.layers.conv3x3.Conv3x3`; same variables). ``separable``: the
+    3x3 convs (outputs, P6, P7) are depthwise-separable (a 3x3 depthwise conv then a 1x1
+    conv), the light neck of mobile detectors.
     """
 
     def __init__(self, channels=256, p6_from="p5", group_norm=False, min_level=3, max_level=7,
-                 padding="same", conv_algorithm="auto", **kwargs):
+                 padding="same", conv_algorithm="auto", separable=False, **kwargs):
         super().__init__(**kwargs)
         if p6_from not in ("c5", "p5"):
             raise ValueError(f"p6_from must be 'c5' or 'p5', got {p6_from!r}")
@@ -38,10 +40,16 @@ class FPN(keras.layers.Layer):
         self.min_level = int(min_level)
         self.max_level = int(max_level)
         self.conv_algorithm = conv_algorithm
+        self.separable = bool(separable)
         norm = "group_norm" if self.group_norm else "none"
 
         def conv(kernel, stride, name):
             pad = "valid" if stride > 1 and padding == "symmetric" else "same"
+            if kernel == 3 and self.separable:
+                return keras.layers.SeparableConv2D(
+                    self.channels, 3, strides=stride, padding=pad, use_bias=not self.group_norm,
+                    depthwise_initializer=keras.initializers.HeUniform(),
+                    pointwise_initializer=keras.initializers.HeUniform(), name=name)
             if kernel == 3 and stride == 1:
                 return Conv3x3(self.channels, conv_algorithm, use_bias=not self.group_norm,
                                kernel_initializer=keras.initializers.HeUniform(), name=name)
@@ -86,5 +94,5 @@ class FPN(keras.layers.Layer):
         config = super().get_config()
         config.update(channels=self.channels, p6_from=self.p6_from, group_norm=self.group_norm,
                       min_level=self.min_level, max_level=self.max_level, padding=self.padding,
-                      conv_algorithm=self.conv_algorithm)
+                      conv_algorithm=self.conv_algorithm, separable=self.separable)
         return config

@@ -110,9 +110,13 @@ def _head_slots(model, source):
     head = model.head
     slots = []
     released = source.name == "retinamask"
-    towers = (("cls", head.cls_convs, head.cls_norms, "rpn.head.cls_tower" if released
+    if head.separable or head.batch_norm:
+        raise WeightsError("PyTorch sources have plain 3x3 heads: import into "
+                           "model.head.separable=false, model.head.batch_norm=false")
+    first = head.min_level  # GroupNorm (or none) is shared over the levels
+    towers = (("cls", head.cls_convs, head.cls_norms[first], "rpn.head.cls_tower" if released
                else "head.classification_head.conv"),
-              ("box", head.box_convs, head.box_norms, "rpn.head.bbox_tower" if released
+              ("box", head.box_convs, head.box_norms[first], "rpn.head.bbox_tower" if released
                else "head.regression_head.conv"))
     for _, convs, norms, prefix in towers:
         for i, (conv, norm) in enumerate(zip(convs, norms)):

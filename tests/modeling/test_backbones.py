@@ -1,6 +1,7 @@
 """The backbone registry: every name of the schema builds C3-C5 at strides 8/16/32; the
 MobileNets have the published channel counts, train inside RetinaMask and export to TFLite
-with builtin ops only."""
+with builtin ops only; the light neck and heads (separable convs, per-level BatchNorm that
+folds into the convs at export)."""
 
 import typing
 
@@ -67,21 +68,23 @@ def test_backbone_keys_that_do_not_fit_are_named(override, key):
 
 
 def test_a_mobilenet_retinamask_trains_and_exports(tiny_shapes, tmp_path):
-    """RetinaMask on MobileNetV3-Small: the loss of one batch falls over 20 steps (it fell
-    13% in 15 steps at this rate on an Intel Xeon; the bar is 10%), and the
-    detection-only TFLite file holds builtin ops only."""
+    """RetinaMask on MobileNetV3-Small with the separable neck and heads: the loss of one
+    batch falls over 20 steps (by 12% on an Intel Xeon, 3.54 -> 3.13 over the first and
+    last three; the bar is 5%), and the detection-only TFLite file holds builtin ops only."""
     from retinamask_tf.export import litert_runner, tflite
     from retinamask_tf.training.trainer import Trainer
     config = tiny_config(tiny_shapes, {"model.backbone.name": "mobilenet_v3_small",
-                                       "model.backbone.alpha": 0.75, "train.steps": 20,
-                                       "train.base_lr": 0.005, "train.clip_grad_norm": 10.0,
+                                       "model.backbone.alpha": 0.75, "model.fpn.separable": True,
+                                       "model.head.separable": True,
+                                       "model.head.batch_norm": True, "train.steps": 20,
+                                       "train.base_lr": 0.02, "train.clip_grad_norm": 10.0,
                                        "train.checkpoint_every": 20})
     trainer = Trainer(config, str(tmp_path / "run"))
     batch = next(trainer.iterator)
     trainer.iterator = iter(tf.data.Dataset.from_tensors(batch).repeat())
     step = trainer._make_step_fn()
     losses = [float(step(trainer.iterator)["total_loss"]) for _ in range(20)]
-    assert np.isfinite(losses).all() and np.mean(losses[-3:]) < 0.9 * np.mean(losses[:3]), losses
+    assert np.isfinite(losses).all() and np.mean(losses[-3:]) < 0.95 * np.mean(losses[:3]), losses
     trainer.save()
     path = tflite.export_tflite(str(tmp_path / "run"), str(tmp_path / "tflite"), ["float32"],
                                 progress=None)["float32"]
@@ -91,3 +94,43 @@ def test_a_mobilenet_retinamask_trains_and_exports(tiny_shapes, tmp_path):
     assert not [op for op in ops if op.startswith(("Flex", "Custom"))], ops
     det = litert_runner.LiteRTPredictor(path)(np.full((100, 140, 3), 90, np.uint8))
     assert det.boxes.shape[1] == 4 and np.isfinite(det.boxes).all()
+
+
+def _tflite_ops(config):
+    """{op name: count} of the float32 TFLite detector of an untrained ``config`` model."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    from retinamask_tf.export import tflite
+    from retinamask_tf.modeling import factory
+    model = factory.build_model(C.replace(config, **{"model.mask_head.enabled": False}))
+    data = tflite.convert(tflite.TFLiteDetector(model, list(range(1, 4))), "float32")
+    counts = {}
+    for op in Interpreter(model_content=data)._get_ops_details():
+        counts[op["op_name"]] = counts.get(op["op_name"], 0) + 1
+    return counts
+
+
+def test_separable_heads_with_per_level_batch_norm(tmp_path):
+    """Separable towers share their convs over the levels and keep a BatchNorm per level
+    and conv; in the TFLite file those norms are folded away: the same ops, op for op, as
+    the same network without them."""
+    from retinamask_tf.modeling.heads import RetinaNetHead
+    head = RetinaNetHead(3, 9, 2, 16, min_level=3, max_level=5, separable=True, batch_norm=True)
+    feats = {f"P{l}": tf.random.normal((2, 2 ** (8 - l), 2 ** (8 - l), 16), seed=l)
+             for l in (3, 4, 5)}
+    out = head(feats, training=True)
+    assert out["cls_logits"].shape == (2, 9 * (32 * 32 + 16 * 16 + 8 * 8), 3)
+    bns = [w for w in head.weights if "moving_mean" in w.path]
+    assert len(bns) == 2 * 2 * 3  # towers x convs x levels
+    means = {w.path: w.numpy() for w in bns}
+    assert len({tuple(np.round(v, 6)) for v in means.values()}) == len(means)  # per level
+    separable = [w for w in head.weights if "depthwise_kernel" in w.path]
+    assert len(separable) == 2 * 2 + 2  # tower convs + the two predictors, shared
+    base = ["model.num_classes=3", "data.short_side=128", "data.long_side=128",
+            "anchors.max_level=5", "model.backbone.name=mobilenet_v3_small",
+            "model.fpn.channels=16", "model.fpn.separable=true", "model.head.channels=16",
+            "model.head.num_convs=2", "model.head.separable=true"]
+    with_bn = _tflite_ops(C.load_config([], base + ["model.head.batch_norm=true"]))
+    without = _tflite_ops(C.load_config([], base))
+    assert with_bn == without, (with_bn, without)
+    assert with_bn["DEPTHWISE_CONV_2D"] >= 6 + 3

@@ -12,16 +12,7 @@ import tensorflow as tf
 from retinamask_tf import run_dir
 from retinamask_tf.detections import Detections, rgb_uint8
 from retinamask_tf.ops import pixels, resize
-from retinamask_tf.ops.masks import paste_masks
-
-
-def pasted_masks(masks, boxes, height, width, threshold):
-    """Box-frame mask probabilities [k, m, m] -> [k, height, width] bool (None stays None)."""
-    if masks is None:
-        return None
-    if len(masks) == 0:
-        return np.zeros((0, height, width), bool)
-    return paste_masks(masks, boxes[:len(masks)], height, width, threshold).numpy()
+from retinamask_tf.mask_paste import paste_masks
 
 
 class CheckpointPredictor:
@@ -64,5 +55,5 @@ class CheckpointPredictor:
         masks = det["masks"][:n] if self.has_masks else None
         return Detections.build(boxes, det["scores"][:n], self.class_ids[classes],
                                 [self.class_names[c] for c in classes],
-                                pasted_masks(masks, boxes, image.shape[0], image.shape[1],
-                                             self.mask_threshold))
+                                paste_masks(masks, boxes, image.shape[0], image.shape[1],
+                                            self.mask_threshold))

@@ -11,7 +11,8 @@ import tensorflow as tf
 
 from retinamask_tf.coco_results import ResultsFile, to_coco_results
 from retinamask_tf.detections import Detections, rgb_uint8
-from retinamask_tf.detector import CheckpointPredictor, pasted_masks
+from retinamask_tf.detector import CheckpointPredictor
+from retinamask_tf.mask_paste import paste_masks
 from retinamask_tf.export.litert_runner import LiteRTPredictor
 from retinamask_tf.export.saved_model import resolve_servable
 from retinamask_tf.image_io import READ_ERRORS, read_rgb
@@ -83,8 +84,8 @@ class SavedModelPredictor:
         masks = out["detection_masks"][:n] if self.has_masks else None
         return Detections.build(boxes, out["detection_scores"][:n], ids,
                                 [self.names.get(int(c), str(int(c))) for c in ids],
-                                pasted_masks(masks, boxes, image.shape[0], image.shape[1],
-                                             self.mask_threshold))
+                                paste_masks(masks, boxes, image.shape[0], image.shape[1],
+                                            self.mask_threshold))
 
 
 def predict_files(predictor, paths, out_dir, score_threshold=0.3, progress=None):

@@ -1,9 +1,11 @@
 """Converts a training directory's checkpoint to TFLite (builtin ops only, NMS inside).
 
   python tflite/convert.py --model_dir=runs/demo [--output_dir=runs/demo/export/tflite] \
-      [--variants=float32,float16,dynamic_int8,int8] [--num_calibration_images=100]
+      [--variants=float32,float16,dynamic_int8,int8] [--num_calibration_images=100] \
+      [--include_masks]
 
-Writes model_<variant>.tflite, label_map.json and tflite_model.json; run one with
+Writes model_<variant>.tflite (and model_<variant>_masks.tflite), label_map.json and
+tflite_model.json; run one with
 ``python tflite/run.py --model=.../model_float32.tflite --image=photo.jpg``.
 """
 
@@ -20,6 +22,7 @@ flags.DEFINE_string("output_dir", None, "Default: MODEL_DIR/export/tflite.")
 flags.DEFINE_list("variants", ["float32", "float16", "dynamic_int8", "int8"], "Which TFLite variants.")
 flags.DEFINE_integer("num_calibration_images", 100, "Training images that calibrate the int8 variant.")
 flags.DEFINE_string("checkpoint", None, "A checkpoint prefix (default: the latest).")
+flags.DEFINE_bool("include_masks", False, "Also model_<variant>_masks.tflite (detection_masks).")
 FLAGS = flags.FLAGS
 
 
@@ -34,12 +37,12 @@ def main(argv):
     out = FLAGS.output_dir or os.path.join(FLAGS.model_dir, "export", "tflite")
     try:
         paths = export_tflite(FLAGS.model_dir, out, FLAGS.variants, FLAGS.num_calibration_images,
-                              FLAGS.checkpoint)
+                              FLAGS.checkpoint, include_masks=FLAGS.include_masks)
     except (ExportError, FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     for variant, path in paths.items():
-        print(f"TFLite {variant:13s} {path}  ({os.path.getsize(path) / 1e6:.2f} MB)")
+        print(f"TFLite {variant:18s} {path}  ({os.path.getsize(path) / 1e6:.2f} MB)")
     return 0
 
 

@@ -22,8 +22,8 @@ def run(model_dir, export_dir=None, include_masks=False, version=None, freeze=Fa
     model): int8 calibrates on the training images (the val ones without), and is skipped
     with a note when the config names neither. ``overrides`` also set the exports'
     inference settings (``run_dir.INFERENCE_CHANGES``: post-processing, mask threshold and
-    count, ``model.conv_algorithm``). ``include_masks``: also ``saved_model_masks/``, the
-    same detector with the mask branch. Returns 0, or 2 after printing why the run cannot
+    count, ``model.conv_algorithm``). ``include_masks``: also ``saved_model_masks/`` and
+    ``tflite/model_<variant>_masks.tflite``, the same detector with the mask branch. Returns 0, or 2 after printing why the run cannot
     be exported."""
     root = export_dir or os.path.join(model_dir, "export")
     try:
@@ -47,7 +47,7 @@ def run(model_dir, export_dir=None, include_masks=False, version=None, freeze=Fa
                       "names none (--override data.val_json=... data.val_images=...)")
             paths = export_tflite(model_dir, os.path.join(root, "tflite"), variants,
                                   progress=None, train_data=train if train is not None else val,
-                                  overrides=overrides)
+                                  overrides=overrides, include_masks=include_masks)
             for path in paths.values():
                 print(f"  TFLite       {path} ({os.path.getsize(path) / 1e6:.2f} MB)")
             if val is not None and variants:

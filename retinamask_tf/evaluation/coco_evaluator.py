@@ -22,7 +22,7 @@ from retinamask_tf.data import pipeline
 from retinamask_tf.data.errors import DatasetError
 from retinamask_tf.data.segmentations import pack_all
 from retinamask_tf.data.runtime_skips import RuntimeSkips
-from retinamask_tf.ops.masks import paste_masks
+from retinamask_tf.mask_paste import paste_masks
 from retinamask_tf.progress import Progress
 
 STAT_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl",
@@ -61,7 +61,7 @@ def batch_to_coco(det, image_ids, class_ids, image_sizes=None, threshold=0.5):
             k = min(n, det["masks"].shape[1])
             height, width = (int(v) for v in image_sizes[b])
             binary = (paste_masks(det["masks"][b, :k], boxes[:k], height, width,
-                                  threshold).numpy() if k else None)
+                                  threshold) if k else None)
         ids = np.asarray(class_ids)[det["classes"][b, :n].astype(np.int64)]
         results.extend(to_coco_results(image_id, boxes, det["scores"][b, :n], ids, binary))
     return results

@@ -11,6 +11,7 @@ import os
 import numpy as np
 
 from retinamask_tf.detections import Detections, rgb_uint8
+from retinamask_tf.mask_paste import paste_masks
 from retinamask_tf.ops import resize
 from retinamask_tf.run_dir import read_label_map
 from retinamask_tf.native_noise import drop_known_native_noise
@@ -30,11 +31,11 @@ def interpreter_class():
 
 class LiteRTPredictor:
     """One exported .tflite model, ready to run on RGB images of any size: calling it on a
-    uint8 RGB image returns ``detections.Detections`` (no masks: the TFLite files are
-    detection-only).
+    uint8 RGB image returns ``detections.Detections`` (with full-image masks from a
+    ``model_<variant>_masks.tflite`` file, None from a detection-only one).
 
     Args:
-      model_path: a ``model_<variant>.tflite`` written by ``export_tflite``.
+      model_path: a ``model_<variant>[_masks].tflite`` written by ``export_tflite``.
       num_threads: interpreter threads (XNNPACK).
     """
 
@@ -49,13 +50,14 @@ class LiteRTPredictor:
         self.names = dict(zip(*read_label_map(folder)))
         self.model_path = model_path
         self.source = f"{model_path} (TFLite, LiteRT)"
-        self.has_masks = False
         with drop_known_native_noise():
             self.interpreter = interpreter_class()(model_path=model_path, num_threads=num_threads)
             self.runner = self.interpreter.get_signature_runner("serving_default")
+            self.has_masks = "detection_masks" in self.runner.get_output_details()
             self.runner(images=np.zeros((1,) + tuple(self.info["image_size"]) + (3,), np.uint8),
                         true_image_shape=np.ones((1, 2), np.float32))  # allocates (and warms)
         self.image_size = tuple(self.info["image_size"])
+        self.mask_threshold = float(self.info.get("mask_threshold", 0.5))
 
     def preprocess(self, image):
         """uint8 RGB image (``detections.rgb_uint8``) -> (padded uint8 [S, S, 3], true shape
@@ -81,5 +83,7 @@ class LiteRTPredictor:
         boxes = out["detection_boxes"][:n] / np.tile(scale, 2)[None]
         boxes = np.clip(boxes, 0, [height, width, height, width])
         classes = out["detection_classes"][:n]
+        masks = out["detection_masks"][:n] if self.has_masks else None
         return Detections.build(boxes, out["detection_scores"][:n], classes,
-                                [self.names.get(int(c), str(int(c))) for c in classes])
+                                [self.names.get(int(c), str(int(c))) for c in classes],
+                                paste_masks(masks, boxes, height, width, self.mask_threshold))

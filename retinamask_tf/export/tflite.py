@@ -13,9 +13,16 @@ and returns
 Normalisation, the network, box decoding and per-class NMS (``nms.class_offset_nms``,
 TFLite's builtin NON_MAX_SUPPRESSION_V5) are all inside: no Flex and no custom ops.
 
+and, in the mask files (``model_<variant>_masks.tflite``, ``include_masks``), also
+  detection_masks   float32 [1, M, m, m]: mask probabilities of the first M =
+                    ``model.mask_head.num_masks`` detections (rows past num_detections are
+                    meaningless), each in the frame of its box (``mask_paste`` puts them
+                    into the image); RoIAlign there is ``ops.crop.gather_crop_and_resize``
+                    (gathers: TFLite has no CropAndResize), the same values as training's.
+
 Variants: ``float32``; ``float16`` (float16 weights); ``dynamic_int8`` (int8 weights,
-float activations); ``int8`` (int8 weights and activations of the network, calibrated on
-training images; post-processing kept float).
+float activations); ``int8`` (int8 weights and activations of the network and of the mask
+head, per channel, calibrated on training images; post-processing and RoIAlign kept float).
 """
 
 import json
@@ -44,30 +51,38 @@ POSTPROCESS_SCOPE = "postprocess"
 
 
 class TFLiteDetector(tf.Module):
-    """The detection-only model with TFLite-convertible pre/post-processing, batch 1."""
+    """The model with TFLite-convertible pre/post-processing, batch 1: detection-only, or
+    with ``detection_masks`` when ``model`` has its mask branch."""
 
     def __init__(self, model, class_ids):
         super().__init__(name="retinamask_tflite")
-        if model.has_masks:
-            raise ExportError("the TFLite export is detection-only: build the model without "
-                              "its mask head (restore_for_export does)")
         self.model = model
         self.image_size = tuple(int(s) for s in model.image_size)
+        # Name scopes the int8 variant keeps float: post-processing, and RoIAlign (its box
+        # coordinates, level choice and interpolation weights; int8 there moves samples).
+        self.float_scopes = (POSTPROCESS_SCOPE,) + (
+            (model.mask_branch.roi_aligner.name,) if model.has_masks else ())
         self.class_ids = tf.constant(class_ids, tf.int32)
         self.detect = tf.function(self._detect, input_signature=[
             tf.TensorSpec((1,) + self.image_size + (3,), tf.uint8, name="images"),
             tf.TensorSpec([1, 2], tf.float32, name="true_image_shape")])
 
     def _detect(self, images, true_image_shape):
-        outputs = self.model(tf.cast(images, tf.float32), training=False)
-        g = self.model.detection_generator
+        model = self.model
+        pyramid = model.features(tf.cast(images, tf.float32), training=False)
+        outputs = model.head(pyramid, training=False)
+        g = model.detection_generator
         with tf.name_scope(POSTPROCESS_SCOPE):
             det = postprocess.generate_detections_single(
-                outputs["cls_logits"], outputs["box_deltas"], tf.constant(self.model.anchors),
-                self.model.level_counts, true_image_shape, g.settings, g.coder)
+                outputs["cls_logits"], outputs["box_deltas"], tf.constant(model.anchors),
+                model.level_counts, true_image_shape, g.settings, g.coder)
             classes = tf.gather(self.class_ids, det["classes"])
-        return {"detection_boxes": det["boxes"], "detection_scores": det["scores"],
-                "detection_classes": classes, "num_detections": det["num_detections"]}
+        out = {"detection_boxes": det["boxes"], "detection_scores": det["scores"],
+               "detection_classes": classes, "num_detections": det["num_detections"]}
+        if model.has_masks:  # RoIAlign in gathers; the mask head's convs are the network's
+            out["detection_masks"] = model.mask_branch.predict(
+                pyramid, det["boxes"], det["classes"], xla_compatible=True)
+        return out
 
 
 def calibration_images(dataset, config, num_images, seed=0):
@@ -118,10 +133,12 @@ def convert(detector, variant, representative_dataset=None, float_model=None):
 
     converter = tf.lite.TFLiteConverter.from_concrete_functions(
         [serve.get_concrete_function()], tf.Module())
-    return _convert(converter, variant, representative_dataset, float_model)
+    return _convert(converter, variant, representative_dataset, float_model,
+                    detector.float_scopes)
 
 
-def _convert(converter, variant, representative_dataset, float_model=None):
+def _convert(converter, variant, representative_dataset, float_model=None,
+             float_scopes=(POSTPROCESS_SCOPE,)):
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
     if variant == "float16":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
@@ -131,7 +148,7 @@ def _convert(converter, variant, representative_dataset, float_model=None):
     elif variant == "int8":
         if representative_dataset is None:
             raise ValueError("the int8 variant needs a representative dataset")
-        return _convert_int8(converter, representative_dataset, float_model)
+        return _convert_int8(converter, representative_dataset, float_model, float_scopes)
     return converter.convert()
 
 
@@ -142,7 +159,19 @@ POSTPROCESS_OP_TYPES = ("TOPK_V2", "LOGISTIC", "GATHER", "GATHER_ND", "UNPACK", 
                         "STRIDED_SLICE", "EXP", "NON_MAX_SUPPRESSION_V5", "MINIMUM", "MAXIMUM")
 
 
-def _convert_int8(converter, representative_dataset, float_model=None):
+def _in_scopes(tensor_name, scopes):
+    """Whether any part of a (possibly fused, "a;b") TFLite tensor name lies under one of
+    ``scopes`` (TF adds "_1", "_2" to a reused scope: "roi_aligner_1/...")."""
+    for part in tensor_name.split(";"):
+        top = part.split("/")[0]
+        if "/" in part and any(top == s or (top.startswith(s + "_") and top[len(s) + 1:].isdigit())
+                               for s in scopes):
+            return True
+    return False
+
+
+def _convert_int8(converter, representative_dataset, float_model=None,
+                  float_scopes=(POSTPROCESS_SCOPE,)):
     """Integer network, float post-processing.
 
     Left to itself the converter also quantizes box decoding, the class offsets of the
@@ -150,14 +179,15 @@ def _convert_int8(converter, representative_dataset, float_model=None):
     with the float model; with the names of the post-processing ops alone denylisted, the
     output boxes still came out of an int8 gather in 1-pixel steps and the NMS boxes in
     3.7-pixel steps: demo bbox AP 0.464 against 0.546 in float). So TF's selective
-    quantization (``QuantizationDebugger``) keeps float every op under
-    ``POSTPROCESS_SCOPE``, the ops producing the signature's outputs, and every op of the
-    ``POSTPROCESS_OP_TYPES`` (the network has none of them; a test checks).
+    quantization (``QuantizationDebugger``) keeps float every op under ``float_scopes``
+    (``TFLiteDetector.float_scopes``: post-processing, and RoIAlign in the mask files), the
+    ops producing the signature's outputs, and every op of the ``POSTPROCESS_OP_TYPES``
+    (the network has none of them; a test checks). The mask head's convolutions are int8.
     """
     float_model = float_model or converter.convert()
     interpreter = litert_runner.interpreter_class()(model_content=float_model)
     keep_float = [t["name"] for t in interpreter.get_tensor_details()
-                  if t["name"].startswith(POSTPROCESS_SCOPE + "/")]
+                  if _in_scopes(t["name"], float_scopes)]
     keep_float += [d["name"] for d in interpreter.get_output_details()]
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
     converter.representative_dataset = representative_dataset
@@ -173,59 +203,66 @@ def _convert_int8(converter, representative_dataset, float_model=None):
 
 
 def export_tflite(model_dir, output_dir, variants=VARIANTS, num_calibration_images=100,
-                  checkpoint=None, progress=print, train_data=None, overrides=()):
+                  checkpoint=None, progress=print, train_data=None, overrides=(),
+                  include_masks=False):
     """Converts a training directory's latest checkpoint to each TFLite variant.
 
     ``train_data``: the run's training split, if the caller has it loaded (int8
     calibration reads it; otherwise it is loaded from the config). ``overrides``: inference
     settings (``saved_model.restore_for_export``; a ``model.conv_algorithm`` applies to the
-    float32 variant: the ``SMALL_VARIANTS`` always convert direct convs). Writes
+    float32 variant: the ``SMALL_VARIANTS`` always convert direct convs; a
+    ``model.mask_head.num_masks`` sets the mask files' M). ``include_masks``: also
+    ``model_<variant>_masks.tflite``, the same detector with ``detection_masks``. Writes
     ``output_dir/model_<variant>.tflite``, ``label_map.json`` and ``tflite_model.json``
-    (input size, letterbox settings, variants and file sizes: what the runner needs).
-    Returns {variant: path}.
+    (input size, letterbox settings, mask threshold, files and their sizes: what the runner
+    needs). Returns {file key: path}, keys "<variant>" and "<variant>_masks".
     """
     variants = list(variants)
     for v in variants:
         if v not in VARIANTS:
             raise ExportError(f"unknown TFLite variant {v!r}; choose from {', '.join(VARIANTS)}")
-    run = restore_for_export(model_dir, False, checkpoint, overrides=overrides)
-    model, config, class_ids, class_names = run.model, run.config, run.class_ids, run.class_names
-    detector = TFLiteDetector(model, class_ids)
-    # The variants that exist to be small (float16, dynamic_int8, int8) are converted from
-    # the direct-conv graph: their files keep the 3x3 kernels, not the 4x larger
-    # Winograd-transformed ones the float32 file stores, and no quantization is applied to
-    # transformed kernels or tiles (not evaluated).
-    small_detector = detector
-    if set(variants) & set(SMALL_VARIANTS) and config.model.conv_algorithm != "direct":
-        small_detector = TFLiteDetector(
-            restore_for_export(model_dir, False, checkpoint,
-                               overrides=tuple(overrides) + ("model.conv_algorithm=direct",)).model,
-            class_ids)
-    representative = None
-    if "int8" in variants:
-        train = (train_data if train_data is not None
-                 else pipeline.load_splits(config.data, masks=False)[0])
-        representative = calibration_images(train, config, num_calibration_images)
+    representative, config = None, None
     os.makedirs(output_dir, exist_ok=True)
-    paths, sizes, float_model = {}, {}, None
-    for v in variants:
-        if progress:
-            progress(f"converting TFLite {v} ...")
-        source = small_detector if v in SMALL_VARIANTS else detector
-        with drop_known_native_noise():  # int8 reuses the float32 file's names: same graph only
-            data = convert(source, v, representative, float_model if source is detector else None)
-        if v == "float32":
-            float_model = data
-        path = os.path.join(output_dir, f"model_{v}.tflite")
-        with open(path + ".tmp", "wb") as f:
-            f.write(data)
-        os.replace(path + ".tmp", path)
-        paths[v], sizes[v] = path, len(data)
+    paths, sizes = {}, {}
+    for masks in (False, True) if include_masks else (False,):
+        run = restore_for_export(model_dir, masks, checkpoint, overrides=overrides)
+        config, class_ids, class_names = run.config, run.class_ids, run.class_names
+        detector = TFLiteDetector(run.model, class_ids)
+        # The variants that exist to be small (float16, dynamic_int8, int8) are converted
+        # from the direct-conv graph: their files keep the 3x3 kernels, not the 4x larger
+        # Winograd-transformed ones the float32 file stores, and no quantization is applied
+        # to transformed kernels or tiles (not evaluated).
+        small_detector = detector
+        if set(variants) & set(SMALL_VARIANTS) and config.model.conv_algorithm != "direct":
+            small_detector = TFLiteDetector(
+                restore_for_export(model_dir, masks, checkpoint, overrides=tuple(overrides)
+                                   + ("model.conv_algorithm=direct",)).model, class_ids)
+        if "int8" in variants and representative is None:
+            train = (train_data if train_data is not None
+                     else pipeline.load_splits(config.data, masks=False)[0])
+            representative = calibration_images(train, config, num_calibration_images)
+        float_model = None
+        for v in variants:
+            key = v + ("_masks" if masks else "")
+            if progress:
+                progress(f"converting TFLite {key} ...")
+            source = small_detector if v in SMALL_VARIANTS else detector
+            with drop_known_native_noise():  # int8 reuses the float32 file's names: same graph only
+                data = convert(source, v, representative,
+                               float_model if source is detector else None)
+            if v == "float32":
+                float_model = data
+            path = os.path.join(output_dir, f"model_{key}.tflite")
+            with open(path + ".tmp", "wb") as f:
+                f.write(data)
+            os.replace(path + ".tmp", path)
+            paths[key], sizes[key] = path, len(data)
     run_dir.write_label_map(output_dir, class_ids, class_names)
     pad = pixels.pad_pixel(config)
     info = {"image_size": list(detector.image_size), "short_side": config.data.short_side,
             "pad_value": list(pad) if pad else None,
             "long_side": config.data.long_side, "max_detections": config.postprocess.max_detections,
+            "mask_threshold": config.model.mask_head.mask_threshold,
             "inputs": ["images", "true_image_shape"], "variants": sizes,
             "num_calibration_images": num_calibration_images if "int8" in variants else 0}
     with open(os.path.join(output_dir, INFO_FILE), "w") as f:

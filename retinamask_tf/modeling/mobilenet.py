@@ -10,6 +10,8 @@ layer names (which change with every model built in a process) are never relied 
 
 import keras
 
+from retinamask_tf.modeling.norm import BN_MOMENTUM
+
 APPLICATIONS = {
     "mobilenet_v2": "MobileNetV2",
     "mobilenet_v3_large": "MobileNetV3Large",
@@ -42,13 +44,14 @@ def build_mobilenet(name, alpha=1.0, norm="batch_norm", weights=None):
     """``keras.Model`` normalised images [B, H, W, 3] -> {"C3", "C4", "C5"} (strides 8,
     16, 32; H and W any multiples of 32). ``weights``: None (from scratch) or "imagenet"
     (Keras' files: downloaded once, or found in ``~/.keras/models``). ``norm``: batch_norm,
-    or frozen (the batch norms keep their statistics and scales)."""
+    or frozen (the batch norms keep their statistics and scales). Trained batch norms
+    update their statistics with ``norm.BN_MOMENTUM``, as the rest of the model."""
     indices = level_layers(name, alpha)
     base = _application(name, alpha, weights, (None, None, 3))
     outputs = {f"C{level}": base.layers[i].output for level, i in zip((3, 4, 5), indices)}
     model = keras.Model(base.input, outputs, name=f"{name}_{alpha:g}")
-    if norm == "frozen":
-        for layer in model.layers:
-            if isinstance(layer, keras.layers.BatchNormalization):
-                layer.trainable = False
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.momentum = BN_MOMENTUM  # Keras builds them with 0.999 (see norm.BN_MOMENTUM)
+            layer.trainable = norm != "frozen"
     return model

@@ -1,4 +1,5 @@
-"""Instance-mask ops: training targets from box-frame GT masks, pasting predicted masks.
+"""Instance-mask ops: training targets from box-frame GT masks (pasting predicted masks
+back into the image: ``retinamask_tf.mask_paste``).
 
 GT masks are stored in the *box frame*: an ``S x S`` grid covering the GT box
 exactly (cell (i, j) spans ``[y0 + i h / S, y0 + (i + 1) h / S)`` and the same in
@@ -7,8 +8,8 @@ not grow with the image (100 instances at S = 112 are 1.2 MB per image as
 uint8, against ~100 MB of full-image masks at 1333 x 800), and resizing or
 flipping the image leaves it unchanged (a flip reverses its columns).
 
-Both ops sample bilinearly with zeros outside the grid (the grid is padded by
-one zero cell), then threshold: the convention of the reference paste.
+Targets sample bilinearly with zeros outside the grid (the grid is padded by one zero
+cell), then threshold: the convention of the reference paste.
 """
 
 import tensorflow as tf
@@ -80,30 +81,3 @@ def mask_targets(gt_masks, gt_boxes, rois, matched_gt, output_size=28, xla_compa
     crops = crop(masks, boxes, index, [output_size, output_size], extrapolation_value=0.0)
     crops = tf.reshape(crops, [batch, num_rois, output_size, output_size])
     return tf.cast(crops >= 0.5, tf.float32)
-
-
-def paste_masks(masks, boxes, height, width, threshold=0.5):
-    """Pastes box-frame masks into a full image.
-
-    Args:
-      masks: [D, m, m] probabilities in the box frame of ``boxes``.
-      boxes: [D, 4] yxyx pixels of the target image.
-      height, width: int scalars, the target image size.
-      threshold: probability at or above which a pixel is in the mask.
-    Returns:
-      [D, height, width] bool; pixel (y, x) is sampled at its centre (y + 0.5, x + 0.5).
-    """
-    cells = masks.shape[-1]
-    num = tf.shape(masks)[0]
-    padded = tf.pad(tf.cast(masks, tf.float32)[..., None], [[0, 0], [1, 1], [1, 1], [0, 0]])
-    boxes = tf.cast(boxes, tf.float32)
-    h = tf.cast(height, tf.float32)
-    w = tf.cast(width, tf.float32)
-    y_first, y_last = _grid_to_normalized(tf.zeros_like(boxes[:, 0]), tf.fill(tf.shape(boxes[:, 0]), h),
-                                          boxes[:, 0], boxes[:, 2] - boxes[:, 0], cells, h)
-    x_first, x_last = _grid_to_normalized(tf.zeros_like(boxes[:, 1]), tf.fill(tf.shape(boxes[:, 1]), w),
-                                          boxes[:, 1], boxes[:, 3] - boxes[:, 1], cells, w)
-    norm = tf.stack([y_first, x_first, y_last, x_last], -1)
-    out = tf.image.crop_and_resize(padded, norm, tf.range(num), tf.stack([height, width]),
-                                   method="bilinear", extrapolation_value=0.0)
-    return out[..., 0] >= threshold

@@ -22,7 +22,7 @@ from retinamask_tf.ops.resize import resize_and_pad
 @pytest.fixture(scope="module")
 def three_formats(trained_dir, tmp_path_factory):
     """The fixture run, its SavedModels (TF Serving layout, with and without masks) and its
-    float32 TFLite file."""
+    float32 TFLite files (with and without masks), masks exported at threshold 0.3."""
     model_dir, _ = trained_dir
     root = tmp_path_factory.mktemp("formats")
     base = str(root / "saved_model")
@@ -30,8 +30,10 @@ def three_formats(trained_dir, tmp_path_factory):
     masks_base = str(root / "saved_model_masks")
     saved_model.export_servable(model_dir, masks_base, include_masks=True,
                                 overrides=["model.mask_head.mask_threshold=0.3"])
-    lite = tflite.export_tflite(model_dir, str(root / "tflite"), ["float32"], progress=None)
-    return model_dir, base, masks_base, lite["float32"]
+    lite = tflite.export_tflite(model_dir, str(root / "tflite"), ["float32"], progress=None,
+                                include_masks=True,
+                                overrides=["model.mask_head.mask_threshold=0.3"])
+    return model_dir, base, masks_base, lite
 
 
 def _image(coco128):
@@ -90,7 +92,7 @@ def test_one_contract_across_the_three_formats(three_formats, coco128):
     dets = {"run": rm.load(model_dir, include_masks=False)(image),
             "saved_model": rm.load(base)(image),
             "version folder": rm.load(saved_model.resolve_servable(base))(image),
-            "tflite": rm.load(lite)(image)}
+            "tflite": rm.load(lite["float32"])(image)}
     ids, names = run_dir.read_label_map(model_dir)
     by_id = dict(zip(ids, names))
     for fmt, det in dets.items():
@@ -107,22 +109,28 @@ def test_one_contract_across_the_three_formats(three_formats, coco128):
     for fmt in ("saved_model", "version folder", "tflite"):
         err = _matched(dets["run"], dets[fmt], 20)
         assert err[:, 0].max() <= 1.0 and err[:, 1].max() <= 1e-4, (fmt, err.max(0))
-    # Masks: the run directory and the mask SavedModel (exported with another mask
-    # threshold, which it keeps) paste the same full-image masks.
+    # Masks: the run directory, the mask SavedModel and the mask TFLite file (both exported
+    # with another mask threshold, which they keep) paste the same full-image masks: each
+    # of the run's first 10 against the same-class detection of the closest box.
     assert rm.load(masks_base).mask_threshold == pytest.approx(0.3)
-    with_masks = (rm.load(model_dir, overrides=["model.mask_head.mask_threshold=0.3"])(image),
-                  rm.load(masks_base)(image))
-    for det in with_masks:
-        assert det.masks.shape[1:] == image.shape[:2] and det.masks.dtype == bool
-    a, b = with_masks
-    j = int(np.argmin(np.abs(b.boxes - a.boxes[0]).max(1) + 1e6 * (b.classes != a.classes[0])))
-    union = np.logical_or(a.masks[0], b.masks[j]).sum()
-    assert union == 0 or np.logical_and(a.masks[0], b.masks[j]).sum() / union > 0.9
+    assert rm.load(lite["float32_masks"]).mask_threshold == pytest.approx(0.3)
+    run = rm.load(model_dir, overrides=["model.mask_head.mask_threshold=0.3"])(image)
+    num_masks = run_dir.read_config(model_dir).model.mask_head.num_masks
+    for fmt, det in (("saved_model", rm.load(masks_base)(image)),
+                     ("tflite", rm.load(lite["float32_masks"])(image))):
+        assert det.masks.shape == (min(len(det), num_masks),) + image.shape[:2], fmt
+        assert det.masks.dtype == bool, fmt
+        for i in range(10):
+            j = int(np.argmin(np.abs(det.boxes - run.boxes[i]).max(1)
+                              + 1e6 * (det.classes != run.classes[i])))
+            union = np.logical_or(run.masks[i], det.masks[j]).sum()
+            inter = np.logical_and(run.masks[i], det.masks[j]).sum()
+            assert union == 0 or inter / union > 0.9, (fmt, i, inter / union)
 
 
 def test_every_format_refuses_what_is_not_a_uint8_image(three_formats):
     model_dir, base, _, lite = three_formats
-    for path in (model_dir, base, lite):
+    for path in (model_dir, base, lite["float32"], lite["float32_masks"]):
         predictor = rm.load(path, **({"include_masks": False} if path == model_dir else {}))
         with pytest.raises(ValueError, match="uint8"):
             predictor(np.zeros((8, 8, 3), np.float32))
@@ -141,7 +149,7 @@ def test_load_names_what_is_wrong(three_formats, tmp_path):
     with pytest.raises(run_dir.RunDirError, match="is an export"):
         rm.load(base, include_masks=True)
     with pytest.raises(run_dir.RunDirError, match="is an export"):
-        rm.load(lite, overrides=["postprocess.score_threshold=0.5"])
+        rm.load(lite["float32"], overrides=["postprocess.score_threshold=0.5"])
     text = tmp_path / "notes.txt"
     text.write_text("x")
     with pytest.raises(run_dir.RunDirError, match="not a .tflite model"):

@@ -87,11 +87,12 @@ def resize_bilinear(image, height, width):
     """[H, W, C] -> [height, width, C] float32, equal to ``tf.image.resize(method='bilinear')``
     up to float rounding."""
     image = np.asarray(image, np.float32)
+    if image.shape[:2] == (height, width):  # TF's resize to the same size is the identity
+        return image
     y0, y1, fy = _axis_weights(image.shape[0], height)
     x0, x1, fx = _axis_weights(image.shape[1], width)
-    top = image[y0][:, x0] + (image[y0][:, x1] - image[y0][:, x0]) * fx[None, :, None]
-    bottom = image[y1][:, x0] + (image[y1][:, x1] - image[y1][:, x0]) * fx[None, :, None]
-    return top + (bottom - top) * fy[:, None, None]
+    rows = image[y0] + (image[y1] - image[y0]) * fy[:, None, None]  # separable: rows, then
+    return rows[:, x0] + (rows[:, x1] - rows[:, x0]) * fx[None, :, None]  # columns
 
 
 def letterbox(image, short_side, long_side, output_size, pad_value=None):
@@ -112,10 +113,13 @@ def letterbox(image, short_side, long_side, output_size, pad_value=None):
         raise ValueError(f"expected an RGB image [H>0, W>0, 3], got shape {image.shape}")
     h, w = image.shape[:2]
     new_h, new_w = resized_size(h, w, short_side, long_side, output_size)
-    resized = resize_bilinear(image, new_h, new_w)
     padded = np.zeros(tuple(output_size) + (3,), np.uint8)
     if pad_value is not None:
         padded[:] = np.clip(np.round(np.asarray(pad_value, np.float32)), 0, 255).astype(np.uint8)
-    padded[:new_h, :new_w] = np.clip(np.round(resized), 0, 255).astype(np.uint8)
+    if (new_h, new_w) == (h, w):  # already at the model's scale
+        padded[:h, :w] = image
+    else:
+        resized = resize_bilinear(image, new_h, new_w)
+        padded[:new_h, :new_w] = np.clip(np.round(resized), 0, 255).astype(np.uint8)
     scales = np.array([new_h / np.float32(h), new_w / np.float32(w)], np.float32)
     return padded, np.array([new_h, new_w], np.float32), scales

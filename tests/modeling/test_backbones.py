@@ -45,6 +45,19 @@ def test_mobilenet_levels_and_channels(name):
     assert bns and not any(layer.trainable for layer in bns)
 
 
+def test_mobilenet_batch_norm_statistics_move_at_our_momentum():
+    """One training call moves a running mean by (1 - 0.9) of the batch mean (Keras'
+    applications build their batch norms with momentum 0.999)."""
+    model = build_mobilenet("mobilenet_v3_small", 0.5)
+    bn = next(layer for layer in model.layers
+              if isinstance(layer, tf.keras.layers.BatchNormalization))
+    stem = tf.keras.Model(model.input, bn.input)  # the model up to that batch norm
+    x = np.random.default_rng(0).random((2, 32, 32, 3)).astype(np.float32)
+    batch_mean = tf.reduce_mean(stem(x, training=True), [0, 1, 2]).numpy()
+    model(x, training=True)
+    np.testing.assert_allclose(bn.moving_mean.numpy(), 0.1 * batch_mean, rtol=1e-4, atol=1e-6)
+
+
 def test_inception_normalisation_and_auto_rule():
     x = ImageNormalization("inception")(tf.constant([[[[0.0, 127.5, 255.0]]]]))
     np.testing.assert_allclose(x.numpy(), [[[[-1.0, 0.0, 1.0]]]], atol=1e-6)

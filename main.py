@@ -25,6 +25,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app, flags  # noqa: E402
 
+from retinamask_tf.weights.sources import SOURCES  # noqa: E402  (no TensorFlow)
+
 flags.DEFINE_enum("mode", "train_and_eval",
                   ["train", "eval", "train_and_eval", "export", "predict", "plots",
                    "inspect_data", "make_tfrecords", "import_weights"],
@@ -75,8 +77,7 @@ flags.DEFINE_bool("export", True, "train_and_eval: export SavedModel + TFLite at
 flags.DEFINE_enum("strategy", "default", ["default", "mirrored", "multi_worker_mirrored", "tpu"],
                   "tf.distribute strategy for training (multi_worker_mirrored reads TF_CONFIG).")
 flags.DEFINE_string("tpu", None, "--strategy=tpu: TPU name or address ('' = local TPU VM).")
-flags.DEFINE_enum("source", None, ["retinamask", "torchvision_retinanet",
-                                    "torchvision_retinanet_v2", "torchvision_resnet"],
+flags.DEFINE_enum("source", None, list(SOURCES),
                   "--mode=import_weights: what kind of checkpoint --weights is.")
 flags.DEFINE_string("weights", None, "--mode=import_weights: the PyTorch checkpoint (.pth).")
 FLAGS = flags.FLAGS

@@ -341,7 +341,8 @@ class ModelConfig:
     def __post_init__(self):
         _check(self.num_classes is None or self.num_classes >= 1, "model.num_classes", "must be >= 1")
         _check(not (self.conv_padding == "symmetric" and self.backbone.weights == "imagenet"),
-               "model.conv_padding", "Keras' ImageNet ResNets use TF padding: symmetric needs "
+               "model.conv_padding", "Keras' ImageNet ResNets and MobileNets use TF padding: "
+               "symmetric needs "
                "model.backbone.weights: null")
 
 

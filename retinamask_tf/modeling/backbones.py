@@ -19,7 +19,8 @@ def _resnet(m):
 
 def _mobilenet(name):
     def build(m):
-        return build_mobilenet(name, m.backbone.alpha, m.backbone.norm, m.backbone.weights)
+        return build_mobilenet(name, m.backbone.alpha, m.backbone.norm, m.backbone.weights,
+                               m.conv_padding)
     return build
 
 

@@ -4,6 +4,7 @@
 and how the tensors turn into each other:
 
   conv     torch ``[out, in, kh, kw]`` -> Keras ``[kh, kw, in, out]`` (+ bias)
+  dwconv   torch depthwise ``[channels, 1, kh, kw]`` -> Keras ``[kh, kw, channels, 1]``
   deconv   torch ConvTranspose ``[in, out, kh, kw]`` -> Keras ``[kh, kw, out, in]``
   bn       torchvision FrozenBatchNorm2d (eps 1e-5, as ours): copied as it is
   bn0      maskrcnn-benchmark FrozenBatchNorm2d (no eps): gamma scaled by
@@ -20,8 +21,10 @@ and how the tensors turn into each other:
 """
 
 import dataclasses
+import re
 from typing import Optional, Sequence
 
+import keras
 import numpy as np
 
 from retinamask_tf.modeling.resnet import SPECS
@@ -30,7 +33,7 @@ from retinamask_tf.weights.sources import Source
 BN_EPS = 1e-5
 # Keys a source's file holds that no layer of ours reads.
 _IGNORED_SUFFIXES = ("num_batches_tracked",)
-_IGNORED_PREFIXES = ("fc.", "rpn.anchor_generator.", "anchor_generator.")
+_IGNORED_PREFIXES = ("fc.", "classifier.", "rpn.anchor_generator.", "anchor_generator.")
 
 
 class WeightsError(ValueError):
@@ -39,7 +42,7 @@ class WeightsError(ValueError):
 
 @dataclasses.dataclass(frozen=True)
 class Slot:
-    kind: str  # conv, deconv, bn, bn0, gn, cls, box, mask
+    kind: str  # conv, dwconv, deconv, bn, bn0, gn, cls, box, mask
     layer: object  # the Keras layer
     key: str  # the source's key prefix (without .weight/.bias)
     aliases: tuple = ()  # older spellings of the same prefix
@@ -72,6 +75,48 @@ def _backbone_slots(model, source):
             slots.append(Slot("conv", short, f"{theirs}downsample.0"))
             slots.append(Slot(bn, backbone.get_layer(f"{ours}_short_norm"), f"{theirs}downsample.1"))
     return slots
+
+
+# Keras MobileNetV3 layer names: "expanded_conv[_<n>]_<part>[_bn | _1]"
+_MOBILENET_LAYER = re.compile(r"expanded_conv(?:_(\d+))?_(expand|depthwise|squeeze_excite_conv|"
+                              r"project)(_bn|_1)?$")
+
+
+def _mobilenet_v3_slots(model, source):
+    """torchvision's ``mobilenet_v3_large`` / ``_small`` ``features`` in Keras' MobileNetV3:
+    ``features.0`` the stem (conv, bn), ``features.<n + 1>`` block n, whose modules are
+    numbered in order (expand conv + bn if any, depthwise conv + bn, squeeze-excite
+    fc1/fc2 if any, project conv + bn), then the last 1x1 conv + bn. Keras' layers come in
+    the same order under stable names."""
+    slots, modules = [], {}
+    for layer in model.backbone.layers:
+        if not isinstance(layer, (keras.layers.Conv2D, keras.layers.DepthwiseConv2D,
+                                  keras.layers.BatchNormalization)):
+            continue
+        kind = ("bn" if isinstance(layer, keras.layers.BatchNormalization) else
+                "dwconv" if isinstance(layer, keras.layers.DepthwiseConv2D) else "conv")
+        if layer.name in ("conv", "conv_bn"):  # the stem
+            slots.append(Slot(kind, layer, "features.0." + ("1" if kind == "bn" else "0")))
+            continue
+        if layer.name in ("conv_1", "conv_1_bn"):  # the last 1x1 conv
+            last = len({n for n, _ in modules}) + 1
+            slots.append(Slot(kind, layer, f"features.{last}." + ("1" if kind == "bn" else "0")))
+            continue
+        match = _MOBILENET_LAYER.match(layer.name)
+        if not match:
+            raise WeightsError(f"layer {layer.name} of the backbone is not one of Keras' "
+                               "MobileNetV3 layers: torchvision MobileNetV3 weights do not fit")
+        block, part, suffix = int(match.group(1) or 0), match.group(2), match.group(3)
+        index = modules.setdefault((block, part), sum(1 for b, _ in modules if b == block))
+        prefix = f"features.{block + 1}.block.{index}"
+        if part == "squeeze_excite_conv":
+            slots.append(Slot(kind, layer, prefix + (".fc2" if suffix == "_1" else ".fc1")))
+        else:
+            slots.append(Slot(kind, layer, prefix + (".1" if kind == "bn" else ".0")))
+    return slots
+
+
+BACKBONE_SLOTS = {"resnet": _backbone_slots, "mobilenet_v3": _mobilenet_v3_slots}
 
 
 def _backbone_depth(backbone):
@@ -152,7 +197,7 @@ def _mask_slots(model):
 def layout(model, source: Source, masks: bool = True):
     """Every slot of ``source`` in ``model``: the backbone for a backbone-only source, the
     whole detector for the others, the mask head too when ``masks`` and both have one."""
-    slots = _backbone_slots(model, source)
+    slots = BACKBONE_SLOTS[source.backbone](model, source)
     if source.detector:
         slots += _fpn_slots(model, source) + _head_slots(model, source)
     if masks and source.has_masks and model.has_masks:
@@ -186,6 +231,11 @@ def _conv_kernel(w):
     return np.transpose(w, (2, 3, 1, 0))
 
 
+def _depthwise_kernel(w):
+    """torch depthwise Conv [channels, 1, kh, kw] -> Keras DepthwiseConv2D [kh, kw, channels, 1]."""
+    return np.transpose(w, (2, 3, 0, 1))
+
+
 def _torch_kernel(k):
     """The inverse of ``_conv_kernel``."""
     return np.transpose(k, (3, 2, 0, 1))
@@ -204,7 +254,10 @@ class _State:
             key = f"{prefix}.{suffix}"
             if key in self.state:
                 self.used.add(key)
-                return key, np.asarray(self.state[key])
+                value = np.asarray(self.state[key])
+                if value.dtype == np.float16:  # a half-precision checkpoint
+                    value = value.astype(np.float32)
+                return key, value
         raise WeightsError(f"key {slot.key}.{suffix} is missing: not a {self.source_name} "
                            "checkpoint of this architecture (depth, heads, mask head)?")
 
@@ -242,9 +295,9 @@ def load(model, state, source: Source, class_map: Optional[Sequence[int]] = None
     kept = []
     for slot in layout(model, source, masks):
         layer = slot.layer
-        if slot.kind in ("conv", "deconv"):
+        if slot.kind in ("conv", "dwconv", "deconv"):
             key, w = reader.get(slot, "weight")
-            kernel = _conv_kernel(w)
+            kernel = _conv_kernel(w) if slot.kind != "dwconv" else _depthwise_kernel(w)
             _check_shape(key, kernel, layer.kernel.shape)
             values = [kernel]
             if layer.use_bias:
@@ -331,8 +384,10 @@ def to_state_dict(model, source: Source, class_map=None, source_classes=None,
     out = {}
     for slot in layout(model, source, masks):
         layer = slot.layer
-        if slot.kind in ("conv", "deconv"):
-            out[f"{slot.key}.weight"] = _torch_kernel(layer.kernel.numpy())
+        if slot.kind in ("conv", "dwconv", "deconv"):
+            kernel = layer.kernel.numpy()
+            out[f"{slot.key}.weight"] = (_torch_kernel(kernel) if slot.kind != "dwconv"
+                                         else np.transpose(kernel, (2, 3, 0, 1)))
             if layer.use_bias:
                 out[f"{slot.key}.bias"] = layer.bias.numpy()
         elif slot.kind in ("bn", "bn0"):

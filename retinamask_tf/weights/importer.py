@@ -11,6 +11,8 @@ import json
 import os
 import re
 
+import numpy as np
+
 from retinamask_tf import config as config_lib
 from retinamask_tf import run_dir
 from retinamask_tf.weights import convert, pth, sources
@@ -41,13 +43,44 @@ def infer_depth(state, source):
     return table[(bottleneck, n)]
 
 
+# name -> (blocks, output channels of the last block at width 1)
+_MOBILENET_V3 = {"mobilenet_v3_large": (15, 160), "mobilenet_v3_small": (11, 96)}
+
+
+def infer_mobilenet_v3(state, source):
+    """The name of a torchvision MobileNetV3 state dict (large or small, from its number of
+    blocks); its width must be 1 (at other widths torchvision rounds each block's expansion
+    and Keras the expansion ratio times the rounded input: the layers differ)."""
+    blocks = {int(m.group(1)) for k in state for m in [re.match(r"features\.(\d+)\.block\.", k)]
+              if m}
+    name = next((n for n, (count, _) in _MOBILENET_V3.items() if len(blocks) == count), None)
+    if name is None:
+        raise convert.WeightsError(f"{len(blocks)} blocks under features.N.block: not a "
+                                   f"torchvision mobilenet_v3_large (15) or _small (11) in {source.name}")
+    project = max((k for k in state if re.match(rf"features\.{max(blocks)}\.block\.\d+\.0\.weight$", k)),
+                  key=lambda k: int(k.split(".")[3]))
+    channels = int(np.asarray(state[project]).shape[0])
+    if channels != _MOBILENET_V3[name][1]:
+        raise convert.WeightsError(f"key {project}: {channels} channels where "
+                                   f"{_MOBILENET_V3[name][1]} are needed: only width 1.0 "
+                                   "torchvision MobileNetV3 weights fit Keras' architecture")
+    return name
+
+
+def _backbone_keys(source, state):
+    """The config keys the file's backbone fixes: ResNet depth, or MobileNetV3 name and width."""
+    if source.backbone == "mobilenet_v3":
+        return [f"model.backbone.name={infer_mobilenet_v3(state, source)}",
+                "model.backbone.alpha=1.0"]
+    return ["model.backbone.name=resnet", f"model.backbone.depth={infer_depth(state, source)}"]
+
+
 def resolve_config(source, state, config_files=(), overrides=()):
     """The config of the imported run: the user's files (or COCO defaults without any),
-    then the source's conventions, the backbone depth of the file, then ``overrides``."""
+    then the source's conventions, the backbone the file holds, then ``overrides``."""
     base = () if config_files else source.coco
-    depth = infer_depth(state, source)
     return config_lib.load_config(list(config_files), list(base) + list(source.conventions)
-                                  + [f"model.backbone.depth={depth}"] + list(overrides))
+                                  + _backbone_keys(source, state) + list(overrides))
 
 
 def _classes(config):
@@ -128,12 +161,12 @@ def import_weights(source_name, weights_path, model_dir, config_files=(), overri
     info = {"source": source.name, "description": source.description,
             "weights": os.path.abspath(weights_path), "sha256": _sha256(weights_path),
             "tensors": len(state), "num_classes": len(class_ids),
-            "backbone_depth": config.model.backbone.depth,
+            "backbone": _backbone_name(config.model.backbone),
             "initialised_not_imported": fresh, "checkpoint": path}
     with open(os.path.join(model_dir, IMPORTED_FILE), "w") as f:
         json.dump(info, f, indent=1)
     say(f"Imported {len(state)} tensors of {weights_path} ({source.description}) into "
-        f"{model_dir}: ResNet-{config.model.backbone.depth}, {len(class_ids)} classes")
+        f"{model_dir}: {_backbone_name(config.model.backbone)}, {len(class_ids)} classes")
     if fresh:
         say("  left at their initialisation (trained by fine-tuning): " + "; ".join(fresh)
             + (" -- the class layers are re-initialised with the prior bias because the "
@@ -141,6 +174,12 @@ def import_weights(source_name, weights_path, model_dir, config_files=(), overri
     say(f"  config       {run_dir.config_path(model_dir)}")
     say(f"  checkpoint   {path}")
     return info
+
+
+def _backbone_name(backbone):
+    if backbone.name == "resnet":
+        return f"ResNet-{backbone.depth}"
+    return f"{backbone.name} (width {backbone.alpha:g})"
 
 
 def _sha256(path):

@@ -56,6 +56,7 @@ class Source:
     detector: bool  # has class/box heads (else a backbone only)
     has_masks: bool  # has a mask head
     class_channels: str  # "position": COCO class k is channel k; "category_id": channel id
+    backbone: str = "resnet"  # the backbone family its keys describe (convert.BACKBONE_SLOTS)
 
 
 SOURCES = {
@@ -123,6 +124,14 @@ SOURCES = {
         conventions=_TORCH_COMMON,
         coco=(),
         detector=False, has_masks=False, class_channels="position"),
+    "torchvision_mobilenet_v3": Source(
+        "torchvision_mobilenet_v3",
+        "torchvision's ImageNet mobilenet_v3_large / mobilenet_v3_small (backbone "
+        "initialisation)",
+        conventions=("data.pad_value=mean", "model.conv_padding=symmetric",
+                     "model.input_norm=imagenet", "model.backbone.weights=null"),
+        coco=(),
+        detector=False, has_masks=False, class_channels="position", backbone="mobilenet_v3"),
 }
 
 

@@ -186,6 +186,9 @@ class BackboneConfig:
                            "ResNet-50/101), or a Keras applications MobileNet: "
                            "mobilenet_v2, mobilenet_v3_large, mobilenet_v3_small.")
     alpha: float = f(1.0, "MobileNets: the width multiplier (1.0: the standard widths).")
+    minimalistic: bool = f(False, "MobileNetV3: Keras' minimalistic variant (no squeeze-excite, "
+                           "ReLU instead of hard-swish, 3x3 kernels), the int8 phone backbone: "
+                           "XNNPACK runs int8 hard-swish outside its graph (docs/mobile.md).")
     depth: int = f(50, "ResNet: 18, 34, 50 or 101.")
     norm: BackboneNorm = f("frozen", "frozen (BatchNorm with fixed statistics, the paper with "
                            "ImageNet weights), batch_norm, sync_batch_norm or group_norm.")
@@ -214,13 +217,20 @@ class BackboneConfig:
                    f"{self.name} has batch norms: batch_norm or frozen")
             _check(self.freeze_stages == 0 and not self.stride_in_1x1,
                    "model.backbone.freeze_stages/stride_in_1x1", f"ResNet keys: not for {self.name}")
+            _check(not self.minimalistic or self.name.startswith("mobilenet_v3"),
+                   "model.backbone.minimalistic", f"is a MobileNetV3 key, not for {self.name}")
             if self.weights == "imagenet":
-                _check(self.alpha in ((0.35, 0.5, 0.75, 1.0, 1.3, 1.4) if self.name == "mobilenet_v2"
-                                      else (0.75, 1.0)), "model.backbone.alpha",
-                       f"Keras has ImageNet weights of {self.name} at other widths only")
+                widths = ((0.35, 0.5, 0.75, 1.0, 1.3, 1.4) if self.name == "mobilenet_v2"
+                          else (1.0,) if self.minimalistic else (0.75, 1.0))
+                _check(self.alpha in widths, "model.backbone.alpha",
+                       f"Keras has ImageNet weights of {self.name}"
+                       f"{' (minimalistic)' if self.minimalistic else ''} at widths "
+                       f"{', '.join(map(str, widths))} only")
         else:
             _check(self.alpha == 1.0, "model.backbone.alpha", "is a MobileNet key: leave it "
                    "at 1.0 for resnet (model.backbone.width sets ResNet's stem)")
+            _check(not self.minimalistic, "model.backbone.minimalistic",
+                   "is a MobileNetV3 key, not for resnet")
 
 
 @dataclasses.dataclass(frozen=True)

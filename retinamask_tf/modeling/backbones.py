@@ -19,8 +19,8 @@ def _resnet(m):
 
 def _mobilenet(name):
     def build(m):
-        return build_mobilenet(name, m.backbone.alpha, m.backbone.norm, m.backbone.weights,
-                               m.conv_padding)
+        b = m.backbone
+        return build_mobilenet(name, b.alpha, b.norm, b.weights, m.conv_padding, b.minimalistic)
     return build
 
 

@@ -26,18 +26,19 @@ APPLICATIONS = {
 PROBE = 256  # a probe side: a multiple of 32
 
 
-def _application(name, alpha, weights, input_shape):
+def _application(name, alpha, weights, input_shape, minimalistic=False):
     ctor = getattr(keras.applications, APPLICATIONS[name])
     kwargs = dict(include_top=False, weights=weights, input_shape=input_shape, alpha=alpha)
     if name != "mobilenet_v2":
         kwargs["include_preprocessing"] = False  # the model normalises its input itself
+        kwargs["minimalistic"] = minimalistic
     return ctor(**kwargs)
 
 
-def level_layers(name, alpha=1.0):
+def level_layers(name, alpha=1.0, minimalistic=False):
     """Indices into the application's ``layers`` of its C3, C4 and C5 outputs (the last
     layer at strides 8, 16 and 32)."""
-    probe = _application(name, alpha, None, (PROBE, PROBE, 3))
+    probe = _application(name, alpha, None, (PROBE, PROBE, 3), minimalistic)
     last = {}
     for i, layer in enumerate(probe.layers):
         shape = layer.output.shape
@@ -69,22 +70,25 @@ def _symmetric(layer):
     return layer.__class__.from_config(config)
 
 
-def build_mobilenet(name, alpha=1.0, norm="batch_norm", weights=None, padding="same"):
+def build_mobilenet(name, alpha=1.0, norm="batch_norm", weights=None, padding="same",
+                    minimalistic=False):
     """``keras.Model`` normalised images [B, H, W, 3] -> {"C3", "C4", "C5"} (strides 8,
     16, 32; H and W any multiples of 32). ``weights``: None (from scratch) or "imagenet"
     (Keras' files: downloaded once, or found in ``~/.keras/models``). ``norm``: batch_norm,
     or frozen (the batch norms keep their statistics and scales). Trained batch norms
     update their statistics with ``norm.BN_MOMENTUM``, as the rest of the model.
-    ``padding``: "same" (Keras') or "symmetric" (PyTorch's; not with Keras' weights)."""
-    indices = level_layers(name, alpha)
-    base = _application(name, alpha, weights, (None, None, 3))
+    ``padding``: "same" (Keras') or "symmetric" (PyTorch's; not with Keras' weights).
+    ``minimalistic``: MobileNetV3 without squeeze-excite and hard-swish, 3x3 kernels only."""
+    indices = level_layers(name, alpha, minimalistic)
+    base = _application(name, alpha, weights, (None, None, 3), minimalistic)
     if padding == "symmetric":
         if weights is not None:
             raise ValueError("Keras' ImageNet MobileNets use TF padding: symmetric padding "
                              "needs weights=None")
         base = keras.models.clone_model(base, clone_function=_symmetric)
     outputs = {f"C{level}": base.layers[i].output for level, i in zip((3, 4, 5), indices)}
-    model = keras.Model(base.input, outputs, name=f"{name}_{alpha:g}")
+    model = keras.Model(base.input, outputs,
+                        name=f"{name}{'_minimalistic' if minimalistic else ''}_{alpha:g}")
     for layer in model.layers:
         if isinstance(layer, keras.layers.BatchNormalization):
             layer.momentum = BN_MOMENTUM  # Keras builds them with 0.999 (see norm.BN_MOMENTUM)

@@ -15,6 +15,7 @@ _TORCH_COMMON = (
     "model.input_norm=imagenet",
     "model.backbone.name=resnet",
     "model.backbone.alpha=1.0",
+    "model.backbone.minimalistic=false",
     "model.backbone.stride_in_1x1=false",
     "model.backbone.weights=null",
     "model.backbone.width=64",
@@ -70,6 +71,7 @@ SOURCES = {
             "model.input_norm=detectron_caffe",
             "model.backbone.name=resnet",
             "model.backbone.alpha=1.0",
+            "model.backbone.minimalistic=false",
             "model.backbone.stride_in_1x1=true",
             "model.backbone.weights=null",
             "model.backbone.width=64",
@@ -129,7 +131,8 @@ SOURCES = {
         "torchvision's ImageNet mobilenet_v3_large / mobilenet_v3_small (backbone "
         "initialisation)",
         conventions=("data.pad_value=mean", "model.conv_padding=symmetric",
-                     "model.input_norm=imagenet", "model.backbone.weights=null"),
+                     "model.input_norm=imagenet", "model.backbone.weights=null",
+                     "model.backbone.minimalistic=false"),
         coco=(),
         detector=False, has_masks=False, class_channels="position", backbone="mobilenet_v3"),
 }

@@ -45,6 +45,27 @@ def test_mobilenet_levels_and_channels(name):
     assert bns and not any(layer.trainable for layer in bns)
 
 
+def test_minimalistic_mobilenet_v3_has_no_hard_swish_or_squeeze_excite():
+    """Keras' minimalistic MobileNetV3-Large: the same strides and published channels, built
+    of ReLUs, no squeeze-excite (global pooling) and no 5x5 kernels."""
+    def parts(model):  # hard-swish: Activation layers; the SE's hard-sigmoid: ReLU6(x + 3) / 6
+        layers = model.layers
+        return (sum((isinstance(layer, tf.keras.layers.ReLU) and layer.max_value == 6)
+                    or (isinstance(layer, tf.keras.layers.Activation)
+                        and "hard" in getattr(layer.activation, "__name__", ""))
+                    for layer in layers),
+                sum(isinstance(layer, tf.keras.layers.GlobalAveragePooling2D) for layer in layers),
+                {layer.kernel_size for layer in layers
+                 if isinstance(layer, tf.keras.layers.DepthwiseConv2D)})
+
+    model = build_mobilenet("mobilenet_v3_large", minimalistic=True)
+    out = model(tf.zeros((1, 64, 64, 3)))
+    assert [out[f"C{level}"].shape[-1] for level in (3, 4, 5)] == list(CHANNELS["mobilenet_v3_large"])
+    assert parts(model) == (0, 0, {(3, 3)})
+    full_relu6, full_pools, full_kernels = parts(build_mobilenet("mobilenet_v3_large"))
+    assert full_relu6 > 20 and full_pools == 8 and full_kernels == {(3, 3), (5, 5)}
+
+
 def test_mobilenet_batch_norm_statistics_move_at_our_momentum():
     """One training call moves a running mean by (1 - 0.9) of the batch mean (Keras'
     applications build their batch norms with momentum 0.999)."""
@@ -74,6 +95,11 @@ def test_inception_normalisation_and_auto_rule():
      "model.backbone.freeze_stages"),
     ("model.backbone.name=mobilenet_v3_large model.backbone.weights=imagenet "
      "model.backbone.alpha=0.5", "model.backbone.alpha"),
+    ("model.backbone.minimalistic=true", "model.backbone.minimalistic"),  # resnet
+    ("model.backbone.name=mobilenet_v2 model.backbone.minimalistic=true",
+     "model.backbone.minimalistic"),
+    ("model.backbone.name=mobilenet_v3_large model.backbone.minimalistic=true "
+     "model.backbone.weights=imagenet model.backbone.alpha=0.75", "model.backbone.alpha"),
 ])
 def test_backbone_keys_that_do_not_fit_are_named(override, key):
     with pytest.raises(C.ConfigError, match=key.replace(".", r"\.")):

@@ -3,8 +3,8 @@
 A fenced block runs unless the line before it is ``<!-- not run: REASON -->``:
 
 - ``bash``: each ``python main.py ...`` (or ``tflite/run.py``) command runs in a sandbox
-  folder whose ``configs/demo.yaml`` is the demo config shrunk to seconds (16 images of
-  128 px, 6 steps); setup commands (``python3 -m venv``, ``pip install``) are left to the
+  folder whose ``configs/demo.yaml`` and ``configs/mobile_demo.yaml`` are the demo configs
+  shrunk to seconds (16 images of 128 px, 6 steps); setup commands (``python3 -m venv``, ``pip install``) are left to the
   fresh-venv CI run; anything else in an unmarked block fails the test.
 - ``python``: executed in that sandbox, after the bash blocks before it (so that
   ``runs/demo`` exists when the README's example opens it).
@@ -34,7 +34,9 @@ DOCS = ["README.md"] + sorted(os.path.join("docs", f) for f in os.listdir(os.pat
 BLOCK = re.compile(r"(?:<!-- not run: (?P<reason>[^\n]*?) -->\n)?```(?P<lang>\w*)\n(?P<body>.*?)\n```",
                    re.S)
 SETUP = re.compile(r"^(python3? -m venv|\S*pip install)")
-# The demo config at a size that trains, evaluates and exports in seconds.
+# The demo configs (on the built-in data), at a size that trains, evaluates and exports in
+# seconds.
+SHRUNK = ("demo.yaml", "mobile_demo.yaml")
 TINY = {"data": {"builtin": {"num_train": 16, "num_val": 6, "image_size": 128},
                  "short_side": 128, "long_side": 128},
         "train": {"steps": 6, "warmup_steps": 2, "lr_drop_steps": [4], "checkpoint_every": 3,
@@ -131,16 +133,17 @@ def test_yaml_blocks_are_configs(tmp_path):
 
 @pytest.fixture(scope="module")
 def sandbox(tmp_path_factory):
-    """A folder that looks like the repository to the docs' commands: configs/ (the demo
+    """A folder that looks like the repository to the docs' commands: configs/ (the demos
     shrunk), a photo and a folder of photos; the built-in data generated inside it."""
     root = tmp_path_factory.mktemp("docs")
     shutil.copytree(os.path.join(REPO, "configs"), root / "configs")
-    demo = yaml.safe_load(open(os.path.join(REPO, "configs", "demo.yaml")))
     cache = str(root / "cache")
-    tiny = _merge(demo, _merge(TINY, {"data": {"builtin": {"cache_dir": cache},
-                                               "image_check_cache": cache}}))
-    with open(root / "configs" / "demo.yaml", "w") as f:
-        yaml.safe_dump(tiny, f)
+    for name in SHRUNK:
+        demo = yaml.safe_load(open(os.path.join(REPO, "configs", name)))
+        tiny = _merge(demo, _merge(TINY, {"data": {"builtin": {"cache_dir": cache},
+                                                   "image_check_cache": cache}}))
+        with open(root / "configs" / name, "w") as f:
+            yaml.safe_dump(tiny, f)
     # "Your data" in the docs' commands: the tiny built-in set, with a tiny schedule.
     with open(root / "mydata.yaml", "w") as f:
         yaml.safe_dump(_merge(TINY, {"data": {"kind": "builtin", "builtin": {"cache_dir": cache},

@@ -21,7 +21,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PACKAGE = os.path.join(REPO, "retinamask_tf")
 LAYERS = {
     "ops": 0, "config": 0, "progress": 0, "image_io": 0, "coco_results": 0,
-    "native_noise": 0, "visualize": 0, "plots": 0, "detections": 0,
+    "native_noise": 0, "visualize": 0, "plots": 0, "detections": 0, "mask_paste": 0,
     "data": 1, "losses": 1, "layers": 1,
     "modeling": 2,
     "run_dir": 3,

@@ -48,7 +48,8 @@ import tempfile
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-from bench.report import cpu_name, gpu_peak_mb, run_worker, timed, write_results  # noqa: E402
+from bench.report import (cpu_name, gpu_peak_mb, random_run_dir, run_worker, timed,  # noqa: E402
+                          write_results)
 
 
 def _small_torch_model(num_classes, width=16, fpn_channels=64, head_convs=2):
@@ -150,12 +151,7 @@ def _random_model_dir(size, out_dir, coco128, pad_stride):
     the nearest multiples of ``pad_stride`` with ``data.padded_size``, as the README
     recommends for landscape data: 800x1344 for 800x1333 at 32; the default square would
     be 1344x1344); its data keys point at coco128 for the int8 calibration images."""
-    import keras
-    import tensorflow as tf
-
     from retinamask_tf import config as C
-    from retinamask_tf.run_dir import write_label_map
-    from retinamask_tf.modeling import factory
 
     h, w = (int(v) for v in size.split("x"))
     json_path, images = coco128
@@ -166,13 +162,7 @@ def _random_model_dir(size, out_dir, coco128, pad_stride):
         f"data.padded_size=[{-(-h // pad_stride) * pad_stride}, {-(-w // pad_stride) * pad_stride}]",
         "data.kind=coco", f"data.train_json={json_path}",
         f"data.train_images={images}", f"data.val_json={json_path}", f"data.val_images={images}"])
-    os.makedirs(out_dir, exist_ok=True)
-    with open(os.path.join(out_dir, "config.yaml"), "w") as f:
-        f.write(C.to_yaml(cfg))
-    write_label_map(out_dir, list(range(1, 81)), [f"class_{i}" for i in range(1, 81)])
-    keras.utils.set_random_seed(0)
-    model = factory.build_model(cfg)
-    tf.train.Checkpoint(model=model).save(os.path.join(out_dir, "checkpoints", "ckpt"))
+    random_run_dir(cfg, out_dir)
     return cfg
 
 

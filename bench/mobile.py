@@ -50,7 +50,7 @@ import tempfile
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-from bench.report import cpu_name, run_worker, timed, write_results  # noqa: E402
+from bench.report import cpu_name, random_run_dir, run_worker, timed, write_results  # noqa: E402
 
 SIZE = 320
 # engine -> (model folder, TFLite file): the config's model, and the same with the full
@@ -111,13 +111,8 @@ def ours_prepare(args):
 
 
 def _ours_model(args, folder, overrides, variants, masks):
-    import keras
-    import tensorflow as tf
-
     from retinamask_tf import config as C
     from retinamask_tf.export import tflite
-    from retinamask_tf.modeling import factory
-    from retinamask_tf.run_dir import write_label_map
 
     model_dir = os.path.join(args.work, folder)
     export = os.path.join(model_dir, "tflite")
@@ -127,13 +122,7 @@ def _ours_model(args, folder, overrides, variants, masks):
         f"data.train_json={coco}/annotations.json", f"data.train_images={coco}/images",
         f"data.val_json={coco}/annotations.json", f"data.val_images={coco}/images"]
         + list(overrides))
-    os.makedirs(model_dir, exist_ok=True)
-    with open(os.path.join(model_dir, "config.yaml"), "w") as f:
-        f.write(C.to_yaml(cfg))
-    write_label_map(model_dir, list(range(1, 81)), [f"class_{i}" for i in range(1, 81)])
-    keras.utils.set_random_seed(0)
-    model = factory.build_model(cfg)
-    tf.train.Checkpoint(model=model).save(os.path.join(model_dir, "checkpoints", "ckpt"))
+    model = random_run_dir(cfg, model_dir)
     mask_params = model.mask_branch.count_params()
     settings = ["postprocess.score_threshold=0.0", "model.mask_head.num_masks=10"]
     paths = tflite.export_tflite(model_dir, export, variants, num_calibration_images=32,

@@ -1,5 +1,7 @@
 """Shared by the benchmarks: timing a call, running a measurement in its own process, naming
-the CPU, and writing the results (``<name>.json``, everything, and ``<name>.md``, a table)."""
+the CPU, writing the results (``<name>.json``, everything, and ``<name>.md``, a table), and
+a run directory of random weights to export. Importing it does not import TensorFlow (the
+PyTorch benchmark venvs import it too)."""
 
 import json
 import os
@@ -74,3 +76,23 @@ def gpu_peak_mb():
     if not tf.config.list_physical_devices("GPU"):
         return None
     return tf.config.experimental.get_memory_info("GPU:0")["peak"] / 2 ** 20
+
+
+def random_run_dir(cfg, out_dir):
+    """A run directory of ``cfg``'s model with seeded random weights (config.yaml, an
+    80-class label map, a checkpoint), as the exports read it; returns the model."""
+    import keras
+    import tensorflow as tf
+
+    from retinamask_tf import config as C
+    from retinamask_tf.modeling import factory
+    from retinamask_tf.run_dir import write_label_map
+
+    os.makedirs(out_dir, exist_ok=True)
+    with open(os.path.join(out_dir, "config.yaml"), "w") as f:
+        f.write(C.to_yaml(cfg))
+    write_label_map(out_dir, list(range(1, 81)), [f"class_{i}" for i in range(1, 81)])
+    keras.utils.set_random_seed(0)
+    model = factory.build_model(cfg)
+    tf.train.Checkpoint(model=model).save(os.path.join(out_dir, "checkpoints", "ckpt"))
+    return model

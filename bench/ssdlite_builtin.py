@@ -53,7 +53,8 @@ def parse_args(argv=None):
                    help="the built-in dataset's folder: train.json, val.json and images/")
     p.add_argument("--steps", type=int, default=2000, help="training steps (default %(default)s)")
     p.add_argument("--batch_size", type=int, default=4, help="images per step (default %(default)s)")
-    p.add_argument("--lr", type=float, default=0.01, help="peak learning rate (default %(default)s; 0.04 scored lower)")
+    p.add_argument("--lr", type=float, default=0.01,
+                   help="peak learning rate (default %(default)s; 0.04 scored lower)")
     p.add_argument("--warmup_steps", type=int, default=200,
                    help="linear warm-up from 0.001 x lr (default %(default)s)")
     p.add_argument("--lr_drop_steps", default="1500,1800",

@@ -23,8 +23,8 @@ def run(model_dir, export_dir=None, include_masks=False, version=None, freeze=Fa
     with a note when the config names neither. ``overrides`` also set the exports'
     inference settings (``run_dir.INFERENCE_CHANGES``: post-processing, mask threshold and
     count, ``model.conv_algorithm``). ``include_masks``: also ``saved_model_masks/`` and
-    ``tflite/model_<variant>_masks.tflite``, the same detector with the mask branch. Returns 0, or 2 after printing why the run cannot
-    be exported."""
+    ``tflite/model_<variant>_masks.tflite``, the same detector with the mask branch.
+    Returns 0, or 2 after printing why the run cannot be exported."""
     root = export_dir or os.path.join(model_dir, "export")
     try:
         for masks in (False, True) if include_masks else (False,):

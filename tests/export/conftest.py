@@ -26,3 +26,14 @@ def trained_dir(tiny_shapes, tmp_path_factory):
     trainer = Trainer(cfg, str(d))
     trainer.train(progress=False)
     return str(d), trainer
+
+
+@pytest.fixture(scope="session")
+def mask_tflite(trained_dir, tmp_path_factory):
+    """The fixture run's float32 and int8 TFLite files with and without masks (one export
+    for the tests that need them), exported with mask threshold 0.3: {file key: path}."""
+    from retinamask_tf.export import tflite
+    out = tmp_path_factory.mktemp("mask_tflite")
+    return tflite.export_tflite(trained_dir[0], str(out), ("float32", "int8"),
+                                num_calibration_images=8, progress=None, include_masks=True,
+                                overrides=["model.mask_head.mask_threshold=0.3"])

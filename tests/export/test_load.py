@@ -14,15 +14,15 @@ import retinamask_tf as rm
 from retinamask_tf import config as C
 from retinamask_tf import run_dir
 from retinamask_tf.detections import Detections
-from retinamask_tf.export import saved_model, tflite
+from retinamask_tf.export import saved_model
 from retinamask_tf.image_io import read_rgb
 from retinamask_tf.ops.resize import resize_and_pad
 
 
 @pytest.fixture(scope="module")
-def three_formats(trained_dir, tmp_path_factory):
+def three_formats(trained_dir, mask_tflite, tmp_path_factory):
     """The fixture run, its SavedModels (TF Serving layout, with and without masks) and its
-    float32 TFLite files (with and without masks), masks exported at threshold 0.3."""
+    TFLite files (with and without masks), masks exported at threshold 0.3."""
     model_dir, _ = trained_dir
     root = tmp_path_factory.mktemp("formats")
     base = str(root / "saved_model")
@@ -30,10 +30,7 @@ def three_formats(trained_dir, tmp_path_factory):
     masks_base = str(root / "saved_model_masks")
     saved_model.export_servable(model_dir, masks_base, include_masks=True,
                                 overrides=["model.mask_head.mask_threshold=0.3"])
-    lite = tflite.export_tflite(model_dir, str(root / "tflite"), ["float32"], progress=None,
-                                include_masks=True,
-                                overrides=["model.mask_head.mask_threshold=0.3"])
-    return model_dir, base, masks_base, lite
+    return model_dir, base, masks_base, mask_tflite
 
 
 def _image(coco128):

@@ -12,20 +12,18 @@ from PIL import Image
 pytest.importorskip("ai_edge_litert", reason="the TFLite tests need ai-edge-litert")
 
 from retinamask_tf import run_dir  # noqa: E402
-from retinamask_tf.export import litert_runner, saved_model, tflite  # noqa: E402
+from retinamask_tf.export import litert_runner, saved_model  # noqa: E402
 
 FORBIDDEN = ("CUSTOM", "DELEGATE", "VAR_HANDLE", "READ_VARIABLE", "ASSIGN_VARIABLE", "FLEX")
 
 
 @pytest.fixture(scope="module")
-def exported_masks(trained_dir, tmp_path_factory):
+def exported_masks(trained_dir, mask_tflite, tmp_path_factory):
     model_dir, _ = trained_dir
     out = tmp_path_factory.mktemp("masks")
-    paths = tflite.export_tflite(model_dir, str(out / "tflite"), ("float32", "int8"),
-                                 num_calibration_images=8, progress=None, include_masks=True)
     sm = saved_model.export_saved_model(model_dir, str(out / "saved_model_masks"),
                                         include_masks=True)
-    return paths, tf.saved_model.load(sm).signatures["serving_default"], model_dir
+    return mask_tflite, tf.saved_model.load(sm).signatures["serving_default"], model_dir
 
 
 def _ops(path):

@@ -25,6 +25,12 @@ def golden():
     return pth.read_state_dict(GOLDEN + ".pth"), dict(np.load(GOLDEN + ".npz"))
 
 
+@pytest.fixture(scope="module")
+def imported(golden):
+    """The golden file imported into our model (as --mode=import_weights does)."""
+    return _imported(golden[0])
+
+
 def _imported(state, overrides=()):
     config = importer.resolve_config(SOURCE, state, overrides=["model.num_classes=2"]
                                      + list(overrides))
@@ -39,9 +45,9 @@ def _rel(model, golden):
                          / np.abs(golden[level]).max()) for level in ("C3", "C4", "C5")}
 
 
-def test_imported_features_are_torchvisions(golden):
-    state, features = golden
-    model, config = _imported(state)
+def test_imported_features_are_torchvisions(golden, imported):
+    _, features = golden
+    model, config = imported
     b = config.model.backbone
     assert (b.name, b.alpha, config.model.conv_padding) == ("mobilenet_v3_small", 1.0, "symmetric")
     assert config.model.input_norm == "imagenet"
@@ -57,15 +63,16 @@ def test_keras_padding_is_what_the_convention_fixes(golden):
     assert _rel(model, features)["C3"] > 1e-2
 
 
-def test_round_trip_and_unread_keys(golden):
+def test_round_trip_and_unread_keys(golden, imported):
     state, _ = golden
-    model, _ = _imported(state)
+    model, _ = imported
     back = convert.to_state_dict(model, SOURCE)
     assert set(back) == {k for k in state if not k.endswith("num_batches_tracked")}
     for key, value in back.items():
         np.testing.assert_array_equal(value, np.asarray(state[key], np.float32), err_msg=key)
     # An ImageNet file's classifier is not ours to read; any other stray key is named.
-    model, _ = _imported(dict(state, **{"classifier.0.weight": np.zeros((4, 576), np.float32)}))
+    convert.load(model, dict(state, **{"classifier.0.weight": np.zeros((4, 576), np.float32)}),
+                 SOURCE)
     with pytest.raises(convert.WeightsError, match="features.99.block.0.0.weight"):
         convert.load(model, dict(state, **{"features.99.block.0.0.weight": np.zeros(1)}), SOURCE)
 

@@ -72,7 +72,7 @@ def _backbone_keys(source, state):
     if source.backbone == "mobilenet_v3":
         return [f"model.backbone.name={infer_mobilenet_v3(state, source)}",
                 "model.backbone.alpha=1.0"]
-    return ["model.backbone.name=resnet", f"model.backbone.depth={infer_depth(state, source)}"]
+    return [f"model.backbone.depth={infer_depth(state, source)}"]  # (name=resnet: conventions)
 
 
 def resolve_config(source, state, config_files=(), overrides=()):

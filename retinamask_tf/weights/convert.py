@@ -232,7 +232,8 @@ def _conv_kernel(w):
 
 
 def _depthwise_kernel(w):
-    """torch depthwise Conv [channels, 1, kh, kw] -> Keras DepthwiseConv2D [kh, kw, channels, 1]."""
+    """torch depthwise Conv [channels, 1, kh, kw] <-> Keras DepthwiseConv2D [kh, kw,
+    channels, 1]: the permutation is its own inverse, so it converts both ways."""
     return np.transpose(w, (2, 3, 0, 1))
 
 
@@ -387,7 +388,7 @@ def to_state_dict(model, source: Source, class_map=None, source_classes=None,
         if slot.kind in ("conv", "dwconv", "deconv"):
             kernel = layer.kernel.numpy()
             out[f"{slot.key}.weight"] = (_torch_kernel(kernel) if slot.kind != "dwconv"
-                                         else np.transpose(kernel, (2, 3, 0, 1)))
+                                         else _depthwise_kernel(kernel))
             if layer.use_bias:
                 out[f"{slot.key}.bias"] = layer.bias.numpy()
         elif slot.kind in ("bn", "bn0"):

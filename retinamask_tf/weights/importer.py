@@ -67,12 +67,13 @@ def infer_mobilenet_v3(state, source):
     return name
 
 
-def _backbone_keys(source, state):
-    """The config keys the file's backbone fixes: ResNet depth, or MobileNetV3 name and width."""
-    if source.backbone == "mobilenet_v3":
-        return [f"model.backbone.name={infer_mobilenet_v3(state, source)}",
-                "model.backbone.alpha=1.0"]
-    return [f"model.backbone.depth={infer_depth(state, source)}"]  # (name=resnet: conventions)
+# A source's backbone family (``Source.backbone``) -> the config keys its file fixes.
+BACKBONE_KEYS = {
+    "resnet": lambda state, source: [  # (name=resnet is among the conventions)
+        f"model.backbone.depth={infer_depth(state, source)}"],
+    "mobilenet_v3": lambda state, source: [
+        f"model.backbone.name={infer_mobilenet_v3(state, source)}", "model.backbone.alpha=1.0"],
+}
 
 
 def resolve_config(source, state, config_files=(), overrides=()):
@@ -80,7 +81,8 @@ def resolve_config(source, state, config_files=(), overrides=()):
     then the source's conventions, the backbone the file holds, then ``overrides``."""
     base = () if config_files else source.coco
     return config_lib.load_config(list(config_files), list(base) + list(source.conventions)
-                                  + _backbone_keys(source, state) + list(overrides))
+                                  + BACKBONE_KEYS[source.backbone](state, source)
+                                  + list(overrides))
 
 
 def _classes(config):

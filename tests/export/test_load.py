@@ -17,6 +17,7 @@ from retinamask_tf.detections import Detections
 from retinamask_tf.export import saved_model
 from retinamask_tf.image_io import read_rgb
 from retinamask_tf.ops.resize import resize_and_pad
+from tests.export.matching import matched
 
 
 @pytest.fixture(scope="module")
@@ -64,26 +65,11 @@ def test_checkpoint_predictor_is_the_restored_model(trained_dir, coco128):
     np.testing.assert_allclose(boxes_only.boxes, det.boxes, atol=1e-4)
 
 
-def _matched(a, b, top):
-    """For each of a's first ``top`` detections, b's detection of the same class with the
-    closest box: (max box difference px, score difference) per detection. Near-tied
-    scores may order two formats' detections differently, so they are matched, not
-    compared row by row."""
-    out = []
-    for i in range(top):
-        same = np.flatnonzero(b.classes == a.classes[i])
-        assert len(same), (i, a.classes[i])
-        err = np.abs(b.boxes[same] - a.boxes[i]).max(1)
-        j = same[np.argmin(err)]
-        out.append((err.min(), abs(b.scores[j] - a.scores[i])))
-    return np.array(out)
-
-
 def test_one_contract_across_the_three_formats(three_formats, coco128):
     """The same image through the run directory, the SavedModel (its TF Serving base
     folder and its version folder) and the TFLite file: the same fields, dtypes and frame,
     the same names for the same ids, and the same detections (boxes within 1 px, scores
-    within 1e-4; the top 20 of each matched by class and box)."""
+    within 1e-4; the top 20 of each matched by class and box, near-tied swaps paired)."""
     model_dir, base, masks_base, lite = three_formats
     image = _image(coco128)
     dets = {"run": rm.load(model_dir, include_masks=False)(image),
@@ -104,8 +90,8 @@ def test_one_contract_across_the_three_formats(three_formats, coco128):
         assert (det.boxes[:, 3] <= image.shape[1]).all(), fmt
         assert len(det) == 100, fmt  # the fixture's score threshold is 0
     for fmt in ("saved_model", "version folder", "tflite"):
-        err = _matched(dets["run"], dets[fmt], 20)
-        assert err[:, 0].max() <= 1.0 and err[:, 1].max() <= 1e-4, (fmt, err.max(0))
+        err = matched(dets["run"], dets[fmt], 20)
+        assert err[0] <= 1.0 and err[1] <= 1e-4, (fmt, err)
     # Masks: the run directory, the mask SavedModel and the mask TFLite file (both exported
     # with another mask threshold, which they keep) paste the same full-image masks: each
     # of the run's first 10 against the same-class detection of the closest box.

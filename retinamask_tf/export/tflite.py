@@ -79,9 +79,9 @@ class TFLiteDetector(tf.Module):
             classes = tf.gather(self.class_ids, det["classes"])
         out = {"detection_boxes": det["boxes"], "detection_scores": det["scores"],
                "detection_classes": classes, "num_detections": det["num_detections"]}
-        if model.has_masks:  # RoIAlign in gathers; the mask head's convs are the network's
+        if model.has_masks:  # TFLite has no CropAndResize: RoIAlign in matrix products
             out["detection_masks"] = model.mask_branch.predict(
-                pyramid, det["boxes"], det["classes"], xla_compatible=True)
+                pyramid, det["boxes"], det["classes"], roi_kernel="matmul")
         return out
 
 

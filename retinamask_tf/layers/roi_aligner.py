@@ -9,9 +9,9 @@ from retinamask_tf.ops import roi_align
 class RoIAligner(keras.layers.Layer):
     """``{"P3": ..., "P5": ...}``, boxes [B, R, 4] yxyx input pixels ->
     [B, R, output_size, output_size, C], each box read from its FPN level.
-    ``xla_compatible=True`` in a call crops with gathers (same values), which XLA compiles and
-    whose gradient matches a numpy reference; ``training=True`` keeps TF's op but with an
-    image gradient that is exact on CPU (``ops.crop.crop_and_resize_exact_grad``).
+    ``kernel`` in a call: how the samples are read, one of ``ops.roi_align.ROI_ALIGN_KERNELS``
+    (the same values): TF's ``crop_and_resize`` (with ``training=True``, an image gradient
+    that is exact on CPU), ``gather`` (XLA compiles it) or ``matmul`` (no gathers: LiteRT).
     ``box_plus_one``: sample the box with its bottom/right edge 1 px inside (the released
     code's "+1" boxes); the level still comes from the box's true size."""
 
@@ -28,10 +28,10 @@ class RoIAligner(keras.layers.Layer):
         self.canonical_size = float(canonical_size)
         self.box_plus_one = bool(box_plus_one)
 
-    def call(self, features, boxes, xla_compatible=False, training=False):
+    def call(self, features, boxes, kernel="crop_and_resize", training=False):
         return roi_align.multilevel_roi_align(
             features, boxes, self.output_size, self.sampling_ratio, self.aligned, self.min_level,
-            self.max_level, self.canonical_level, self.canonical_size, xla_compatible,
+            self.max_level, self.canonical_level, self.canonical_size, kernel,
             bool(training), self.box_plus_one)
 
     def get_config(self):

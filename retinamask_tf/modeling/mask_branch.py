@@ -16,7 +16,7 @@ import tensorflow as tf
 
 from retinamask_tf.losses.mask import mask_loss_sum
 from retinamask_tf.ops import masks as mask_ops
-from retinamask_tf.ops import proposals
+from retinamask_tf.ops import proposals, roi_align
 from retinamask_tf.ops.distribute import cross_replica_sum
 
 
@@ -47,13 +47,14 @@ class MaskBranch(keras.layers.Layer):
         self.loss_weight = float(loss_weight)
         self.max_train_rois = None if max_train_rois is None else int(max_train_rois)
 
-    def logits(self, pyramid, boxes, training=False, xla_compatible=False):
+    def logits(self, pyramid, boxes, training=False, roi_kernel="crop_and_resize"):
         """Mask head on boxes [B, R, 4] (yxyx model-input pixels) -> [B, R, m, m, K] logits.
 
-        ``xla_compatible``: crop with gathers (the same values; XLA compiles them). Training
-        crops through ``ops.crop.crop_and_resize_exact_grad`` (TF's CPU
+        ``roi_kernel``: how RoIAlign reads its samples (``ops.roi_align.ROI_ALIGN_KERNELS``,
+        the same values): ``gather`` under XLA, ``matmul`` in TFLite files. Training with
+        ``crop_and_resize`` crops through ``ops.crop.crop_and_resize_exact_grad`` (TF's CPU
         CropAndResizeGradImage races between threads)."""
-        rois = self.roi_aligner(pyramid, boxes, xla_compatible=xla_compatible, training=training)
+        rois = self.roi_aligner(pyramid, boxes, kernel=roi_kernel, training=training)
         shape = tf.shape(rois)
         flat = tf.reshape(rois, tf.concat([[-1], shape[2:]], 0))
         logits = self.mask_head(flat, training=training)
@@ -94,7 +95,7 @@ class MaskBranch(keras.layers.Layer):
         if not xla_compatible:  # no work on slots that carry no loss
             rois, positive, matched = proposals.trim_to_positives(rois, positive, matched)
         computed = cross_replica_sum(tf.cast(tf.size(positive), tf.float32))
-        logits = self.logits(pyramid, rois, training, xla_compatible)  # [B, R, m, m, K]
+        logits = self.logits(pyramid, rois, training, roi_align.kernel_for(xla_compatible))  # [B, R, m, m, K]
         size = logits.shape[2]
         target = mask_ops.mask_targets(labels["gt_masks"], labels["gt_boxes"], rois, matched, size,
                                        xla_compatible)
@@ -110,12 +111,12 @@ class MaskBranch(keras.layers.Layer):
         return {"mask_loss": mask_loss, "num_mask_rois": num, "mask_rois_dropped": dropped,
                 "mask_rois_computed": computed}
 
-    def predict(self, pyramid, boxes, classes, xla_compatible=False):
+    def predict(self, pyramid, boxes, classes, roi_kernel="crop_and_resize"):
         """Mask probabilities [B, n, m, m] float32 of the first n = ``num_masks`` (at most
         D) detections: boxes [B, D, 4] model-input pixels, classes [B, D] (contiguous), in
-        the frame of each box."""
+        the frame of each box. ``roi_kernel``: as in ``logits``."""
         num = self.num_masks
-        logits = self.logits(pyramid, boxes[:, :num], False, xla_compatible)
+        logits = self.logits(pyramid, boxes[:, :num], False, roi_kernel)
         return tf.sigmoid(mask_ops.select_class(logits, classes[:, :num]))
 
     def get_config(self):

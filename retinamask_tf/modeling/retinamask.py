@@ -16,7 +16,7 @@ import keras
 import tensorflow as tf
 
 from retinamask_tf.layers.normalization import ImageNormalization
-from retinamask_tf.ops import matcher
+from retinamask_tf.ops import matcher, roi_align
 from retinamask_tf.ops.distribute import cross_replica_sum
 
 _PARTS = ("backbone", "fpn", "head", "anchor_generator", "target_assigner", "class_loss",
@@ -256,7 +256,7 @@ class RetinaMask(keras.Model):
         det = self._detections(outputs, image_info, xla_compatible=xla_compatible)
         if with_masks:  # [B, num_masks, m, m]
             det["masks"] = self.mask_branch.predict(pyramid, det["boxes"], det["classes"],
-                                                    xla_compatible)
+                                                    roi_align.kernel_for(xla_compatible))
         scale = tf.cast(image_info, tf.float32)[:, 2:4]
         inv = 1.0 / tf.tile(scale, [1, 2])  # (1/sy, 1/sx, 1/sy, 1/sx)
         det["boxes"] = det["boxes"] * inv[:, None, :]

@@ -73,24 +73,26 @@ def _random_boxes(rng, n, image_h, image_w):
     return np.array(boxes, np.float32)
 
 
-def _single_level(features, boxes, spatial_scale, output_size, sampling_ratio, aligned=False):
+def _single_level(features, boxes, spatial_scale, output_size, sampling_ratio, aligned=False,
+                  kernel="crop_and_resize"):
     """``multilevel_roi_align`` on one level (stride 1 / ``spatial_scale``): every box
     reads that level."""
     level = int(round(-math.log2(spatial_scale)))
     return roi_align.multilevel_roi_align(
         {f"P{level}": tf.convert_to_tensor(features)}, boxes, output_size, sampling_ratio,
-        aligned, min_level=level, max_level=level, canonical_level=level)
+        aligned, min_level=level, max_level=level, canonical_level=level, kernel=kernel)
 
 
+@pytest.mark.parametrize("kernel", ["crop_and_resize", "matmul"])
 @pytest.mark.parametrize("aligned", [False, True])
 @pytest.mark.parametrize("scale,out,ratio", [(1 / 8, 7, 2), (1 / 4, 4, 2), (1 / 16, 3, 3)])
-def test_matches_numpy_reference(aligned, scale, out, ratio):
+def test_matches_numpy_reference(aligned, scale, out, ratio, kernel):
     rng = np.random.default_rng(int(out * 10 + ratio + aligned))
     feat = rng.normal(size=(2, 9, 11, 3)).astype(np.float32)
     image_h, image_w = 9 / scale, 11 / scale
     boxes = np.stack([_random_boxes(rng, 12, image_h, image_w) for _ in range(2)])
     got = _single_level(tf.constant(feat), tf.constant(boxes), scale, out, ratio,
-                                           aligned).numpy()
+                        aligned, kernel).numpy()
     assert got.shape == (2, 12, out, out, 3)
     for b in range(2):
         for r in range(12):
@@ -119,11 +121,13 @@ def test_assign_levels_golden():
     assert int(roi_align.assign_levels(tf.constant([[0.0, 0.0, 56.0, 896.0]]))[0]) == 4
 
 
-@pytest.mark.parametrize("aligned,xla", [(False, False), (True, False), (False, True)])
-def test_multilevel_reads_each_box_from_its_level(aligned, xla):
-    """The stacked single-crop implementation equals the reference on each box's level,
-    including boxes outside the image (samples zeroed as the reference does); ``xla``: its
-    gather form, compiled with jit_compile."""
+@pytest.mark.parametrize("aligned,kernel", [(False, "crop_and_resize"), (True, "crop_and_resize"),
+                                            (False, "gather"), (False, "matmul"),
+                                            (True, "matmul")])
+def test_multilevel_reads_each_box_from_its_level(aligned, kernel):
+    """Each kernel of the stacked implementation equals the reference on each box's level,
+    including boxes outside the image (samples zeroed as the reference does); ``gather``
+    compiled with jit_compile."""
     rng = np.random.default_rng(3)
     h, w = 384, 512  # non-square: levels differ in both sides
     feats = {f"P{l}": tf.constant(rng.normal(size=(2, h // 2 ** l, w // 2 ** l, 3)),
@@ -131,12 +135,10 @@ def test_multilevel_reads_each_box_from_its_level(aligned, xla):
     fixed = np.array([[10, 10, 40, 50], [0, 0, 230, 220], [-100, -50, 420, 520],
                       [-60, 450, 30, 560], [300, -40, 420, 100]], np.float32)
     boxes = np.stack([np.concatenate([fixed, _random_boxes(rng, 15, h, w)]) for _ in range(2)])
-    fn = roi_align.multilevel_roi_align
-    if xla:
-        fn = tf.function(lambda f, b: roi_align.multilevel_roi_align(f, b, 5, 2, aligned,
-                                                                      xla_compatible=True),
-                         jit_compile=True)
-    got = fn(feats, tf.constant(boxes), *(() if xla else (5, 2, aligned))).numpy()
+    fn = tf.function(lambda f, b: roi_align.multilevel_roi_align(f, b, 5, 2, aligned,
+                                                                  kernel=kernel),
+                     jit_compile=kernel == "gather")
+    got = fn(feats, tf.constant(boxes)).numpy()
     levels = roi_align.assign_levels(tf.constant(boxes)).numpy()
     assert list(levels[0, :3]) == [3, 4, 5] and set(levels.ravel()) == {3, 4, 5}
     for b in range(2):
@@ -146,11 +148,12 @@ def test_multilevel_reads_each_box_from_its_level(aligned, xla):
             np.testing.assert_allclose(got[b, r], want, atol=1e-4, err_msg=f"{boxes[b, r]}")
 
 
-def test_gradient_flows_to_features():
+@pytest.mark.parametrize("kernel", ["crop_and_resize", "matmul"])
+def test_gradient_flows_to_features(kernel):
     feat = tf.Variable(tf.ones((1, 8, 8, 2)))
     with tf.GradientTape() as tape:
-        out = _single_level(feat, tf.constant([[[8.0, 8.0, 40.0, 40.0]]]),
-                                               1 / 8, 4, 2)
+        out = _single_level(feat, tf.constant([[[8.0, 8.0, 40.0, 40.0]]]), 1 / 8, 4, 2,
+                            kernel=kernel)
         loss = tf.reduce_sum(out)
     grad = tape.gradient(loss, feat).numpy()
     # Every output bin averages weights that sum to 1: total gradient = number of outputs.

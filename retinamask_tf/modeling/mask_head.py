@@ -3,6 +3,7 @@
 import keras
 import tensorflow as tf
 
+from retinamask_tf.layers.depth_to_space_deconv import DepthToSpaceDeconv
 from retinamask_tf.modeling.norm import make_norm
 from retinamask_tf.modeling.tracking import track_sublayers
 
@@ -10,7 +11,8 @@ from retinamask_tf.modeling.tracking import track_sublayers
 @keras.saving.register_keras_serializable(package="retinamask_tf")
 class MaskHead(keras.layers.Layer):
     """``num_convs`` x (conv3x3 ``channels`` [+ GroupNorm] + ReLU), ConvTranspose 2x2
-    stride 2 + ReLU, conv1x1 to ``num_classes`` class-specific mask logits.
+    stride 2 + ReLU (computed as a 1x1 conv and depth_to_space, ``DepthToSpaceDeconv``),
+    conv1x1 to ``num_classes`` class-specific mask logits.
 
     Call with RoI features [N, S, S, C]; returns logits [N, 2S, 2S, num_classes].
     Initialisation as the released code: He normal (fan out) kernels, zero biases.
@@ -34,8 +36,8 @@ class MaskHead(keras.layers.Layer):
         self.norms = [make_norm(norm, self.channels, f"mask_gn{i}") for i in range(self.num_convs)]
         track_sublayers(self, "tracked_convs", self.convs)
         track_sublayers(self, "tracked_norms", self.norms)
-        self.upsample = keras.layers.Conv2DTranspose(self.channels, 2, strides=2,
-                                                     kernel_initializer=init(), name="mask_deconv")
+        self.upsample = DepthToSpaceDeconv(self.channels, 2, kernel_initializer=init(),
+                                           name="mask_deconv")
         self.predictor = keras.layers.Conv2D(self.num_classes, 1, kernel_initializer=init(),
                                              name="mask_pred", dtype="float32")  # float32 logits
 

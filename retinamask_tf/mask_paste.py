@@ -9,25 +9,40 @@ x + 0.5), bilinearly, with zeros outside the grid (as if the grid were padded by
 cell: the convention of the reference paste), then thresholded. Bilinear sampling on a
 regular grid is separable, so each mask is ``Wy @ M @ Wx.T`` with tent weights, computed
 only over the rows and columns its box (plus one cell) touches: the work grows with the
-box's area, not the image's.
+box's area, not the image's. Each row of ``Wy`` and ``Wx`` has two nonzeros, so the
+products are two-tap interpolations (gathers and multiply-adds), not BLAS calls: OpenBLAS
+threads a box-sized product, and its threads contend with the inference engine's
+still-spinning workers (pasting 10 masks after a 2-thread LiteRT call took 5 ms instead
+of 0.4 ms on 2 cores).
 """
 
 import numpy as np
 
 
-def _tent_weights(start, size, cells, length):
-    """Rows (or columns) ``lo:hi`` of the image the grid reaches and their interpolation
-    weights [hi - lo, cells] for a grid of ``cells`` cells over [start, start + size)."""
+def _tent_taps(start, size, cells, length):
+    """Rows (or columns) ``lo:hi`` of the image the grid reaches, and for each of them the
+    two cells its bilinear sample reads and their weights (``first``, ``second`` int
+    [hi - lo]; ``w_first``, ``w_second`` float32 [hi - lo]), for a grid of ``cells`` cells
+    over [start, start + size): the two nonzeros of each row of the tent-weight matrix,
+    a weight 0 (and a valid index) where the sample reads a padding cell."""
     size = max(float(size), 1e-6)
     step = size / cells
     lo = max(int(np.floor(start - step)), 0)  # the padding cell reaches one step out
     hi = min(int(np.ceil(start + size + step)), length)
     if hi <= lo:
-        return lo, lo, np.zeros((0, cells), np.float32)
+        empty = np.zeros(0, np.int64)
+        return lo, lo, empty, empty, empty.astype(np.float32), empty.astype(np.float32)
     centres = np.arange(lo, hi, dtype=np.float64) + 0.5
     u = (centres - start) / size * cells - 0.5  # cell coordinate of each pixel centre
-    w = 1.0 - np.abs(u[:, None] - np.arange(cells)[None, :])
-    return lo, hi, np.maximum(w, 0.0).astype(np.float32)
+    first = np.floor(u)
+    w_second = u - first
+    w_first = 1.0 - w_second
+    first = first.astype(np.int64)
+    second = first + 1
+    w_first = np.where((first >= 0) & (first < cells), w_first, 0.0).astype(np.float32)
+    w_second = np.where((second >= 0) & (second < cells), w_second, 0.0).astype(np.float32)
+    return (lo, hi, np.clip(first, 0, cells - 1), np.clip(second, 0, cells - 1),
+            w_first, w_second)
 
 
 def paste_masks(masks, boxes, height, width, threshold=0.5):
@@ -52,8 +67,9 @@ def paste_masks(masks, boxes, height, width, threshold=0.5):
         y0, x0, y1, x1 = boxes[i]
         if not np.all(np.isfinite(boxes[i])):
             continue
-        r0, r1, wy = _tent_weights(y0, y1 - y0, masks.shape[1], out.shape[1])
-        c0, c1, wx = _tent_weights(x0, x1 - x0, masks.shape[2], out.shape[2])
+        r0, r1, ya, yb, wya, wyb = _tent_taps(y0, y1 - y0, masks.shape[1], out.shape[1])
+        c0, c1, xa, xb, wxa, wxb = _tent_taps(x0, x1 - x0, masks.shape[2], out.shape[2])
         if r1 > r0 and c1 > c0:
-            out[i, r0:r1, c0:c1] = wy @ masks[i] @ wx.T >= threshold
+            cols = masks[i][:, xa] * wxa + masks[i][:, xb] * wxb  # [m, c]: whole rows below
+            out[i, r0:r1, c0:c1] = cols[ya] * wya[:, None] + cols[yb] * wyb[:, None] >= threshold
     return out

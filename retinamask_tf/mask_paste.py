@@ -35,13 +35,14 @@ def _tent_taps(start, size, cells, length):
     centres = np.arange(lo, hi, dtype=np.float64) + 0.5
     u = (centres - start) / size * cells - 0.5  # cell coordinate of each pixel centre
     first = np.floor(u)
-    w_second = u - first
+    w_second = (u - first).astype(np.float32)
     w_first = 1.0 - w_second
-    first = first.astype(np.int64)
+    first = first.astype(np.intp)
     second = first + 1
-    w_first = np.where((first >= 0) & (first < cells), w_first, 0.0).astype(np.float32)
-    w_second = np.where((second >= 0) & (second < cells), w_second, 0.0).astype(np.float32)
-    return (lo, hi, np.clip(first, 0, cells - 1), np.clip(second, 0, cells - 1),
+    w_first *= (first >= 0) & (first < cells)  # a padding cell reads 0
+    w_second *= (second >= 0) & (second < cells)
+    top = cells - 1
+    return (lo, hi, np.minimum(np.maximum(first, 0), top), np.minimum(np.maximum(second, 0), top),
             w_first, w_second)
 
 

@@ -195,11 +195,10 @@ def _separable_roi_align(maps, sizes, index, coords, inside, level_hw, output_si
     batch, num_rois = tf.shape(index)[0], tf.shape(index)[1]
     channels = maps[0].shape[-1]
     s = output_size
-    # Rows: [B, R S, T] x [B, T, W C] -> [B R, S_y, W, C]; then columns, per box.
+    # Rows: [B, R S, T] x [B, T, W C] -> [B R, S_y, W, C]; then columns: per box and
+    # output row, [S_x, W] x [W, C] (Wx broadcast over the rows), no transposes.
     by_rows = tf.matmul(tf.reshape(wy, [batch, -1, total]),
                         tf.reshape(stacked, [batch, total, width * channels]))
-    by_rows = tf.transpose(tf.reshape(by_rows, [-1, s, width, channels]), [0, 2, 1, 3])
-    out = tf.matmul(tf.reshape(wx, [-1, s, width]),
-                    tf.reshape(by_rows, [-1, width, s * channels]))  # [B R, S_x, S_y C]
-    out = tf.reshape(out, [batch, num_rois, s, s, channels])
-    return tf.transpose(out, [0, 1, 3, 2, 4])
+    by_rows = tf.reshape(by_rows, [-1, s, width, channels])
+    out = tf.matmul(tf.reshape(wx, [-1, 1, s, width]), by_rows)  # [B R, S_y, S_x, C]
+    return tf.reshape(out, [batch, num_rois, s, s, channels])

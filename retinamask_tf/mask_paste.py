@@ -13,27 +13,25 @@ box's area, not the image's. Each row of ``Wy`` and ``Wx`` has two nonzeros, so 
 products are two-tap interpolations (gathers and multiply-adds), not BLAS calls: OpenBLAS
 threads a box-sized product, and its threads contend with the inference engine's
 still-spinning workers (pasting 10 masks after a 2-thread LiteRT call took 5 ms instead
-of 0.4 ms on 2 cores).
+of under 1 ms on 2 cores). The taps of every box are computed at once.
 """
 
 import numpy as np
 
 
-def _tent_taps(start, size, cells, length):
-    """Rows (or columns) ``lo:hi`` of the image the grid reaches, and for each of them the
+def _tent_taps(starts, ends, cells, length):
+    """For k grids of ``cells`` cells over [start, end), every image row (or column) of
+    ``length``: the range ``lo:hi`` each grid reaches (int [k] each), and for each row the
     two cells its bilinear sample reads and their weights (``first``, ``second`` int
-    [hi - lo]; ``w_first``, ``w_second`` float32 [hi - lo]), for a grid of ``cells`` cells
-    over [start, start + size): the two nonzeros of each row of the tent-weight matrix,
-    a weight 0 (and a valid index) where the sample reads a padding cell."""
-    size = max(float(size), 1e-6)
+    [k, length]; ``w_first``, ``w_second`` float32 [k, length]): the two nonzeros of each
+    row of the tent-weight matrix, a weight 0 (and a valid index) where the sample reads
+    a padding cell. Rows outside ``lo:hi`` are not read."""
+    size = np.maximum(ends - starts, 1e-6)[:, None]
     step = size / cells
-    lo = max(int(np.floor(start - step)), 0)  # the padding cell reaches one step out
-    hi = min(int(np.ceil(start + size + step)), length)
-    if hi <= lo:
-        empty = np.zeros(0, np.int64)
-        return lo, lo, empty, empty, empty.astype(np.float32), empty.astype(np.float32)
-    centres = np.arange(lo, hi, dtype=np.float64) + 0.5
-    u = (centres - start) / size * cells - 0.5  # cell coordinate of each pixel centre
+    lo = np.clip(np.floor(starts[:, None] - step), 0, length)  # padding reaches one step out
+    hi = np.clip(np.ceil(starts[:, None] + size + step), 0, length)
+    centres = np.arange(length, dtype=np.float64) + 0.5
+    u = (centres - starts[:, None]) / size * cells - 0.5  # cell coordinate of each centre
     first = np.floor(u)
     w_second = (u - first).astype(np.float32)
     w_first = 1.0 - w_second
@@ -42,8 +40,8 @@ def _tent_taps(start, size, cells, length):
     w_first *= (first >= 0) & (first < cells)  # a padding cell reads 0
     w_second *= (second >= 0) & (second < cells)
     top = cells - 1
-    return (lo, hi, np.minimum(np.maximum(first, 0), top), np.minimum(np.maximum(second, 0), top),
-            w_first, w_second)
+    return (lo[:, 0].astype(int), hi[:, 0].astype(int), np.minimum(np.maximum(first, 0), top),
+            np.minimum(np.maximum(second, 0), top), w_first, w_second)
 
 
 def paste_masks(masks, boxes, height, width, threshold=0.5):
@@ -63,14 +61,16 @@ def paste_masks(masks, boxes, height, width, threshold=0.5):
     masks = np.asarray(masks, np.float32)
     boxes = np.asarray(boxes, np.float64)
     k = len(masks)
-    out = np.zeros((k, int(height), int(width)), bool)
-    for i in range(k):
-        y0, x0, y1, x1 = boxes[i]
-        if not np.all(np.isfinite(boxes[i])):
-            continue
-        r0, r1, ya, yb, wya, wyb = _tent_taps(y0, y1 - y0, masks.shape[1], out.shape[1])
-        c0, c1, xa, xb, wxa, wxb = _tent_taps(x0, x1 - x0, masks.shape[2], out.shape[2])
-        if r1 > r0 and c1 > c0:
-            cols = masks[i][:, xa] * wxa + masks[i][:, xb] * wxb  # [m, c]: whole rows below
-            out[i, r0:r1, c0:c1] = cols[ya] * wya[:, None] + cols[yb] * wyb[:, None] >= threshold
+    height, width = int(height), int(width)
+    out = np.zeros((k, height, width), bool)
+    finite = np.all(np.isfinite(boxes[:k]), axis=1)
+    boxes = np.where(finite[:, None], boxes[:k], 0.0)
+    r0, r1, ya, yb, wya, wyb = _tent_taps(boxes[:, 0], boxes[:, 2], masks.shape[1], height)
+    c0, c1, xa, xb, wxa, wxb = _tent_taps(boxes[:, 1], boxes[:, 3], masks.shape[2], width)
+    for i in np.flatnonzero(finite & (r1 > r0) & (c1 > c0)):
+        rows, cols = slice(r0[i], r1[i]), slice(c0[i], c1[i])
+        m = masks[i]
+        by_cols = m[:, xa[i, cols]] * wxa[i, cols] + m[:, xb[i, cols]] * wxb[i, cols]  # [m, c]
+        out[i, rows, cols] = (by_cols[ya[i, rows]] * wya[i, rows, None]
+                              + by_cols[yb[i, rows]] * wyb[i, rows, None]) >= threshold
     return out

@@ -245,8 +245,8 @@ class RetinaMask(keras.Model):
           dict: boxes [B, D, 4] yxyx original-image pixels, scores [B, D], classes
           [B, D] int32 (contiguous index), num_detections [B]; with masks also
           masks [B, num_masks, m, m] float32 probabilities of the top ``num_masks``
-          detections' classes, in the frame of their boxes (``ops.masks.paste_masks``
-          puts them into the image).
+          detections' classes, in the frame of their boxes
+          (``retinamask_tf.mask_paste.paste_masks`` puts them into the image).
         """
         with_masks = self.has_masks if with_masks is None else with_masks
         if with_masks and not self.has_masks:

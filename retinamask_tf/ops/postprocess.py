@@ -42,7 +42,11 @@ def select_top_candidates(cls_logits, box_deltas, anchors, level_counts, pre_nms
         anchor_idx = top_idx // num_classes
         out_scores.append(tf.sigmoid(top_logits))
         out_classes.append(top_idx % num_classes)
-        out_deltas.append(tf.gather(box_deltas[:, start:start + count], anchor_idx, batch_dims=1))
+        # The batch-aligned gather as one flat gather (OpenVINO 2026.4's CPU plugin crashed
+        # on the batch_dims=1 form of this one).
+        deltas = tf.reshape(box_deltas[:, start:start + count], [-1, 4])
+        rows = anchor_idx + tf.range(tf.shape(anchor_idx)[0])[:, None] * count
+        out_deltas.append(tf.gather(deltas, rows))
         out_anchors.append(tf.gather(anchors[start:start + count], anchor_idx))
         start += count
     return (tf.concat(out_scores, 1), tf.concat(out_classes, 1),

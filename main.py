@@ -4,7 +4,7 @@
   python main.py --mode=train_and_eval --config=configs/demo.yaml --model_dir=runs/demo
   python main.py --mode=eval --model_dir=runs/demo
   python main.py --mode=export --model_dir=runs/demo [--export_dir=DIR] [--include_masks] \
-      [--export_version=N] [--tflite_variants=float32,float16,dynamic_int8,int8]
+      [--export_version=N] [--tflite_variants=float32,float16,dynamic_int8,int8] [--openvino]
   python main.py --mode=predict --model_dir=runs/demo --images='photos/*.jpg' [--output_dir=DIR]
   python main.py --mode=predict --model=runs/demo/export/saved_model --images=a.jpg,b.png
   python main.py --mode=plots --model_dir=runs/demo      # beta (Figure 3) and loss curves
@@ -48,6 +48,9 @@ flags.DEFINE_string("export_dir", None, "Where exports go (default MODEL_DIR/exp
 flags.DEFINE_integer("export_version", None, "The SavedModel's version folder (default: the "
                      "checkpoint's step); an existing one is replaced.")
 flags.DEFINE_bool("include_masks", False, "Export the mask head too (detection_masks output).")
+flags.DEFINE_bool("openvino", False, "Export also writes an OpenVINO IR of the detector "
+                  "(export/openvino/model.xml, batch 1, detection only; needs the openvino "
+                  "extra: pip install -e '.[openvino]'; see docs/export.md).")
 flags.DEFINE_bool("freeze_saved_model", False,
                   "SavedModel weights as graph constants instead of variables: 2-10% faster "
                   "on CPU, 3.4-3.9x the memory once loaded, no variables to fine-tune "
@@ -66,7 +69,7 @@ flags.DEFINE_list("tflite_variants", ["float32", "float16", "dynamic_int8", "int
 flags.DEFINE_list("images", [], "--mode=predict: image files, globs or directories.")
 flags.DEFINE_string("model", None, "--mode=predict: an export to run instead of --model_dir's "
                     "latest checkpoint: a SavedModel (or its TF Serving base folder: the "
-                    "highest version) or a .tflite file.")
+                    "highest version), a .tflite file or an OpenVINO .xml.")
 flags.DEFINE_string("output_dir", None, "predict, inspect_data, make_tfrecords: where the outputs "
                     "go (default: under MODEL_DIR, or MODEL/../predict; beside MODEL_DIR when "
                     "it holds a training run, which these modes only read).")
@@ -187,7 +190,7 @@ def _export_args():
     return dict(export_dir=FLAGS.export_dir, include_masks=FLAGS.include_masks,
                 version=FLAGS.export_version, freeze=FLAGS.freeze_saved_model,
                 precision=FLAGS.saved_model_precision,
-                tflite_variants=FLAGS.tflite_variants)
+                tflite_variants=FLAGS.tflite_variants, openvino=FLAGS.openvino)
 
 
 def _export_overrides():

@@ -29,6 +29,8 @@ setup(
         # without declaring it.
         "tfds": ["tensorflow-datasets>=4.9.9", "importlib_resources>=6.0"],
         "plots": ["matplotlib>=3.8"],
+        # --openvino: an OpenVINO IR of the detector, and rm.load() of it (CPU servers).
+        "openvino": ["openvino>=2026.4"],
         # The TFDS tests build a small TFDS dataset and the plot tests draw, so the tests
         # install the tfds and plots extras.
         "test": ["pytest>=8.0", "tensorflow-datasets>=4.9.9", "importlib_resources>=6.0",

@@ -14,6 +14,7 @@ from retinamask_tf.detections import Detections, rgb_uint8
 from retinamask_tf.detector import CheckpointPredictor
 from retinamask_tf.mask_paste import paste_masks
 from retinamask_tf.export.litert_runner import LiteRTPredictor
+from retinamask_tf.export.openvino_runner import OpenVINOPredictor
 from retinamask_tf.export.saved_model import resolve_servable
 from retinamask_tf.image_io import READ_ERRORS, read_rgb
 from retinamask_tf.run_dir import CONFIG_FILE, RunDirError, read_label_map
@@ -26,7 +27,9 @@ def load(path, include_masks=None, overrides=(), num_threads=None):
     - a training run directory (``config.yaml`` + ``checkpoints/``; also one written by
       ``--mode=import_weights``): its latest checkpoint, the Keras model itself;
     - an exported SavedModel folder, or its TF Serving base folder (the highest version);
-    - a ``.tflite`` file written by the export (LiteRT; ``num_threads``, default 2).
+    - a ``.tflite`` file written by the export (LiteRT; ``num_threads``, default 2);
+    - an OpenVINO IR ``.xml`` written by ``--openvino`` (OpenVINO Runtime on the CPU,
+      float32; ``num_threads``, default all cores).
 
     ``include_masks``: run directories only; None keeps the mask branch when the run has
     one, False detects only. ``overrides``: ``key=value`` inference settings of a run
@@ -35,13 +38,16 @@ def load(path, include_masks=None, overrides=(), num_threads=None):
     Raises ``RunDirError`` (or ``ConfigError``) naming what is wrong.
     """
     path = os.fspath(path)
-    if path.endswith(".tflite") or os.path.isfile(path):
+    if path.endswith((".tflite", ".xml")) or os.path.isfile(path):
         _export_only(path, include_masks, overrides)
-        if not path.endswith(".tflite"):
-            raise RunDirError(f"{path} is a file but not a .tflite model: give a run "
-                              "directory, a SavedModel folder or a .tflite file")
+        if not path.endswith((".tflite", ".xml")):
+            raise RunDirError(f"{path} is a file but not a .tflite or OpenVINO .xml model: "
+                              "give a run directory, a SavedModel folder, a .tflite file or "
+                              "an OpenVINO .xml")
         if not os.path.exists(path):
             raise RunDirError(f"{path}: no such file or folder")
+        if path.endswith(".xml"):
+            return OpenVINOPredictor(path, num_threads=num_threads)
         return LiteRTPredictor(path, num_threads=num_threads or 2)
     if os.path.exists(os.path.join(path, CONFIG_FILE)):
         return CheckpointPredictor.from_run_dir(path, include_masks, overrides)

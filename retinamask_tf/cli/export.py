@@ -7,6 +7,7 @@ import sys
 from retinamask_tf import run_dir
 from retinamask_tf.data import pipeline
 from retinamask_tf.export.litert_runner import LiteRTPredictor
+from retinamask_tf.export.openvino_ir import export_openvino
 from retinamask_tf.export.saved_model import export_servable
 from retinamask_tf.export.tflite import export_tflite
 from retinamask_tf.image_io import read_rgb
@@ -15,7 +16,7 @@ from retinamask_tf.visualize import draw
 
 def run(model_dir, export_dir=None, include_masks=False, version=None, freeze=False,
         precision="float32", tflite_variants=("float32", "float16", "dynamic_int8", "int8"),
-        datasets=None, overrides=()):
+        datasets=None, overrides=(), openvino=False):
     """Exports the run's latest checkpoint; prints where everything went. ``datasets``: the
     run's (train, val) splits if already loaded (int8 calibration and the drawings read
     them), else those of its config (+ ``overrides``, e.g. data paths for an imported
@@ -24,6 +25,7 @@ def run(model_dir, export_dir=None, include_masks=False, version=None, freeze=Fa
     inference settings (``run_dir.INFERENCE_CHANGES``: post-processing, mask threshold and
     count, ``model.conv_algorithm``). ``include_masks``: also ``saved_model_masks/`` and
     ``tflite/model_<variant>_masks.tflite``, the same detector with the mask branch.
+    ``openvino``: also ``openvino/model.xml``, an OpenVINO IR of the detector.
     Returns 0, or 2 after printing why the run cannot be exported."""
     root = export_dir or os.path.join(model_dir, "export")
     try:
@@ -52,6 +54,11 @@ def run(model_dir, export_dir=None, include_masks=False, version=None, freeze=Fa
                 print(f"  TFLite       {path} ({os.path.getsize(path) / 1e6:.2f} MB)")
             if val is not None and variants:
                 draw_examples(os.path.join(root, "drawn"), val, paths[variants[0]])
+        if openvino:
+            path = export_openvino(model_dir, os.path.join(root, "openvino"),
+                                   overrides=overrides)
+            print(f"  OpenVINO     {path} (batch 1, float32 weights; serve with OpenVINO "
+                  "Model Server, or rm.load)")
     except (run_dir.RunDirError, FileNotFoundError, ImportError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -135,7 +135,7 @@ def test_load_names_what_is_wrong(three_formats, tmp_path):
         rm.load(lite["float32"], overrides=["postprocess.score_threshold=0.5"])
     text = tmp_path / "notes.txt"
     text.write_text("x")
-    with pytest.raises(run_dir.RunDirError, match="not a .tflite model"):
+    with pytest.raises(run_dir.RunDirError, match="not a .tflite or OpenVINO .xml model"):
         rm.load(str(text))
     with pytest.raises(run_dir.RunDirError, match="holds no SavedModel"):
         rm.load(str(tmp_path))

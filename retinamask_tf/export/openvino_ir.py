@@ -7,8 +7,8 @@ The graph is the SavedModel's ``serving_default`` at batch 1: input ``images`` u
 ``detection_scores`` [1, D], ``detection_classes`` [1, D] int32 (the dataset's category
 ids), ``num_detections`` [1] int32. OpenVINO has no conversion for TF's
 ``CombinedNonMaxSuppression``, so post-processing is the TFLite graph's
-(``ops.postprocess.generate_detections_single``: one ``NonMaxSuppressionV5`` over
-class-offset boxes, the same detections). Detection only; convolutions direct (OpenVINO
+(``RetinaMask.single_image_detections``: one ``NonMaxSuppressionV5`` over class-offset
+boxes, the same detections). Detection only; convolutions direct (OpenVINO
 picks its own algorithms).
 
 The weights are written as float32: ``openvino.save_model`` compresses them to float16 by
@@ -29,7 +29,7 @@ from tensorflow.python.framework.convert_to_constants import convert_variables_t
 from retinamask_tf import run_dir
 from retinamask_tf.export.openvino_runner import openvino_module
 from retinamask_tf.export.saved_model import ExportError, restore_for_export
-from retinamask_tf.ops import pixels, postprocess, resize
+from retinamask_tf.ops import pixels, resize
 
 IR_FILE = "model.xml"
 INFO_FILE = "openvino_model.json"
@@ -55,11 +55,7 @@ class OpenVINODetector(tf.Module):
                                              self.long_side, model.image_size,
                                              pad_value=self.pad_value)
         outputs = model(padded[None], training=False)
-        g = model.detection_generator
-        valid = (info[:2] * info[2:])[None]  # the resized image's extent in the input
-        det = postprocess.generate_detections_single(
-            outputs["cls_logits"], outputs["box_deltas"], tf.constant(model.anchors),
-            model.level_counts, valid, g.settings, g.coder)
+        det = model.single_image_detections(outputs, model.valid_shape(info[None]))
         return {"detection_boxes": det["boxes"] / tf.tile(info[2:], [2]),
                 "detection_scores": det["scores"],
                 "detection_classes": tf.gather(self.class_ids, det["classes"]),

@@ -43,7 +43,6 @@ from retinamask_tf.export.litert_runner import INFO_FILE
 from retinamask_tf.export.saved_model import ExportError, restore_for_export
 from retinamask_tf.image_io import read_rgb
 from retinamask_tf.native_noise import drop_known_native_noise
-from retinamask_tf.ops import postprocess
 
 VARIANTS = ("float32", "float16", "dynamic_int8", "int8")
 SMALL_VARIANTS = ("float16", "dynamic_int8", "int8")  # converted with direct convs
@@ -71,11 +70,8 @@ class TFLiteDetector(tf.Module):
         model = self.model
         pyramid = model.features(tf.cast(images, tf.float32), training=False)
         outputs = model.head(pyramid, training=False)
-        g = model.detection_generator
         with tf.name_scope(POSTPROCESS_SCOPE):
-            det = postprocess.generate_detections_single(
-                outputs["cls_logits"], outputs["box_deltas"], tf.constant(model.anchors),
-                model.level_counts, true_image_shape, g.settings, g.coder)
+            det = model.single_image_detections(outputs, true_image_shape)
             classes = tf.gather(self.class_ids, det["classes"])
         out = {"detection_boxes": det["boxes"], "detection_scores": det["scores"],
                "detection_classes": classes, "num_detections": det["num_detections"]}

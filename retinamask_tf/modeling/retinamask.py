@@ -16,7 +16,7 @@ import keras
 import tensorflow as tf
 
 from retinamask_tf.layers.normalization import ImageNormalization
-from retinamask_tf.ops import matcher, roi_align
+from retinamask_tf.ops import matcher, postprocess, roi_align
 from retinamask_tf.ops.distribute import cross_replica_sum
 
 _PARTS = ("backbone", "fpn", "head", "anchor_generator", "target_assigner", "class_loss",
@@ -95,7 +95,7 @@ class RetinaMask(keras.Model):
         its inputs depend on detections (see ``detect`` and ``all_losses``)."""
         return self.head(self.features(images, training=training), training=training)
 
-    def _valid_shape(self, image_info):
+    def valid_shape(self, image_info):
         """(height, width) [B, 2] of the resized image inside the padded input."""
         image_info = tf.cast(image_info, tf.float32)
         return tf.minimum(tf.round(image_info[:, 0:2] * image_info[:, 2:4]),
@@ -104,10 +104,20 @@ class RetinaMask(keras.Model):
     def _detections(self, outputs, image_info, max_detections=None, xla_compatible=False):
         """Detection generator in the model-input frame."""
         return self.detection_generator(outputs["cls_logits"], outputs["box_deltas"],
-                                        tf.constant(self.anchors), self._valid_shape(image_info),
+                                        tf.constant(self.anchors), self.valid_shape(image_info),
                                         level_counts=self.level_counts,
                                         max_detections=max_detections,
                                         padded_nms=xla_compatible)
+
+    def single_image_detections(self, outputs, valid_shape):
+        """Detections of a batch of one (model-input frame) in ops that TFLite and OpenVINO
+        convert: ``ops.postprocess.generate_detections_single``, one NonMaxSuppressionV5
+        over class-offset boxes (CombinedNonMaxSuppression converts to neither).
+        valid_shape: [1, 2] (height, width) of the image inside the padded input."""
+        g = self.detection_generator
+        return postprocess.generate_detections_single(
+            outputs["cls_logits"], outputs["box_deltas"], tf.constant(self.anchors),
+            self.level_counts, valid_shape, g.settings, g.coder)
 
     # ------------------------------------------------------------------ losses
     def compute_losses(self, outputs, labels, training=False):

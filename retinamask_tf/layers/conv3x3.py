@@ -49,10 +49,15 @@ class Conv3x3(keras.layers.Conv2D):
             return True
         return winograd_pays(h, w, input_shape[-1], self.filters) and not _gpu_visible()
 
-    def convolution_op(self, inputs, kernel):
-        if self.uses_winograd(inputs.shape):
-            return winograd_conv3x3(inputs, kernel)
-        return super().convolution_op(inputs, kernel)
+    def call(self, inputs, training=None):
+        if not self.uses_winograd(inputs.shape):
+            return super().call(inputs)
+        # training=False (evaluation, the exports): the forward ops alone, without the
+        # custom-gradient ops (through which the TFLite converter lost the signature).
+        outputs = winograd_conv3x3(inputs, self.kernel, gradient=training is not False)
+        if self.use_bias:
+            outputs = tf.nn.bias_add(outputs, self.bias)
+        return self.activation(outputs) if self.activation is not None else outputs
 
     def get_config(self):
         config = super().get_config()

@@ -66,7 +66,7 @@ def _sandwich(g, k):
     return tf.reshape(tf.matmul(g[tf.newaxis], rows), [s, s] + rest)
 
 
-def winograd_conv3x3(x, kernel, max_band_bytes=2 ** 25):
+def winograd_conv3x3(x, kernel, max_band_bytes=2 ** 25, gradient=True):
     """``tf.nn.conv2d(x, kernel, 1, "SAME")`` by F(4x4, 3x3).
 
     Args:
@@ -78,6 +78,8 @@ def winograd_conv3x3(x, kernel, max_band_bytes=2 ** 25):
         rows, each band's [36, tiles, max(Cin, Cout)] products under this many bytes (for
         a static batch; 1 image otherwise), which bounds the peak memory without slowing
         the products down.
+      gradient: False gives the forward ops alone, for graphs that are never
+        differentiated (inference, the exports); True adds the gradient described below.
     Returns:
       [N, H, W, Cout].
 
@@ -90,6 +92,8 @@ def winograd_conv3x3(x, kernel, max_band_bytes=2 ** 25):
     """
     if x.shape[1] is None or x.shape[2] is None:
         raise ValueError(f"winograd_conv3x3 needs static spatial sizes, got {x.shape}")
+    if not gradient:
+        return _convolve(x, tf.convert_to_tensor(kernel), max_band_bytes)
 
     @tf.custom_gradient
     def conv(x, kernel):

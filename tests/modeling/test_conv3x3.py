@@ -42,6 +42,33 @@ def test_algorithm_choice_and_same_results(algorithm, shape, expect):
     assert np.abs(y.numpy() - ref).max() <= 3e-5 * np.abs(ref).max()
 
 
+def test_training_graph_has_the_gradient_and_inference_graph_does_not():
+    """Called with training=True the layer's gradients (input, kernel, bias) equal a plain
+    Conv2D's, through the custom gradient (its IdentityN); with training=False the graph
+    holds the forward ops alone (the TFLite converter lost the signature through the
+    custom-gradient ops)."""
+    rng = np.random.default_rng(4)
+    x = tf.constant(rng.standard_normal((2, 9, 7, 3)), tf.float32)
+    layer = Conv3x3(4, "winograd", bias_initializer="random_normal", activation="relu")
+    plain = keras.layers.Conv2D(4, 3, padding="same", activation="relu")
+    layer(x)
+    plain.build(x.shape)
+    plain.set_weights(layer.get_weights())
+    r = tf.constant(rng.standard_normal((2, 9, 7, 4)), tf.float32)
+
+    def grads(conv, **kwargs):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            loss = tf.reduce_sum(conv(x, **kwargs) * r)
+        return tape.gradient(loss, [x] + conv.trainable_weights)
+
+    for got, want in zip(tf.function(lambda: grads(layer, training=True))(),
+                         tf.function(lambda: grads(plain))()):
+        np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-4, atol=1e-4)
+    assert "IdentityN" in _op_types(lambda t: layer(t, training=True), x)
+    assert "IdentityN" not in _op_types(lambda t: layer(t, training=False), x)
+
+
 def test_16_bit_policies_stay_direct():
     """16-bit layers compute directly (Winograd's rounding in 16 bits is not evaluated)."""
     previous = keras.config.dtype_policy()

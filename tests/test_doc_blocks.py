@@ -1,4 +1,5 @@
-"""Every code block in README.md and docs/ is run, at a tiny size, or says why not.
+"""Every code block in README.md and docs/ is run, at a tiny size, or says why not
+(those of ``SLOW_DOCS`` only with ``-m slow``).
 
 A fenced block runs unless the line before it is ``<!-- not run: REASON -->``:
 
@@ -165,12 +166,16 @@ def _run_command(command, cwd):
     return res
 
 
-def test_the_blocks_run_as_written(sandbox, monkeypatch):
-    """README first (its quick start makes runs/demo), then the docs, in order."""
-    monkeypatch.chdir(sandbox)
+# Docs whose blocks run only with ``-m slow``: a chain of their own (mobile.md trains,
+# exports and runs the mobile demo: about 75 s on 2 cores) that no other block needs.
+SLOW_DOCS = (os.path.join("docs", "mobile.md"),)
+
+
+def _run_blocks(sandbox, docs):
+    """Runs the runnable blocks of ``docs`` in order; returns [(doc, what ran)]."""
     ran = []
     for doc, i, lang, body, reason in _blocks():
-        if reason or lang == "yaml":
+        if reason or lang == "yaml" or doc not in docs:
             continue
         if lang == "bash":
             for command in _commands(body):
@@ -187,9 +192,25 @@ def test_the_blocks_run_as_written(sandbox, monkeypatch):
             exec(code, {"__name__": f"doc_block_{i}"})
             ran.append((doc, f"python block {i}"))
     print("\n".join(f"{doc}: {what}" for doc, what in ran))
+    return ran
+
+
+def test_the_blocks_run_as_written(sandbox, monkeypatch):
+    """README first (its quick start makes runs/demo), then the docs, in order (those of
+    ``SLOW_DOCS`` in the slow test below)."""
+    monkeypatch.chdir(sandbox)
+    ran = _run_blocks(sandbox, [d for d in DOCS if d not in SLOW_DOCS])
     assert len(ran) >= 8, ran
     docs_run = {doc for doc, _ in ran}
     assert "README.md" in docs_run and os.path.join("docs", "python_api.md") in docs_run, ran
     assert (sandbox / "runs" / "demo" / "export" / "saved_model_masks").is_dir()
     assert (sandbox / "runs" / "small" / "predict" / "results.json").is_file()
     assert (sandbox / "runs" / "fit" / "model.weights.h5").is_file()
+
+
+@pytest.mark.slow
+def test_the_slow_docs_blocks_run_as_written(sandbox, monkeypatch):
+    """The blocks of ``SLOW_DOCS``, in order."""
+    monkeypatch.chdir(sandbox)
+    ran = _run_blocks(sandbox, SLOW_DOCS)
+    assert {doc for doc, _ in ran} == set(SLOW_DOCS) and len(ran) >= 3, ran

@@ -135,15 +135,15 @@ def _initialise(model, init):
     that are no COCO category never scoring) or a state dict file."""
     import torch
 
-    from bench.reference_parity import _coco_ids, _randomise
+    from bench.reference_parity import coco_ids, randomise
     if init == "seed":
         return
     if init != "drawn":
         model.load_state_dict(torch.load(init, weights_only=True))
         return
-    _randomise(model, 0)
+    randomise(model, 0)
     head = model.head.classification_head
-    dead = [c for c in range(head.num_classes) if c not in set(_coco_ids())]
+    dead = [c for c in range(head.num_classes) if c not in set(coco_ids())]
     with torch.no_grad():
         head.cls_logits.bias.view(head.num_anchors, head.num_classes)[:, dead] = -100.0
 
@@ -372,7 +372,7 @@ def _detection_check(files):
 def prepare(args, size, env):
     """The exports and the detection check of one size (read back from ``--work`` when an
     earlier run prepared them with the same ``--init`` and image)."""
-    from bench.reference_parity import _input_image
+    from bench.reference_parity import input_image
 
     files = _files(args.work, size)
     wanted = {"init": args.init, "image": args.image}
@@ -385,7 +385,7 @@ def prepare(args, size, env):
         return info
     os.makedirs(files["folder"], exist_ok=True)
     h, w = _hw(size)
-    np.save(files["image"], _input_image(args.image, h, w, 0))
+    np.save(files["image"], input_image(args.image, h, w, 0))
     common = ["--size", size, "--work", args.work, "--threads", str(max(_threads(args)))]
     torch_info = run_worker([args.torch_python, __file__, "--worker", "torch_prepare", "--init",
                              args.init] + common, env, f"{size}: torchvision weights, ONNX export",

@@ -45,7 +45,7 @@ TARGET_MATCH = 0.99
 
 # ---------------------------------------------------------------------------- torch side
 
-def _randomise(model, seed):
+def randomise(model, seed):
     """Every float parameter/buffer drawn: convs ~ N(0, 1/fan_in), biases ~ N(0, 0.1),
     norm scales ~ U(0.8, 1.2), running means ~ N(0, 0.1), variances ~ U(0.5, 1.5); class
     logits' bias around -3 so that scores spread over 0.01..0.5."""
@@ -82,7 +82,7 @@ def _v1_file_keys(state):
     return out
 
 
-def _coco_ids():
+def coco_ids():
     sys.path.insert(0, os.path.join(REPO, "retinamask_tf", "weights"))
     from coco_classes import COCO_IDS  # NumPy-free module, importable without TF
     return COCO_IDS
@@ -147,7 +147,7 @@ def torch_side(args):
         image = np.load(os.path.join(args.work, "image.npy"))
         gt = np.load(os.path.join(args.work, "gt.npz"))
         out = released_reference.reference_training(
-            args.reference_repo, image, gt["boxes"], gt["labels"], _randomise, args.seed,
+            args.reference_repo, image, gt["boxes"], gt["labels"], randomise, args.seed,
             os.path.join(args.work, "weights_train.pth"))
         np.savez(os.path.join(args.work, "torch_training.npz"), **out)
         print(json.dumps({"torch": torch.__version__, "torchvision": torchvision.__version__}))
@@ -155,7 +155,7 @@ def torch_side(args):
     if args.source == "retinamask":
         import released_reference
         image = np.load(os.path.join(args.work, "image.npy"))
-        out = released_reference.reference_outputs(args.reference_repo, image, _randomise,
+        out = released_reference.reference_outputs(args.reference_repo, image, randomise,
                                                    args.seed, os.path.join(args.work, "weights.pth"),
                                                    narrow=args.narrow)
         np.savez(os.path.join(args.work, "torch_outputs.npz"), **out)
@@ -197,9 +197,9 @@ def torch_side(args):
     else:
         model = ctor(weights=None, weights_backbone=None, num_classes=args.num_classes, **kwargs)
     model.eval()
-    _randomise(model, args.seed)
+    randomise(model, args.seed)
     if args.coco80:  # the 11 channels that are no COCO category never score (as trained)
-        keep = set(_coco_ids())
+        keep = set(coco_ids())
         dead = [c for c in range(args.num_classes) if c not in keep]
         a = model.head.classification_head.num_anchors
         with torch.no_grad():
@@ -517,7 +517,7 @@ def main():
         return saved_model_parity(args)
 
     h, w = (int(v) for v in args.size.split("x"))
-    image = _input_image(args.image, h, w, args.seed)
+    image = input_image(args.image, h, w, args.seed)
     result = {"size": [h, w], "machine": platform.processor() or platform.machine(),
               "TF_ENABLE_ONEDNN_OPTS": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "(unset: on)"),
               "targets": {"rel": TARGET_REL, "box_px": TARGET_BOX_PX, "match": TARGET_MATCH},
@@ -643,7 +643,7 @@ def saved_model_parity(args):
     return 0 if ok else 1
 
 
-def _input_image(path, h, w, seed):
+def input_image(path, h, w, seed):
     from PIL import Image
     if path is None:
         data = os.environ.get("RETINAMASK_TEST_DATA")

@@ -245,10 +245,9 @@ def _openvino_onnx_engine(args, files, image):
     """torchvision's ONNX, compiled with the settings OpenVINOPredictor gives our IR."""
     import openvino
 
-    from retinamask_tf.export.openvino_runner import PRECISIONS
-    compiled = openvino.Core().compile_model(files["onnx"], "CPU", {
-        "INFERENCE_PRECISION_HINT": PRECISIONS[args.precision],
-        "INFERENCE_NUM_THREADS": args.threads})
+    from retinamask_tf.export.openvino_runner import compile_settings
+    compiled = openvino.Core().compile_model(files["onnx"], "CPU",
+                                             compile_settings(args.threads, args.precision))
     x = _chw(image)
     return (lambda: compiled(x), _torchvision_order(lambda out: tuple(out.values())),
             _ov_info(compiled))

@@ -5,8 +5,8 @@ and an OpenVINO IR under OpenVINO's performance counters.
                                   [--image IMG] [--size 512x512] [--threads 2]
 
 Each SavedModel's ``serving_default`` and the IR (float32 and bfloat16 compute) run on one
-uint8 image (``--image`` resized to ``--size``, or a seeded random one) after ``--warmup``
-calls; TF's profiler records one call with inter-op parallelism 1 (so the ops' times add up
+uint8 image (``--image`` resized to ``--size``; by default coco128's first, else noise)
+after ``--warmup`` calls; TF's profiler records one call with inter-op parallelism 1 (so the ops' times add up
 to the call's) and the time is summed per op type (oneDNN's convolutions are
 ``_MklNative*Conv2D*``, casts ``Cast``); OpenVINO's counters (``PERF_COUNT``) give each
 executed node's time, summed per node type and implementation (``exec_type``, e.g.
@@ -30,11 +30,11 @@ from bench.report import cpu_name, write_results  # noqa: E402
 
 
 def _image(args):
+    """``--image`` resized to ``--size`` (default: coco128's first under
+    $RETINAMASK_TEST_DATA, else seeded noise), as bench/reference_parity.py draws it."""
+    from bench.reference_parity import input_image
     h, w = (int(v) for v in args.size.split("x"))
-    if not args.image:
-        return np.random.default_rng(0).integers(0, 256, (h, w, 3), dtype=np.uint8)
-    from PIL import Image
-    return np.asarray(Image.open(args.image).convert("RGB").resize((w, h), Image.BILINEAR))
+    return input_image(args.image, h, w, 0)
 
 
 def profile_saved_model(path, image, warmup):
@@ -62,10 +62,9 @@ def profile_openvino(path, image, threads, precision, warmup, repeats):
     """{node type / implementation: seconds per call} from OpenVINO's counters."""
     import openvino
 
-    from retinamask_tf.export.openvino_runner import PRECISIONS
-    compiled = openvino.Core().compile_model(path, "CPU", {
-        "INFERENCE_PRECISION_HINT": PRECISIONS[precision], "INFERENCE_NUM_THREADS": threads,
-        "PERF_COUNT": True})
+    from retinamask_tf.export.openvino_runner import compile_settings
+    compiled = openvino.Core().compile_model(
+        path, "CPU", dict(compile_settings(threads, precision), PERF_COUNT=True))
     request = compiled.create_infer_request()
     batch = np.ascontiguousarray(image[None])
     for _ in range(warmup):
@@ -88,7 +87,8 @@ def main():
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--saved_model", action="append", default=[], help="a SavedModel folder")
     p.add_argument("--openvino", help="an IR model.xml (profiled in float32 and bfloat16)")
-    p.add_argument("--image", help="an image (default: seeded random pixels)")
+    p.add_argument("--image", help="an image (default: coco128's first under "
+                                    "$RETINAMASK_TEST_DATA, else seeded noise)")
     p.add_argument("--size", default="512x512", help="HxW the image is resized to")
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     p.add_argument("--warmup", type=int, default=3)

@@ -25,6 +25,17 @@ def openvino_module():
     return openvino
 
 
+def compile_settings(num_threads=None, precision="float32"):
+    """OpenVINO's CPU compile properties for ``precision`` (``float32`` or ``bfloat16``
+    compute) and ``num_threads`` inference threads (None: OpenVINO's default, all cores)."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {tuple(PRECISIONS)}, got {precision!r}")
+    settings = {"INFERENCE_PRECISION_HINT": PRECISIONS[precision]}
+    if num_threads:
+        settings["INFERENCE_NUM_THREADS"] = int(num_threads)
+    return settings
+
+
 class OpenVINOPredictor:
     """One exported IR, compiled for the CPU: calling it on a uint8 RGB image of any size
     returns ``detections.Detections`` in the image's own pixels (detection only).
@@ -38,15 +49,11 @@ class OpenVINOPredictor:
 
     def __init__(self, model_path, num_threads=None, precision="float32"):
         ov = openvino_module()
-        if precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {tuple(PRECISIONS)}, got {precision!r}")
+        settings = compile_settings(num_threads, precision)
         folder = os.path.dirname(os.path.abspath(model_path))
         self.names = dict(zip(*read_label_map(folder)))
         self.model_path = model_path
         self.source = f"{model_path} (OpenVINO IR, {precision})"
-        settings = {"INFERENCE_PRECISION_HINT": PRECISIONS[precision]}
-        if num_threads:
-            settings["INFERENCE_NUM_THREADS"] = int(num_threads)
         self.compiled = ov.Core().compile_model(model_path, "CPU", settings)
         self.has_masks = False
 

@@ -53,7 +53,34 @@ class FusedInferenceBatchNorm(keras.layers.BatchNormalization):
                     and self.center and self.scale and not self.synchronized)
         if (self.trainable and training) or not fused_ok:
             return super().call(inputs, training=training, mask=mask)
-        y, *_ = tf.raw_ops.FusedBatchNormV3(
-            x=inputs, scale=self.gamma, offset=self.beta, mean=self.moving_mean,
-            variance=self.moving_variance, epsilon=self.epsilon, is_training=False)
+        if training:
+            return self._frozen_in_training(inputs)
+        return self._fused(inputs, self.gamma, self.beta, self.moving_mean,
+                           self.moving_variance)
+
+    def _fused(self, inputs, gamma, beta, mean, variance):
+        y, *_ = tf.raw_ops.FusedBatchNormV3(x=inputs, scale=gamma, offset=beta, mean=mean,
+                                            variance=variance, epsilon=self.epsilon,
+                                            is_training=False)
         return y
+
+    def _frozen_in_training(self, inputs):
+        """The frozen layer inside a training step: the same op, with the gradient for the
+        input alone (``dy * gamma / sqrt(var + eps)``; gamma and beta are not trained).
+
+        ``FusedBatchNormV3``'s own gradient reads its input back, so the training step
+        kept every backbone convolution's output alive until the backward pass, beside the
+        ReLU output that follows it; this gradient needs only the per-channel scale, and
+        the convolution's output is freed once the forward pass has used it. Measured on
+        the ResNet-50-FPN RetinaNet step (batch 2, float32, 2 CPU threads): peak RSS
+        3.4 -> 2.85 GB at 512x512 and 8.3-8.4 -> 6.6-6.9 GB at 800x1344, the step 4-6%
+        faster (the backward multiply is cheaper than ``FusedBatchNormGradV3``).
+        """
+        stats = [tf.convert_to_tensor(v) for v in (
+            self.gamma, self.beta, self.moving_mean, self.moving_variance)]
+        scale = stats[0] * tf.math.rsqrt(stats[3] + self.epsilon)
+
+        @tf.custom_gradient
+        def frozen(x):
+            return self._fused(x, *stats), lambda dy: dy * tf.cast(scale, dy.dtype)
+        return frozen(inputs)

@@ -10,11 +10,11 @@ import os
 import tensorflow as tf
 
 from retinamask_tf.coco_results import ResultsFile, to_coco_results
-from retinamask_tf.detections import Detections, rgb_uint8
+from retinamask_tf.detections import rgb_uint8
 from retinamask_tf.detector import CheckpointPredictor
-from retinamask_tf.mask_paste import paste_masks
 from retinamask_tf.export.litert_runner import LiteRTPredictor
 from retinamask_tf.export.openvino_runner import OpenVINOPredictor
+from retinamask_tf.export.outputs import detections_from_outputs
 from retinamask_tf.export.saved_model import resolve_servable
 from retinamask_tf.image_io import READ_ERRORS, read_rgb
 from retinamask_tf.run_dir import CONFIG_FILE, RunDirError, read_label_map
@@ -85,13 +85,8 @@ class SavedModelPredictor:
     def __call__(self, image):
         image = rgb_uint8(image)
         out = {k: v.numpy()[0] for k, v in self.serving(images=tf.constant(image[None])).items()}
-        n = int(out["num_detections"])
-        boxes, ids = out["detection_boxes"][:n], out["detection_classes"][:n]
-        masks = out["detection_masks"][:n] if self.has_masks else None
-        return Detections.build(boxes, out["detection_scores"][:n], ids,
-                                [self.names.get(int(c), str(int(c))) for c in ids],
-                                paste_masks(masks, boxes, image.shape[0], image.shape[1],
-                                            self.mask_threshold))
+        return detections_from_outputs(out, self.names, image.shape[0], image.shape[1],
+                                       self.mask_threshold)
 
 
 def predict_files(predictor, paths, out_dir, score_threshold=0.3, progress=None):

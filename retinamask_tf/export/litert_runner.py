@@ -10,8 +10,8 @@ import os
 
 import numpy as np
 
-from retinamask_tf.detections import Detections, rgb_uint8
-from retinamask_tf.mask_paste import paste_masks
+from retinamask_tf.detections import rgb_uint8
+from retinamask_tf.export.outputs import detections_from_outputs
 from retinamask_tf.ops import resize
 from retinamask_tf.run_dir import read_label_map
 from retinamask_tf.native_noise import drop_known_native_noise
@@ -79,11 +79,5 @@ class LiteRTPredictor:
         height, width = image.shape[:2]
         padded, shape, scale = self.preprocess(image)
         out = self.run_letterboxed(padded, shape)
-        n = int(out["num_detections"])
-        boxes = out["detection_boxes"][:n] / np.tile(scale, 2)[None]
-        boxes = np.clip(boxes, 0, [height, width, height, width])
-        classes = out["detection_classes"][:n]
-        masks = out["detection_masks"][:n] if self.has_masks else None
-        return Detections.build(boxes, out["detection_scores"][:n], classes,
-                                [self.names.get(int(c), str(int(c))) for c in classes],
-                                paste_masks(masks, boxes, height, width, self.mask_threshold))
+        return detections_from_outputs(out, self.names, height, width, self.mask_threshold,
+                                       box_scale=scale)

@@ -9,7 +9,8 @@ import os
 
 import numpy as np
 
-from retinamask_tf.detections import Detections, rgb_uint8
+from retinamask_tf.detections import rgb_uint8
+from retinamask_tf.export.outputs import detections_from_outputs
 from retinamask_tf.run_dir import read_label_map
 
 PRECISIONS = {"float32": "f32", "bfloat16": "bf16"}
@@ -61,7 +62,4 @@ class OpenVINOPredictor:
         image = rgb_uint8(image)
         result = self.compiled(np.ascontiguousarray(image[None]))
         out = {port.get_any_name(): value[0] for port, value in result.items()}
-        n = int(out["num_detections"])
-        boxes, ids = out["detection_boxes"][:n], out["detection_classes"][:n]
-        return Detections.build(boxes, out["detection_scores"][:n], ids,
-                                [self.names.get(int(c), str(int(c))) for c in ids])
+        return detections_from_outputs(out, self.names, image.shape[0], image.shape[1])

@@ -32,8 +32,8 @@ setup(
         # --openvino: an OpenVINO IR of the detector, and rm.load() of it (CPU servers).
         "openvino": ["openvino>=2026.4"],
         # The TFDS tests build a small TFDS dataset and the plot tests draw, so the tests
-        # install the tfds and plots extras.
-        "test": ["pytest>=8.0", "tensorflow-datasets>=4.9.9", "importlib_resources>=6.0",
-                 "matplotlib>=3.8"],
+        # install the tfds and plots extras; pytest-xdist runs them in two processes.
+        "test": ["pytest>=8.0", "pytest-xdist>=3.5", "tensorflow-datasets>=4.9.9",
+                 "importlib_resources>=6.0", "matplotlib>=3.8"],
     },
 )

@@ -72,9 +72,9 @@ class FusedInferenceBatchNorm(keras.layers.BatchNormalization):
         kept every backbone convolution's output alive until the backward pass, beside the
         ReLU output that follows it; this gradient needs only the per-channel scale, and
         the convolution's output is freed once the forward pass has used it. Measured on
-        the ResNet-50-FPN RetinaNet step (batch 2, float32, 2 CPU threads): peak RSS
-        3.4 -> 2.85 GB at 512x512 and 8.3-8.4 -> 6.6-6.9 GB at 800x1344, the step 4-6%
-        faster (the backward multiply is cheaper than ``FusedBatchNormGradV3``).
+        the ResNet-50-FPN RetinaNet step (batch 2, float32, 2 cores of an Intel Xeon):
+        peak RSS 3.4 -> 2.85 GB at 512x512 and 8.3-8.4 -> 6.6-6.9 GB at 800x1344, the step
+        4-6% faster (the backward multiply is cheaper than ``FusedBatchNormGradV3``).
         """
         stats = [tf.convert_to_tensor(v) for v in (
             self.gamma, self.beta, self.moving_mean, self.moving_variance)]
